@@ -1,0 +1,189 @@
+"""Checkpoints: one directory each, written to a temp dir and renamed, so a crash never leaves half of one.
+
+    ckpt_000123456/
+      policy.safetensors   weights (no pickle)
+      optimizer.pt         optimiser state (loaded with weights_only=True)
+      config.json          the full Config
+      spaces.json          observation / action spaces (a policy loads with no env)
+      state.json           counters, version, seeds, RNG state
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.policy import ActorCritic, build_policy
+
+CKPT_PREFIX = "ckpt_"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, str]:
+    return {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+
+
+def restore_rng_state(state: dict[str, str]) -> None:
+    if "torch" in state:
+        raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
+        torch.set_rng_state(torch.from_numpy(raw))
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any] | None,
+    cfg: Config,
+    spec: SpaceSpec,
+    state: dict[str, Any],
+) -> Path:
+    """Write a checkpoint to ``directory`` atomically (temp dir in the same parent, then rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "policy.safetensors"))
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / "optimizer.pt")
+        (tmp / "config.json").write_text(cfg.model_dump_json(indent=2))
+        (tmp / "spaces.json").write_text(json.dumps(spec.to_dict(), indent=2))
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=float))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if directory.exists():  # same name again (e.g. a final checkpoint at a periodic step): swap
+            trash = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(directory, trash)
+            os.rename(tmp, directory)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX)
+                  and (p / "state.json").is_file())  # fmt: skip
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint dir, or a run dir (→ its latest checkpoint)."""
+    path = Path(path)
+    if (path / "policy.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {path} (expected a run dir or a checkpoint dir)")
+    return latest
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    cfg: Config
+    spec: SpaceSpec
+    state: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        f = self.path / "optimizer.pt"
+        return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
+
+    def build_policy(self) -> ActorCritic:
+        policy = build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator)
+        policy.load_state_dict(self.weights)
+        return policy.eval()
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = resolve_checkpoint(path)
+    cfg = Config.model_validate_json((path / "config.json").read_text())
+    spec = SpaceSpec.from_dict(json.loads((path / "spaces.json").read_text()))
+    state = json.loads((path / "state.json").read_text())
+    return Checkpoint(path, cfg, spec, state, load_file(str(path / "policy.safetensors")))
+
+
+class InferencePolicy:
+    """A trained policy for inference: numpy in, numpy out, CPU, no gradients."""
+
+    def __init__(self, policy: ActorCritic, spec: SpaceSpec, cfg: Config, *, checkpoint: Path | None = None):
+        self.policy = policy.eval()
+        self.spec = spec
+        self.cfg = cfg
+        self.checkpoint = checkpoint
+
+    def check_observations(self, observations: Any) -> np.ndarray:
+        """A float/uint batch of the right shape, all finite; raises ValueError naming the problem."""
+        obs = np.asarray(observations)
+        shape = self.spec.obs_shape
+        if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == bool):
+            raise ValueError("observations must be numbers")
+        if obs.shape == shape:
+            obs = obs[None]
+        if obs.ndim != len(shape) + 1 or tuple(obs.shape[1:]) != shape:
+            raise ValueError(f"observations must have shape (batch, {', '.join(map(str, shape))}); got {obs.shape}")
+        if obs.shape[0] == 0:
+            raise ValueError("observations is an empty batch")
+        if np.issubdtype(obs.dtype, np.floating) and not np.all(np.isfinite(obs)):
+            raise ValueError("observations contain NaN or infinity")
+        return obs.astype(np.float32 if not self.spec.is_image else obs.dtype, copy=False)
+
+    @torch.inference_mode()
+    def act(self, observations: Any, deterministic: bool = True) -> np.ndarray:
+        obs = torch.as_tensor(self.check_observations(observations))
+        actions, _, _ = self.policy.act(obs, deterministic=deterministic)
+        return self.spec.clip_actions(actions.numpy())
+
+    @torch.inference_mode()
+    def values(self, observations: Any) -> np.ndarray:
+        return self.policy.value(torch.as_tensor(self.check_observations(observations))).numpy()
+
+    @torch.inference_mode()
+    def action_probs(self, observations: Any) -> np.ndarray:
+        if not self.spec.discrete:
+            raise ValueError("action probabilities exist only for Discrete action spaces")
+        return self.policy.action_probs(torch.as_tensor(self.check_observations(observations))).numpy()
+
+
+def load_policy(path: str | Path) -> InferencePolicy:
+    """Load a trained policy from a run dir (its latest checkpoint) or a checkpoint dir."""
+    ckpt = load_checkpoint(path)
+    return InferencePolicy(ckpt.build_policy(), ckpt.spec, ckpt.cfg, checkpoint=ckpt.path)

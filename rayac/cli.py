@@ -1,0 +1,157 @@
+"""The ``rayac`` command: train | evaluate | presets.
+
+Bad input exits with code 2 and one line naming the field, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from rayac.config import Config, ConfigError, apply_overrides, list_presets, load_preset, parse_config
+
+EXIT_BAD_INPUT = 2
+
+
+def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every config key with its default and description, for ``--help``."""
+    lines = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines += config_reference(ann, f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"  {prefix}{name} = {json.dumps(default)}\n      {field.description or ''}")
+    return lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayac", description="Actor-critic RL on Ray: train, evaluate, serve.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser(
+        "train", help="train an agent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys for --set KEY=VALUE (values are YAML: 0.9, true, [64, 64], null):\n"
+        + "\n".join(config_reference()),
+    )  # fmt: skip
+    t.add_argument("--preset", help="a preset name (see `rayac presets`) or a YAML file")
+    t.add_argument("--algo", choices=["a2c", "a3c"], help="algorithm (algo.name)")
+    t.add_argument("--env", help="gymnasium env id (env.id)")
+    t.add_argument("--workers", type=int, help="rollout worker actors; 0 = no Ray (resources.num_workers)")
+    t.add_argument("--seed", type=int, help="base seed (env.seed)")
+    t.add_argument("--steps", type=int, help="stop after this many env steps (run.stop.total_env_steps)")
+    t.add_argument("--run-dir", help="run directory (run.run_dir)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set algo.gamma=0.95 (repeatable)")  # fmt: skip
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (run.progress_bar=false)")
+
+    e = sub.add_parser("evaluate", help="replay a trained policy greedily (and render a GIF)")
+    e.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("--episodes", type=int, default=10, help="greedy episodes (default 10)")
+    e.add_argument("--gif", metavar="FILE", help="render one episode to this GIF")
+    e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+
+    sub.add_parser("presets", help="list the built-in presets")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"rayac: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    from rayac.runner import load_run_config
+
+    if args.resume:
+        if args.preset:
+            raise ConfigError("preset", "--resume continues a run with its own config; drop --preset")
+        data: dict[str, Any] = load_run_config(args.resume)
+    else:
+        data = load_preset(args.preset) if args.preset else {}
+    shortcuts = {
+        "algo.name": args.algo, "env.id": args.env, "resources.num_workers": args.workers, "env.seed": args.seed,
+        "run.stop.total_env_steps": args.steps, "run.run_dir": args.resume or args.run_dir,
+        "run.progress_bar": False if args.no_progress else None,
+    }  # fmt: skip
+    overrides = [f"{k}={json.dumps(v)}" for k, v in shortcuts.items() if v is not None] + args.overrides
+    return parse_config(apply_overrides(data, overrides))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        cfg = _train_config(args)
+        from rayac.runner import Runner
+
+        runner = Runner(cfg, resume=bool(args.resume), console=console)
+    except ConfigError as err:
+        return _fail(str(err))
+    result = runner.run()
+    out = Console()
+    out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "
+              f"{result.elapsed_s:.1f}s, {result.iterations:,} updates")  # fmt: skip
+    if result.eval_return is not None:
+        out.print(f"greedy eval return: {result.eval_return:.1f} (best {result.best_eval_return:.1f})")
+    out.print(f"run directory:  {result.run_dir}")
+    out.print(f"trained policy: {result.checkpoint}")
+    out.print(f"replay it:      rayac evaluate {result.run_dir} --gif {Path(result.run_dir) / 'agent.gif'}")
+    return 0 if result.stop_reason != "interrupted" else 130
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rayac.checkpoint import load_checkpoint
+    from rayac.evaluate import Evaluator, render_gif
+
+    if args.episodes < 1:
+        return _fail("--episodes: must be >= 1")
+    try:
+        ckpt = load_checkpoint(args.path)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        return _fail(f"RUN_OR_CHECKPOINT: {err}")
+    env_cfg = ckpt.cfg.env.model_copy(update={"seed": args.seed})
+    evaluator = Evaluator(env_cfg, ckpt.build_policy(), episodes=args.episodes)
+    stats = evaluator.evaluate()
+    evaluator.close()
+    out = Console()
+    out.print(f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})")
+    out.print(f"{args.episodes} greedy episodes on {ckpt.cfg.env.id}: return {stats['eval/return_mean']:.1f} "
+              f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
+              f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
+    if args.gif:
+        info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
+        out.print(f"GIF: {args.gif} ({info['frames']} frames, return {info['return']:.1f})")
+    return 0
+
+
+def cmd_presets(_: argparse.Namespace) -> int:
+    for name, summary in list_presets().items():
+        print(f"{name:28s} {summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as err:
+        return _fail(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

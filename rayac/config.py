@@ -1,0 +1,283 @@
+"""The one configuration schema: used by the CLI, the YAML presets and the REST API alike.
+
+Every field has a description; it becomes ``rayac train --help-config`` and the OpenAPI docs.
+Unknown keys are refused (``extra="forbid"``) so a typo in a preset fails loudly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: ``field`` is the dotted path, ``message`` says what is wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    id: str = Field("CartPole-v1", description="Gymnasium environment id (a registered id, or 'module:Name').")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
+    num_envs: int = Field(8, ge=1, le=4096, description="Environments per rollout worker (one vector env).")
+    vectorization: Literal["sync", "async"] = Field(
+        "sync", description="Vector env kind: 'sync' steps in-process, 'async' in subprocesses."
+    )
+    seed: int = Field(0, ge=0, description="Base seed: envs, action sampling and network init derive from it.")
+    max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
+
+    @field_validator("id")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        import gymnasium as gym
+
+        if ":" in value or value in gym.registry:
+            return value
+        close = difflib.get_close_matches(value, list(gym.registry), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"unknown env id '{value}'{hint}")
+
+
+class ModelConfig(_Section):
+    architecture: Literal["separate", "shared"] = Field(
+        "separate", description="'separate' actor and critic networks, or one 'shared' trunk with two heads."
+    )
+    hidden_sizes: list[int] = Field(
+        default_factory=lambda: [64, 64], description="Hidden layer widths of the MLP (the actor's, if separate)."
+    )
+    critic_hidden_sizes: list[int] | None = Field(
+        None, description="Hidden widths of the critic MLP when separate (default: same as hidden_sizes)."
+    )
+    activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="Hidden-layer activation.")
+    encoder: Literal["auto", "mlp", "cnn"] = Field(
+        "auto", description="Observation encoder: 'cnn' (Nature CNN) for images, 'mlp' for vectors; auto picks."
+    )
+    ortho_init: bool = Field(True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value).")
+    log_std_init: float = Field(0.0, description="Initial log standard deviation of Gaussian (Box) actions.")
+
+    @field_validator("hidden_sizes", "critic_hidden_sizes")
+    @classmethod
+    def _positive_widths(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(w < 1 for w in value):
+            raise ValueError("every hidden width must be >= 1")
+        return value
+
+
+class OptimConfig(_Section):
+    name: Literal["adam", "rmsprop"] = Field("adam", description="Optimiser: Adam, or RMSprop as in the A3C paper.")
+    lr: float = Field(7e-4, gt=0, le=1, description="Learning rate (of everything, unless actor_lr/critic_lr).")
+    actor_lr: float | None = Field(None, gt=0, le=1, description="Actor learning rate (separate nets only).")
+    critic_lr: float | None = Field(None, gt=0, le=1, description="Critic learning rate (separate nets only).")
+    eps: float = Field(1e-5, gt=0, description="Optimiser epsilon.")
+    rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
+
+
+Estimator = Literal["mc", "nstep", "gae", "td", "q"]
+
+
+class AlgoConfig(_Section):
+    name: Literal["a2c", "a3c"] = Field("a2c", description="Algorithm: synchronous A2C or asynchronous A3C.")
+    estimator: Estimator = Field(
+        "gae",
+        description=(
+            "Policy weight: 'mc' whole-episode returns − V; 'nstep' n-step bootstrapped targets − V; "
+            "'gae' GAE(λ); 'td' one-step TD error; 'q' a Q(s,a) critic trained on SARSA targets."
+        ),
+    )
+    gamma: float = Field(0.99, ge=0, lt=1, description="Discount factor, in [0, 1).")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ (estimator 'gae').")
+    n_step: int | None = Field(
+        None, ge=1, description="Horizon of 'nstep' targets; None bootstraps from the rollout's end (A3C paper)."
+    )
+    batch_mode: Literal["auto", "steps", "episodes"] = Field(
+        "auto",
+        description="'steps': fixed rollout_steps per env; 'episodes': one whole episode per env; auto: "
+        "episodes for 'mc', steps otherwise.",
+    )
+    rollout_steps: int = Field(
+        5, ge=1, le=100_000, description="Steps per env per update (A3C's update_interval / t_max)."
+    )
+    ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient β.")
+    vf_coef: float = Field(0.5, ge=0, description="Value-loss coefficient.")
+    max_grad_norm: float | None = Field(0.5, gt=0, description="Clip the global gradient norm (None: no clipping).")
+    normalize_advantages: bool = Field(False, description="Normalise advantages to zero mean, unit std per batch.")
+    max_staleness: int | None = Field(
+        None, ge=0, description="A3C: drop gradients computed from weights more than this many versions old."
+    )
+
+    @property
+    def episodic(self) -> bool:
+        return self.batch_mode == "episodes" or (self.batch_mode == "auto" and self.estimator == "mc")
+
+    @model_validator(mode="after")
+    def _mc_needs_episodes(self) -> AlgoConfig:
+        if self.estimator == "mc" and self.batch_mode == "steps":
+            raise ConfigError("algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'")
+        return self
+
+
+class ResourcesConfig(_Section):
+    num_workers: int = Field(
+        0, ge=0, le=1024, description="Rollout worker actors on Ray; 0 runs everything in this process, no Ray."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "cpu", description="Device of the learner / parameter server; rollout workers always use the CPU."
+    )
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
+
+
+class StopConfig(_Section):
+    total_env_steps: int | None = Field(200_000, ge=1, description="Stop after this many env steps.")
+    target_return: float | None = Field(None, description="Stop once the greedy evaluation mean reaches this.")
+    time_limit_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
+
+    @model_validator(mode="after")
+    def _some_stop(self) -> StopConfig:
+        if self.total_env_steps is None and self.time_limit_s is None:
+            raise ConfigError("run.stop", "set total_env_steps or time_limit_s, or the run never ends")
+        return self
+
+
+class RunConfig(_Section):
+    stop: StopConfig = Field(default_factory=StopConfig, description="When training ends (first condition met).")
+    eval_interval_steps: int = Field(10_000, ge=0, description="Greedy evaluation every K env steps (0: never).")
+    eval_interval_episodes: int = Field(
+        0, ge=0, description="Greedy evaluation every K finished training episodes (0: never)."
+    )
+    eval_episodes: int = Field(10, ge=1, le=1000, description="Episodes per greedy evaluation.")
+    checkpoint_interval_steps: int = Field(
+        50_000, ge=0, description="Checkpoint every K env steps (0: only at the end)."
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="How many periodic checkpoints to keep.")
+    run_dir: str | None = Field(None, description="Run directory (default: runs/<algo>-<env>-<time>).")
+    log_interval_s: float = Field(5.0, gt=0, description="Seconds between console summary tables.")
+    progress_bar: bool = Field(True, description="Show a rich progress bar.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")
+    wandb: bool = Field(False, description="Log to Weights & Biases if wandb is installed (offline works).")
+
+
+class Config(_Section):
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The environment.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The actor-critic network.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="The optimiser.")
+    algo: AlgoConfig = Field(default_factory=AlgoConfig, description="The algorithm and its estimator.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Workers and devices.")
+    run: RunConfig = Field(default_factory=RunConfig, description="Stop, evaluation, checkpoints, logging.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.model.architecture == "shared":
+            for name in ("actor_lr", "critic_lr"):
+                if getattr(self.optim, name) is not None:
+                    raise ConfigError(f"optim.{name}", "needs model.architecture=separate (a shared trunk has one lr)")
+        return self
+
+
+# ----------------------------------------------------------------------------- loading & overrides
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the dotted field: ``algo.gamma: Input should be less than 1``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        ctx_err = (e.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, ConfigError):
+            loc, msg = ctx_err.field, ctx_err.message
+        elif msg.startswith(("Value error, ", "Assertion failed, ")):
+            msg = msg.split(", ", 1)[1]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a nested dict; raises ConfigError naming the first bad field."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(field or "config", format_validation_error(err).split(": ", 1)[-1]) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``algo.gamma=0.9`` → (["algo", "gamma"], 0.9); the value is read as a YAML scalar or list."""
+    if "=" not in item:
+        raise ConfigError(item, "an override is KEY=VALUE, e.g. algo.gamma=0.9")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(item, "empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(path), f"'{part}' is not a section")
+        node[path[-1]] = value
+    return data
+
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name → its first comment line."""
+    out = {}
+    for path in sorted(PRESETS_DIR.glob("*.yaml")):
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        out[path.stem] = first.lstrip("# ").strip()
+    return out
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PRESETS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name_or_path, list(list_presets()), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(list_presets())}"
+        raise ConfigError("preset", f"no preset '{name_or_path}'{hint}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("preset", f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("preset", f"{path} must hold a mapping of sections")
+    return data
+
+
+def build_config(
+    *, preset: str | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> Config:
+    """Preset (or ``base``) + ``key=value`` overrides → a validated Config."""
+    data = dict(base or {})
+    if preset:
+        data = load_preset(preset)
+    data = apply_overrides(data, overrides or [])
+    return parse_config(data)

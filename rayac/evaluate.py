@@ -1,0 +1,88 @@
+"""Greedy evaluation on separate envs, and GIF rendering of a trained policy."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rayac.config import EnvConfig
+from rayac.envs import SpaceSpec, make_env, make_vector_env
+from rayac.policy import ActorCritic, load_numpy_weights
+
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class Evaluator:
+    """Runs ``episodes`` episodes at once (one env each) with deterministic actions.
+
+    Each call uses new, reproducible env seeds, so successive evaluations see different start states.
+    """
+
+    def __init__(self, env_cfg: EnvConfig, policy: ActorCritic, *, episodes: int, max_steps: int = 100_000):
+        self.env_cfg = env_cfg
+        self.policy = policy.eval()
+        self.episodes = episodes
+        self.max_steps = max_steps
+        self.envs = make_vector_env(env_cfg.model_copy(update={"vectorization": "sync"}), num_envs=episodes)
+        self.spec: SpaceSpec = policy.spec
+        self.calls = 0
+
+    @torch.inference_mode()
+    def evaluate(self, weights: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        if weights is not None:
+            load_numpy_weights(self.policy, weights)
+        base = self.env_cfg.seed + EVAL_SEED_OFFSET + self.calls * self.episodes
+        self.calls += 1
+        obs, _ = self.envs.reset(seed=[base + i for i in range(self.episodes)])
+        returns = np.zeros(self.episodes)
+        lengths = np.zeros(self.episodes, dtype=np.int64)
+        alive = np.ones(self.episodes, dtype=bool)
+        for _ in range(self.max_steps):
+            actions, _, _ = self.policy.act(torch.as_tensor(obs), deterministic=True)
+            obs, rewards, terminated, truncated, _ = self.envs.step(self.spec.clip_actions(actions.numpy()))
+            returns += np.where(alive, rewards, 0.0)
+            lengths += alive
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+        return {
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/return_min": float(returns.min()),
+            "eval/length_mean": float(lengths.mean()),
+        }
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+@torch.inference_mode()
+def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int = 0, max_steps: int = 1000,
+               fps: int = 30) -> dict[str, float]:  # fmt: skip
+    """Play one greedy episode and write it as an animated GIF (atomically). Returns its return and length."""
+    import imageio.v2 as imageio
+
+    env = make_env(env_cfg, render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        total, steps = 0.0, 0
+        for steps in range(1, max_steps + 1):  # noqa: B007
+            action, _, _ = policy.act(torch.as_tensor(obs[None]), deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(policy.spec.clip_actions(action.numpy())[0])
+            total += float(reward)
+            frames.append(env.render())
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.gif")
+    imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
+    os.replace(tmp, path)
+    return {"return": total, "length": steps, "frames": len(frames)}

@@ -1,0 +1,199 @@
+"""Metric sinks. One flat record per train step, namespaced keys (time/…, train/…, rollout/…, eval/…).
+
+``metrics.jsonl`` is the source of truth: the SSE stream and the plots read the same records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rayac.checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlSink:
+    """Appends one JSON line per record and flushes it: a crash loses at most the line being written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "a", buffering=1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CsvSink:
+    """progress.csv; when a new column appears (e.g. the first eval) the file is rewritten atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():  # resume: keep what is there
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = list(reader)
+        self.file = None
+
+    def _rewrite(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        if self.file:
+            self.file.close()
+        atomic_write_text(self.path, buf.getvalue())
+        self.file = open(self.path, "a", newline="", buffering=1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {k: _clean(v) for k, v in record.items()}
+        self.rows.append(record)
+        new = [k for k in record if k not in self.columns]
+        if new or self.file is None:
+            self.columns += new
+            self._rewrite()
+        else:
+            csv.DictWriter(self.file, fieldnames=self.columns).writerow(record)
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+class TensorBoardSink:
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = int(record.get("time/env_steps", 0))
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    """Optional: used only when wandb is importable. ``WANDB_MODE=offline`` works without a network."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], name: str):
+        import wandb
+
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rayac"), name=name, config=config,
+                              dir=str(run_dir), reinit=True)  # fmt: skip
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
+                     step=int(record.get("time/env_steps", 0)))  # fmt: skip
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+SUMMARY_PREFIXES = ("time/", "rollout/", "eval/", "train/", "a3c/", "workers/")
+
+
+def summary_table(record: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    table.add_column(style="cyan")
+    table.add_column(justify="right")
+    for prefix in SUMMARY_PREFIXES:
+        for key in sorted(k for k in record if k.startswith(prefix)):
+            value = record[key]
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            table.add_row(key, text)
+    return table
+
+
+class ConsoleSink:
+    """A rich progress bar plus a summary table every ``interval_s`` seconds."""
+
+    def __init__(self, *, total_steps: int | None, interval_s: float, progress_bar: bool, title: str,
+                 console: Console | None = None):  # fmt: skip
+        self.console = console or Console(stderr=True)
+        self.interval_s = interval_s
+        self.title = title
+        self.last_table = 0.0
+        self.progress = None
+        if progress_bar:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} steps"),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            )  # fmt: skip
+            self.task = self.progress.add_task(title, total=total_steps, info="")
+            self.progress.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.progress is not None:
+            info = []
+            if "rollout/episode_return_mean" in record:
+                info.append(f"return {record['rollout/episode_return_mean']:.1f}")
+            if "eval/return_mean" in record:
+                info.append(f"eval {record['eval/return_mean']:.1f}")
+            self.progress.update(self.task, completed=record.get("time/env_steps", 0), info="  ".join(info))
+        now = time.monotonic()
+        if now - self.last_table >= self.interval_s:
+            self.last_table = now
+            self.console.print(summary_table(record, self.title))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class MetricLogger:
+    def __init__(self, sinks: list[Any]):
+        self.sinks = sinks
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:  # a sink that fails to close must not hide the run's result
+                log.warning("closing %s failed: %s", type(sink).__name__, err)
+
+
+def read_metrics(path: Path, since: int = 0) -> list[dict[str, Any]]:
+    """Records from ``metrics.jsonl`` starting at line ``since``; a partial last line is ignored."""
+    records = []
+    if not Path(path).exists():
+        return records
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if i < since or not line.endswith("\n"):
+                continue
+            records.append(json.loads(line))
+    return records

@@ -1,0 +1,186 @@
+"""Actor-critic networks. Passive modules: no optimiser, no env, no Ray.
+
+``ActorCritic`` has an encoder (MLP for vectors, Nature CNN for images), shared by actor and critic
+or duplicated for each, a Categorical or diagonal-Gaussian action head, and a critic head giving
+V(s) — or Q(s, ·) when built with ``q_critic=True`` (the 'q' estimator).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rayac.config import ModelConfig
+from rayac.envs import SpaceSpec
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def _init(layer: nn.Module, gain: float) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(in_dim: int, sizes: list[int], activation: str, *, ortho: bool) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = []
+    for width in sizes:
+        linear = nn.Linear(in_dim, width)
+        layers += [_init(linear, math.sqrt(2)) if ortho else linear, _ACTIVATIONS[activation]()]
+        in_dim = width
+    return nn.Sequential(*layers), in_dim
+
+
+class NatureCNN(nn.Module):
+    """The DQN/A3C Atari encoder; takes (B, H, W, C) or (B, C, H, W) images, uint8 scaled to [0, 1]."""
+
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512):
+        super().__init__()
+        self.channels_last = obs_shape[-1] in (1, 3, 4) and obs_shape[0] not in (1, 3, 4)
+        c = obs_shape[-1] if self.channels_last else obs_shape[0]
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            n_flat = self.conv(self._to_nchw(torch.zeros(1, *obs_shape))).shape[1]
+        self.fc = nn.Sequential(nn.Linear(n_flat, out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def _to_nchw(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(self._to_nchw(x) / 255.0))
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.q_critic = q_critic
+        self.shared = cfg.architecture == "shared"
+        use_cnn = cfg.encoder == "cnn" or (cfg.encoder == "auto" and spec.is_image)
+        obs_dim = int(np.prod(spec.obs_shape))
+
+        def encoder(sizes: list[int]) -> tuple[nn.Module, int]:
+            if use_cnn:
+                cnn = NatureCNN(spec.obs_shape)
+                return cnn, cnn.out_dim
+            body, out = mlp(obs_dim, sizes, cfg.activation, ortho=cfg.ortho_init)
+            return nn.Sequential(nn.Flatten(), body), out
+
+        self.actor_body, actor_out = encoder(cfg.hidden_sizes)
+        if self.shared:
+            self.critic_body, critic_out = self.actor_body, actor_out
+        else:
+            self.critic_body, critic_out = encoder(cfg.critic_hidden_sizes or cfg.hidden_sizes)
+
+        n_out = spec.action_n if spec.discrete else int(np.prod(spec.action_shape))
+        self.policy_head = nn.Linear(actor_out, n_out)
+        self.value_head = nn.Linear(critic_out, spec.action_n if q_critic else 1)
+        if cfg.ortho_init:
+            _init(self.policy_head, 0.01)
+            _init(self.value_head, 1.0)
+        self.log_std = None if spec.discrete else nn.Parameter(torch.full((n_out,), cfg.log_std_init))
+
+    # -- parameter groups: the optimiser gives the critic its own lr when the nets are separate
+    def actor_parameters(self) -> list[nn.Parameter]:
+        params = list(self.actor_body.parameters()) + list(self.policy_head.parameters())
+        return params + ([self.log_std] if self.log_std is not None else [])
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        body = [] if self.shared else list(self.critic_body.parameters())
+        return body + list(self.value_head.parameters())
+
+    # -- core
+    def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = obs.float()
+        actor_x = self.actor_body(obs)
+        critic_x = actor_x if self.shared else self.critic_body(obs)
+        return actor_x, critic_x
+
+    def _dist_params(self, actor_x: torch.Tensor) -> torch.Tensor:
+        return self.policy_head(actor_x)
+
+    def _log_prob_entropy(self, head: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.spec.discrete:
+            log_p = F.log_softmax(head, dim=-1)
+            log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_p.exp() * log_p).sum(-1)
+        else:
+            std = self.log_std.exp()
+            z = (actions - head) / std
+            log_prob = (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum().expand(head.shape[0])
+        return log_prob, entropy
+
+    def _state_value(self, head: torch.Tensor, critic_out: torch.Tensor) -> torch.Tensor:
+        if not self.q_critic:
+            return critic_out.squeeze(-1)
+        # V(s) = Σ_a π(a|s) Q(s, a)
+        return (F.softmax(head, dim=-1) * critic_out).sum(-1)
+
+    def act(self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None):
+        """Sample actions. Returns (actions, values, log_probs); values are Q(s,a) for a Q critic.
+
+        ``generator`` makes sampling reproducible per worker, whatever process it runs in.
+        """
+        actor_x, critic_x = self._features(obs)
+        head = self._dist_params(actor_x)
+        if self.spec.discrete:
+            if deterministic:
+                actions = head.argmax(-1)
+            else:  # Gumbel-max: one categorical sample per row without torch.distributions overhead
+                gumbel = -torch.empty_like(head).exponential_(generator=generator).log()
+                actions = (head + gumbel).argmax(-1)
+        else:
+            noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
+            actions = head if deterministic else head + self.log_std.exp() * noise
+        log_prob, _ = self._log_prob_entropy(head, actions)
+        critic_out = self.value_head(critic_x)
+        if self.q_critic:
+            values = critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        else:
+            values = critic_out.squeeze(-1)
+        return actions, values, log_prob
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+        """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""
+        actor_x, critic_x = self._features(obs)
+        head = self._dist_params(actor_x)
+        log_prob, entropy = self._log_prob_entropy(head, actions)
+        critic_out = self.value_head(critic_x)
+        if self.q_critic:
+            values = critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        else:
+            values = critic_out.squeeze(-1)
+        return log_prob, entropy, values
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) (for a Q critic: the policy-weighted mean of Q(s, ·))."""
+        actor_x, critic_x = self._features(obs)
+        return self._state_value(self._dist_params(actor_x), self.value_head(critic_x))
+
+    def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        actor_x, _ = self._features(obs)
+        return F.softmax(self._dist_params(actor_x), dim=-1)
+
+
+def build_policy(spec: SpaceSpec, model: ModelConfig, *, estimator: str) -> ActorCritic:
+    return ActorCritic(spec, model, q_critic=estimator == "q")
+
+
+def weights_to_numpy(policy: nn.Module) -> dict[str, np.ndarray]:
+    """A state_dict as CPU numpy arrays: what crosses actor boundaries (zero-copy in Ray's object store)."""
+    return {k: v.detach().cpu().numpy() for k, v in policy.state_dict().items()}
+
+
+def load_numpy_weights(policy: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    policy.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})

@@ -1,0 +1,59 @@
+"""The data that crosses actor boundaries: rollouts and training batches (numpy only)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Rollout(NamedTuple):
+    """One worker's sample, time-major. T steps, N envs.
+
+    obs          (T, N, *obs_shape) float32   observation s_t the action was taken in
+    actions      (T, N, *act_shape)           a_t (int64 for Discrete, float32 unclipped for Box)
+    rewards      (T, N) float32               r_t
+    terminated   (T, N) bool                  episode ended in a terminal state: no bootstrap
+    truncated    (T, N) bool                  episode cut by a time limit: bootstrap from final_values
+    values       (T, N) float32               critic at s_t: V(s_t), or Q(s_t, a_t) for a Q critic
+    log_probs    (T, N) float32               log π(a_t | s_t) under the sampling weights
+    final_values (T, N) float32               V(final observation) where truncated, else 0
+    mask         (T, N) bool                  False for padding after an env's episode (episode mode)
+    last_obs     (N, *obs_shape)              s_T, the observation after the last step
+    last_value   (N,) float32                 V(s_T), the bootstrap for steps that did not end
+    episode_returns, episode_lengths  (E,)    episodes that finished during this sample
+    version      int                          weights version the sample was drawn with
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    values: np.ndarray
+    log_probs: np.ndarray
+    final_values: np.ndarray
+    mask: np.ndarray
+    last_obs: np.ndarray
+    last_value: np.ndarray
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+    version: int
+
+    @property
+    def num_steps(self) -> int:
+        """Env steps that are training data (padding excluded)."""
+        return int(self.mask.sum())
+
+
+class Batch(NamedTuple):
+    """Flattened training data, padding removed. B samples.
+
+    obs (B, *obs_shape), actions (B, *act_shape), advantages (B,) the policy-gradient weight,
+    returns (B,) the critic's regression target.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    advantages: np.ndarray
+    returns: np.ndarray

@@ -1,0 +1,80 @@
+"""Learner (A2C): owns the global policy and its optimiser; turns rollouts into one gradient step.
+
+``build_optimizer`` and ``apply_gradients`` are shared with the A3C ParameterServer, so a push and
+a synchronous update are the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rayac.advantages import make_batch
+from rayac.config import Config, ConfigError, OptimConfig
+from rayac.envs import SpaceSpec
+from rayac.losses import actor_critic_loss, to_tensors
+from rayac.policy import ActorCritic, build_policy, weights_to_numpy
+from rayac.types import Rollout
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("resources.device", "'cuda' requested but torch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("resources.device", "'mps' requested but torch sees no MPS device")
+    return torch.device(name)
+
+
+def build_optimizer(policy: ActorCritic, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Two parameter groups, actor then critic, so separate nets can have separate learning rates."""
+    groups = [
+        {"params": policy.actor_parameters(), "lr": optim.actor_lr or optim.lr, "name": "actor"},
+        {"params": policy.critic_parameters(), "lr": optim.critic_lr or optim.lr, "name": "critic"},
+    ]
+    if optim.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=optim.lr, alpha=optim.rmsprop_alpha, eps=optim.eps)
+    return torch.optim.Adam(groups, lr=optim.lr, eps=optim.eps)
+
+
+def apply_gradients(
+    policy: ActorCritic, optimizer: torch.optim.Optimizer, grads: list[torch.Tensor] | None, max_grad_norm: float | None
+) -> float:
+    """Set ``grads`` (or keep the ones from backward), clip the global norm, step. Returns the pre-clip norm."""
+    params = list(policy.parameters())
+    if grads is not None:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = torch.as_tensor(g, device=p.device, dtype=p.dtype)
+    if max_grad_norm is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    optimizer.step()
+    return float(norm)
+
+
+class Learner:
+    def __init__(self, cfg: Config, spec: SpaceSpec):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.resources.device)
+        torch.manual_seed(cfg.env.seed)  # network init is part of the seed
+        self.policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator).to(self.device)
+        self.optimizer = build_optimizer(self.policy, cfg.optim)
+        self.version = 0
+
+    def update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        batch = to_tensors(make_batch(rollouts, self.cfg.algo), self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
+        loss.backward()
+        metrics["train/grad_norm"] = apply_gradients(self.policy, self.optimizer, None, self.cfg.algo.max_grad_norm)
+        self.version += 1
+        return metrics
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return weights_to_numpy(self.policy)

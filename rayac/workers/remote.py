@@ -1,0 +1,68 @@
+"""The only module that applies ``ray.remote``: actor classes, their resource options, and Ray start-up.
+
+Everything else in rayac is a plain class; ``num_workers=0`` never imports Ray at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+
+log = logging.getLogger(__name__)
+
+# Embedded local Ray: loopback only, no telemetry, no dashboard, no token (nothing leaves 127.0.0.1).
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def init_ray(*, num_cpus: int | None = None) -> bool:
+    """Connect to ``RAY_ADDRESS`` if set, else start an embedded local Ray. Returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    cpus = max(os.cpu_count() or 1, num_cpus or 0)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
+             _node_ip_address="127.0.0.1")  # fmt: skip
+    return True
+
+
+def _remote(cls: type, **options: Any):
+    import ray
+
+    return ray.remote(**options)(cls)
+
+
+def make_rollout_workers(cfg: Config, spec: SpaceSpec, *, count: int, first_index: int = 0, seed_offset: int = 0):
+    """``count`` RolloutWorker actors, spread over nodes; Ray restarts one whose process dies."""
+    from rayac.workers.rollout import RolloutWorker
+
+    actor_cls = _remote(RolloutWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0)
+    return [
+        actor_cls.options(scheduling_strategy="SPREAD").remote(cfg, spec, worker_index=first_index + i,
+                                                               seed_offset=seed_offset)
+        for i in range(count)
+    ]
+
+
+def kill_actors(handles: list) -> None:
+    import ray
+
+    for h in handles:
+        try:
+            ray.kill(h, no_restart=True)
+        except Exception:  # already gone
+            pass

@@ -1,0 +1,145 @@
+"""RolloutWorker: a vector env and a CPU copy of the policy. A plain class; ``remote.py`` makes it an actor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rayac.advantages import make_batch
+from rayac.config import Config
+from rayac.envs import SpaceSpec, make_vector_env
+from rayac.losses import actor_critic_loss, to_tensors
+from rayac.policy import build_policy, load_numpy_weights
+from rayac.types import Rollout
+
+# Episodes longer than this in 'episodes' batch mode are an env without a time limit.
+MAX_EPISODE_STEPS = 100_000
+
+
+def worker_seed(base: int, worker_index: int) -> int:
+    """Disjoint seed ranges per worker: env i of worker w gets worker_seed(base, w) + i."""
+    return base + 10_007 * (worker_index + 1)
+
+
+class RolloutWorker:
+    def __init__(self, cfg: Config, spec: SpaceSpec, *, worker_index: int = 0, seed_offset: int = 0):
+        """``seed_offset`` moves a resumed run onto fresh env seeds instead of replaying the first episodes."""
+        torch.set_num_threads(1)
+        self.cfg = cfg
+        self.spec = spec
+        self.worker_index = worker_index
+        seed = worker_seed(cfg.env.seed + seed_offset, worker_index)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.envs = make_vector_env(cfg.env, seed=seed)
+        self.num_envs = self.envs.num_envs
+        self.policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+        self.policy.eval()
+        self.version = -1
+        self.obs, _ = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
+        self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+
+    # -- weights
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        load_numpy_weights(self.policy, weights)
+        self.version = version
+
+    def get_version(self) -> int:
+        return self.version
+
+    # -- sampling
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs)
+
+    def _value(self, obs: np.ndarray) -> np.ndarray:
+        return self.policy.value(self._obs_tensor(obs)).numpy()
+
+    def sample(self, num_steps: int | None = None) -> Rollout:
+        """``num_steps`` steps of every env (fixed-length mode), or one whole episode per env (episodes mode)."""
+        with torch.inference_mode():
+            if self.cfg.algo.episodic:
+                return self._sample(MAX_EPISODE_STEPS, episodic=True)
+            return self._sample(num_steps or self.cfg.algo.rollout_steps, episodic=False)
+
+    def _sample(self, horizon: int, *, episodic: bool) -> Rollout:
+        n = self.num_envs
+        if episodic:  # every env starts a fresh episode, and stops contributing once it ends
+            self.obs, _ = self.envs.reset()
+            self._ep_return[:] = 0
+            self._ep_length[:] = 0
+        obs_buf, act_buf, rew_buf, term_buf, trunc_buf = [], [], [], [], []
+        val_buf, logp_buf, final_buf, mask_buf = [], [], [], []
+        ep_returns, ep_lengths = [], []
+        alive = np.ones(n, dtype=bool)
+        for _ in range(horizon):
+            obs = self.obs
+            actions, values, log_probs = self.policy.act(self._obs_tensor(obs), generator=self.generator)
+            actions = actions.numpy()
+            next_obs, rewards, terminated, truncated, info = self.envs.step(self.spec.clip_actions(actions))
+            final_values = np.zeros(n, dtype=np.float32)
+            if truncated.any():  # bootstrap a time-limit cut from V(final observation)
+                idx = np.flatnonzero(truncated)
+                final_obs = np.stack(info["final_obs"][idx]).astype(obs.dtype)
+                final_values[idx] = self._value(final_obs)
+            obs_buf.append(obs)
+            act_buf.append(actions)
+            rew_buf.append(rewards.astype(np.float32))
+            term_buf.append(terminated)
+            trunc_buf.append(truncated)
+            val_buf.append(values.numpy())
+            logp_buf.append(log_probs.numpy())
+            final_buf.append(final_values)
+            mask_buf.append(alive.copy())
+
+            self._ep_return += rewards
+            self._ep_length += 1
+            done = terminated | truncated
+            finished = done & alive
+            if finished.any():
+                ep_returns.extend(self._ep_return[finished].tolist())
+                ep_lengths.extend(self._ep_length[finished].tolist())
+            self._ep_return[done] = 0
+            self._ep_length[done] = 0
+            self.obs = next_obs
+            if episodic:
+                alive &= ~done
+                if not alive.any():
+                    break
+
+        last_value = self._value(self.obs)
+        return Rollout(
+            obs=np.stack(obs_buf),
+            actions=np.stack(act_buf),
+            rewards=np.stack(rew_buf),
+            terminated=np.stack(term_buf),
+            truncated=np.stack(trunc_buf),
+            values=np.stack(val_buf).astype(np.float32),
+            log_probs=np.stack(logp_buf).astype(np.float32),
+            final_values=np.stack(final_buf),
+            mask=np.stack(mask_buf),
+            last_obs=self.obs.copy(),
+            last_value=last_value.astype(np.float32),
+            episode_returns=np.asarray(ep_returns, dtype=np.float64),
+            episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
+            version=self.version,
+        )
+
+    # -- A3C: the worker computes gradients on its own copy
+    def compute_gradients(self, num_steps: int | None = None) -> tuple[list[np.ndarray], int, dict]:
+        """Sample, then backprop the loss on the local policy. Returns (grads, version, stats)."""
+        rollout = self.sample(num_steps)
+        batch = to_tensors(make_batch([rollout], self.cfg.algo), torch.device("cpu"))
+        self.policy.zero_grad(set_to_none=False)
+        loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
+        loss.backward()
+        grads = [p.grad.numpy().copy() for p in self.policy.parameters()]
+        stats = {
+            **metrics,
+            "num_steps": rollout.num_steps,
+            "episode_returns": rollout.episode_returns,
+            "episode_lengths": rollout.episode_lengths,
+        }
+        return grads, self.version, stats
+
+    def close(self) -> None:
+        self.envs.close()
