@@ -2,7 +2,7 @@
 
 from rayac.checkpoint import InferencePolicy, load_checkpoint, load_policy
 from rayac.config import Config, ConfigError, build_config
-from rayac.runner import RunResult, Runner, train
+from rayac.runner import Runner, RunResult, train
 
 __all__ = [
     "Config",

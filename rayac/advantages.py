@@ -28,7 +28,9 @@ def next_values(
     return np.where(terminated, 0.0, nxt).astype(np.float32)
 
 
-def td_errors(rewards, values, last_value, terminated, truncated, final_values, *, gamma: float) -> np.ndarray:
+def td_errors(
+    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float
+) -> np.ndarray:
     """δ_t = r_t + γ V(s_{t+1}) − V(s_t): the one-step TD error (batched TD actor-critic)."""
     nxt = next_values(values, last_value, terminated, truncated, final_values)
     return (rewards + gamma * nxt - values).astype(np.float32)
@@ -125,4 +127,4 @@ def make_batch(rollouts: list[Rollout], algo: AlgoConfig) -> Batch:
         adv, ret = compute_advantages(ro, algo)
         m = ro.mask
         parts.append((ro.obs[m], ro.actions[m], adv[m], ret[m]))
-    return Batch(*(np.concatenate(cols, axis=0) for cols in zip(*parts)))
+    return Batch(*(np.concatenate(cols, axis=0) for cols in zip(*parts, strict=True)))

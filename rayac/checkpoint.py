@@ -1,11 +1,11 @@
 """Checkpoints: one directory each, written to a temp dir and renamed, so a crash never leaves half of one.
 
-    ckpt_000123456/
-      policy.safetensors   weights (no pickle)
-      optimizer.pt         optimiser state (loaded with weights_only=True)
-      config.json          the full Config
-      spaces.json          observation / action spaces (a policy loads with no env)
-      state.json           counters, version, seeds, RNG state
+ckpt_000123456/
+  policy.safetensors   weights (no pickle)
+  optimizer.pt         optimiser state (loaded with weights_only=True)
+  config.json          the full Config
+  spaces.json          observation / action spaces (a policy loads with no env)
+  state.json           counters, version, seeds, RNG state
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def save_checkpoint(
     tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "policy.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "policy.safetensors")
+        )
         if optimizer_state is not None:
             torch.save(optimizer_state, tmp / "optimizer.pt")
         (tmp / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -159,7 +161,9 @@ class InferencePolicy:
         if obs.shape == shape:
             obs = obs[None]
         if obs.ndim != len(shape) + 1 or tuple(obs.shape[1:]) != shape:
-            raise ValueError(f"observations must have shape (batch, {', '.join(map(str, shape))}); got {obs.shape}")
+            raise ValueError(
+                f"observations must have shape (batch, {', '.join(map(str, shape))}); got {obs.shape}"
+            )
         if obs.shape[0] == 0:
             raise ValueError("observations is an empty batch")
         if np.issubdtype(obs.dtype, np.floating) and not np.all(np.isfinite(obs)):

@@ -127,7 +127,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stats = evaluator.evaluate()
     evaluator.close()
     out = Console()
-    out.print(f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})")
+    out.print(
+        f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})"
+    )
     out.print(f"{args.episodes} greedy episodes on {ckpt.cfg.env.id}: return {stats['eval/return_mean']:.1f} "
               f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
               f"length {stats['eval/length_mean']:.1f}")  # fmt: skip

@@ -29,13 +29,17 @@ class _Section(BaseModel):
 
 
 class EnvConfig(_Section):
-    id: str = Field("CartPole-v1", description="Gymnasium environment id (a registered id, or 'module:Name').")
+    id: str = Field(
+        "CartPole-v1", description="Gymnasium environment id (a registered id, or 'module:Name')."
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     num_envs: int = Field(8, ge=1, le=4096, description="Environments per rollout worker (one vector env).")
     vectorization: Literal["sync", "async"] = Field(
         "sync", description="Vector env kind: 'sync' steps in-process, 'async' in subprocesses."
     )
-    seed: int = Field(0, ge=0, description="Base seed: envs, action sampling and network init derive from it.")
+    seed: int = Field(
+        0, ge=0, description="Base seed: envs, action sampling and network init derive from it."
+    )
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
 
     @field_validator("id")
@@ -55,16 +59,20 @@ class ModelConfig(_Section):
         "separate", description="'separate' actor and critic networks, or one 'shared' trunk with two heads."
     )
     hidden_sizes: list[int] = Field(
-        default_factory=lambda: [64, 64], description="Hidden layer widths of the MLP (the actor's, if separate)."
+        default_factory=lambda: [64, 64],
+        description="Hidden layer widths of the MLP (the actor's, if separate).",
     )
     critic_hidden_sizes: list[int] | None = Field(
         None, description="Hidden widths of the critic MLP when separate (default: same as hidden_sizes)."
     )
     activation: Literal["tanh", "relu", "elu"] = Field("tanh", description="Hidden-layer activation.")
     encoder: Literal["auto", "mlp", "cnn"] = Field(
-        "auto", description="Observation encoder: 'cnn' (Nature CNN) for images, 'mlp' for vectors; auto picks."
+        "auto",
+        description="Observation encoder: 'cnn' (Nature CNN) for images, 'mlp' for vectors; auto picks.",
     )
-    ortho_init: bool = Field(True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value).")
+    ortho_init: bool = Field(
+        True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value)."
+    )
     log_std_init: float = Field(0.0, description="Initial log standard deviation of Gaussian (Box) actions.")
 
     @field_validator("hidden_sizes", "critic_hidden_sizes")
@@ -76,10 +84,16 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["adam", "rmsprop"] = Field("adam", description="Optimiser: Adam, or RMSprop as in the A3C paper.")
-    lr: float = Field(7e-4, gt=0, le=1, description="Learning rate (of everything, unless actor_lr/critic_lr).")
+    name: Literal["adam", "rmsprop"] = Field(
+        "adam", description="Optimiser: Adam, or RMSprop as in the A3C paper."
+    )
+    lr: float = Field(
+        7e-4, gt=0, le=1, description="Learning rate (of everything, unless actor_lr/critic_lr)."
+    )
     actor_lr: float | None = Field(None, gt=0, le=1, description="Actor learning rate (separate nets only).")
-    critic_lr: float | None = Field(None, gt=0, le=1, description="Critic learning rate (separate nets only).")
+    critic_lr: float | None = Field(
+        None, gt=0, le=1, description="Critic learning rate (separate nets only)."
+    )
     eps: float = Field(1e-5, gt=0, description="Optimiser epsilon.")
     rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
 
@@ -99,7 +113,9 @@ class AlgoConfig(_Section):
     gamma: float = Field(0.99, ge=0, lt=1, description="Discount factor, in [0, 1).")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ (estimator 'gae').")
     n_step: int | None = Field(
-        None, ge=1, description="Horizon of 'nstep' targets; None bootstraps from the rollout's end (A3C paper)."
+        None,
+        ge=1,
+        description="Horizon of 'nstep' targets; None bootstraps from the rollout's end (A3C paper).",
     )
     batch_mode: Literal["auto", "steps", "episodes"] = Field(
         "auto",
@@ -111,8 +127,12 @@ class AlgoConfig(_Section):
     )
     ent_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient β.")
     vf_coef: float = Field(0.5, ge=0, description="Value-loss coefficient.")
-    max_grad_norm: float | None = Field(0.5, gt=0, description="Clip the global gradient norm (None: no clipping).")
-    normalize_advantages: bool = Field(False, description="Normalise advantages to zero mean, unit std per batch.")
+    max_grad_norm: float | None = Field(
+        0.5, gt=0, description="Clip the global gradient norm (None: no clipping)."
+    )
+    normalize_advantages: bool = Field(
+        False, description="Normalise advantages to zero mean, unit std per batch."
+    )
     max_staleness: int | None = Field(
         None, ge=0, description="A3C: drop gradients computed from weights more than this many versions old."
     )
@@ -124,23 +144,37 @@ class AlgoConfig(_Section):
     @model_validator(mode="after")
     def _mc_needs_episodes(self) -> AlgoConfig:
         if self.estimator == "mc" and self.batch_mode == "steps":
-            raise ConfigError("algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'")
+            raise ConfigError(
+                "algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'"
+            )
         return self
 
 
 class ResourcesConfig(_Section):
     num_workers: int = Field(
-        0, ge=0, le=1024, description="Rollout worker actors on Ray; 0 runs everything in this process, no Ray."
+        0,
+        ge=0,
+        le=1024,
+        description="Rollout worker actors on Ray; 0 runs everything in this process, no Ray.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "cpu", description="Device of the learner / parameter server; rollout workers always use the CPU."
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
+    learner_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="torch CPU threads of the learner (small nets are fastest on 1; fixed for "
+        "reproducibility: results differ in the last digits across thread counts).",
+    )
 
 
 class StopConfig(_Section):
     total_env_steps: int | None = Field(200_000, ge=1, description="Stop after this many env steps.")
-    target_return: float | None = Field(None, description="Stop once the greedy evaluation mean reaches this.")
+    target_return: float | None = Field(
+        None, description="Stop once the greedy evaluation mean reaches this."
+    )
     time_limit_s: float | None = Field(None, gt=0, description="Stop after this many seconds of training.")
 
     @model_validator(mode="after")
@@ -151,8 +185,12 @@ class StopConfig(_Section):
 
 
 class RunConfig(_Section):
-    stop: StopConfig = Field(default_factory=StopConfig, description="When training ends (first condition met).")
-    eval_interval_steps: int = Field(10_000, ge=0, description="Greedy evaluation every K env steps (0: never).")
+    stop: StopConfig = Field(
+        default_factory=StopConfig, description="When training ends (first condition met)."
+    )
+    eval_interval_steps: int = Field(
+        10_000, ge=0, description="Greedy evaluation every K env steps (0: never)."
+    )
     eval_interval_episodes: int = Field(
         0, ge=0, description="Greedy evaluation every K finished training episodes (0: never)."
     )
@@ -181,28 +219,32 @@ class Config(_Section):
         if self.model.architecture == "shared":
             for name in ("actor_lr", "critic_lr"):
                 if getattr(self.optim, name) is not None:
-                    raise ConfigError(f"optim.{name}", "needs model.architecture=separate (a shared trunk has one lr)")
+                    raise ConfigError(
+                        f"optim.{name}", "needs model.architecture=separate (a shared trunk has one lr)"
+                    )
         return self
 
 
 # ----------------------------------------------------------------------------- loading & overrides
 
 
+def _describe(e: dict[str, Any]) -> tuple[str, str]:
+    """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field."""
+    loc = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"]
+    ctx_err = (e.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, ConfigError):
+        return ctx_err.field, ctx_err.message
+    if msg.startswith(("Value error, ", "Assertion failed, ")):
+        msg = msg.split(", ", 1)[1]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return loc or "config", msg
+
+
 def format_validation_error(err: ValidationError) -> str:
-    """One line per problem, each naming the dotted field: ``algo.gamma: Input should be less than 1``."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"]
-        ctx_err = (e.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, ConfigError):
-            loc, msg = ctx_err.field, ctx_err.message
-        elif msg.startswith(("Value error, ", "Assertion failed, ")):
-            msg = msg.split(", ", 1)[1]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field"
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
+    """All problems on one line, each naming its dotted field: ``algo.gamma: Input should be less than 1``."""
+    return "; ".join(f"{loc}: {msg}" for loc, msg in map(_describe, err.errors()))
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -210,9 +252,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(field or "config", format_validation_error(err).split(": ", 1)[-1]) from None
+        raise ConfigError(*_describe(err.errors()[0])) from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

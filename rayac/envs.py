@@ -34,7 +34,9 @@ def make_env(cfg: EnvConfig, *, render_mode: str | None = None) -> gym.Env:
         raise ConfigError("env.id", f"cannot make '{cfg.id}': {err}") from None
 
 
-def make_vector_env(cfg: EnvConfig, *, num_envs: int | None = None, seed: int | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(
+    cfg: EnvConfig, *, num_envs: int | None = None, seed: int | None = None
+) -> gym.vector.VectorEnv:
     """A vector env of ``num_envs`` copies with SAME_STEP autoreset; the caller resets it with seeds."""
     n = num_envs or cfg.num_envs
     fns = [lambda: _make_one(cfg) for _ in range(n)]
@@ -68,7 +70,9 @@ class SpaceSpec:
             kind, n, shape = "box", None, tuple(action_space.shape)
             low, high = action_space.low.tolist(), action_space.high.tolist()
         else:
-            raise ConfigError("env.id", f"action space {action_space} is not supported (need Discrete or Box)")
+            raise ConfigError(
+                "env.id", f"action space {action_space} is not supported (need Discrete or Box)"
+            )
         small = obs_space.low.size <= 4096
         return cls(
             obs_shape=tuple(int(d) for d in obs_space.shape),
@@ -118,9 +122,15 @@ def check_config_against_env(cfg: Config) -> SpaceSpec:
     """Checks that need the env's spaces; raises ConfigError naming the field."""
     spec = describe_env(cfg.env)
     if cfg.algo.estimator == "q" and not spec.discrete:
-        raise ConfigError("algo.estimator", f"'q' needs a Discrete action space; {cfg.env.id} has Box actions")
+        raise ConfigError(
+            "algo.estimator", f"'q' needs a Discrete action space; {cfg.env.id} has Box actions"
+        )
     if cfg.model.encoder == "cnn" and not spec.is_image:
-        raise ConfigError("model.encoder", f"'cnn' needs image observations; {cfg.env.id} has shape {spec.obs_shape}")
+        raise ConfigError(
+            "model.encoder", f"'cnn' needs image observations; {cfg.env.id} has shape {spec.obs_shape}"
+        )
     if cfg.model.encoder == "mlp" and spec.is_image and np.prod(spec.obs_shape) > 100_000:
-        raise ConfigError("model.encoder", f"'mlp' on {spec.obs_shape} images is too large; use 'cnn' or 'auto'")
+        raise ConfigError(
+            "model.encoder", f"'mlp' on {spec.obs_shape} images is too large; use 'cnn' or 'auto'"
+        )
     return spec

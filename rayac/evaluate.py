@@ -66,6 +66,7 @@ def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int
     """Play one greedy episode and write it as an animated GIF (atomically). Returns its return and length."""
     import imageio.v2 as imageio
 
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen; no display needed
     env = make_env(env_cfg, render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)

@@ -14,7 +14,9 @@ def to_tensors(batch: Batch, device: torch.device) -> Batch:
     return Batch(*(torch.as_tensor(x, device=device) for x in batch))
 
 
-def actor_critic_loss(policy: ActorCritic, batch: Batch, cfg: AlgoConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def actor_critic_loss(
+    policy: ActorCritic, batch: Batch, cfg: AlgoConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``batch`` holds tensors. Returns (loss, metrics)."""
     log_prob, entropy, values = policy.evaluate_actions(batch.obs, batch.actions)
     advantages = batch.advantages
@@ -31,7 +33,9 @@ def actor_critic_loss(policy: ActorCritic, batch: Batch, cfg: AlgoConfig) -> tup
 
     with torch.no_grad():
         var_returns = batch.returns.var()
-        explained = 1.0 - (batch.returns - values).var() / var_returns if var_returns > 0 else torch.tensor(0.0)
+        explained = (
+            1.0 - (batch.returns - values).var() / var_returns if var_returns > 0 else torch.tensor(0.0)
+        )
     metrics = {
         "train/loss": loss.item(),
         "train/policy_loss": policy_loss.item(),

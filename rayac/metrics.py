@@ -35,7 +35,7 @@ class JsonlSink:
 
     def __init__(self, path: Path):
         self.path = path
-        self.file = open(path, "a", buffering=1)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
@@ -67,7 +67,7 @@ class CsvSink:
         if self.file:
             self.file.close()
         atomic_write_text(self.path, buf.getvalue())
-        self.file = open(self.path, "a", newline="", buffering=1)
+        self.file = open(self.path, "a", newline="", buffering=1)  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}

@@ -77,8 +77,8 @@ class ActorCritic(nn.Module):
             return nn.Sequential(nn.Flatten(), body), out
 
         self.actor_body, actor_out = encoder(cfg.hidden_sizes)
-        if self.shared:
-            self.critic_body, critic_out = self.actor_body, actor_out
+        if self.shared:  # registered once, so the state_dict names each weight once
+            self.critic_body, critic_out = None, actor_out
         else:
             self.critic_body, critic_out = encoder(cfg.critic_hidden_sizes or cfg.hidden_sizes)
 
@@ -96,20 +96,22 @@ class ActorCritic(nn.Module):
         return params + ([self.log_std] if self.log_std is not None else [])
 
     def critic_parameters(self) -> list[nn.Parameter]:
-        body = [] if self.shared else list(self.critic_body.parameters())
+        body = [] if self.critic_body is None else list(self.critic_body.parameters())
         return body + list(self.value_head.parameters())
 
     # -- core
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs = obs.float()
         actor_x = self.actor_body(obs)
-        critic_x = actor_x if self.shared else self.critic_body(obs)
+        critic_x = actor_x if self.critic_body is None else self.critic_body(obs)
         return actor_x, critic_x
 
     def _dist_params(self, actor_x: torch.Tensor) -> torch.Tensor:
         return self.policy_head(actor_x)
 
-    def _log_prob_entropy(self, head: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _log_prob_entropy(
+        self, head: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spec.discrete:
             log_p = F.log_softmax(head, dim=-1)
             log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -127,7 +129,9 @@ class ActorCritic(nn.Module):
         # V(s) = Σ_a π(a|s) Q(s, a)
         return (F.softmax(head, dim=-1) * critic_out).sum(-1)
 
-    def act(self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None):
+    def act(
+        self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
+    ):
         """Sample actions. Returns (actions, values, log_probs); values are Q(s,a) for a Q critic.
 
         ``generator`` makes sampling reproducible per worker, whatever process it runs in.
@@ -183,4 +187,4 @@ def weights_to_numpy(policy: nn.Module) -> dict[str, np.ndarray]:
 
 
 def load_numpy_weights(policy: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    policy.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    policy.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()})

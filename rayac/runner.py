@@ -62,7 +62,9 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.algo.name}-{env}-{stamp}"
 
 
-def prepare_run(cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, SpaceSpec]:
+def prepare_run(
+    cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False
+) -> tuple[Path, SpaceSpec]:
     """Validate everything that needs the env or the device, then (only then) create the run dir."""
     spec = check_config_against_env(cfg)
     resolve_device(cfg.resources.device)
@@ -84,6 +86,7 @@ class Runner:
                  console: Any = None, algorithm_kwargs: dict[str, Any] | None = None):  # fmt: skip
         """``resume=True`` continues the latest checkpoint in ``run_dir`` (see ``load_run_config``)."""
         self.run_dir, self.spec = prepare_run(cfg, run_dir=run_dir, resume=resume)
+        torch.set_num_threads(cfg.resources.learner_threads)
         self.cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(self.run_dir)})})
         self.console = console
         self.env_steps = 0
@@ -108,9 +111,12 @@ class Runner:
                                               **(algorithm_kwargs or {}))  # fmt: skip
         if ckpt is not None:
             self.algo.restore(ckpt.weights, ckpt.optimizer_state(), ckpt.state["version"])
-            log.info("resumed %s at %d env steps (version %d)", self.run_dir, self.env_steps, self.algo.version)
+            log.info(
+                "resumed %s at %d env steps (version %d)", self.run_dir, self.env_steps, self.algo.version
+            )
         self.evaluator = Evaluator(
-            self.cfg.env, build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator),
+            self.cfg.env,
+            build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator),
             episodes=self.cfg.run.eval_episodes,
         )
 
@@ -232,7 +238,11 @@ class Runner:
                 logger.close()
                 self.evaluator.close()
                 self.algo.stop()
-        solved = stop.target_return is not None and self.best_eval is not None and self.best_eval >= stop.target_return
+        solved = (
+            stop.target_return is not None
+            and self.best_eval is not None
+            and self.best_eval >= stop.target_return
+        )
         result = RunResult(
             run_dir=str(self.run_dir), checkpoint=str(ckpt_path) if ckpt_path else None, stop_reason=stop_reason,
             env_steps=self.env_steps, iterations=self.iterations, episodes=self.episodes, elapsed_s=elapsed,

@@ -15,9 +15,9 @@ import numpy as np
 from rayac.algorithms.base import StepResult, concat_episodes
 from rayac.config import Config
 from rayac.envs import SpaceSpec
+from rayac.types import Rollout
 from rayac.workers.learner import Learner
 from rayac.workers.rollout import RolloutWorker
-from rayac.types import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ class A2C:
             from rayac.workers.remote import init_ray, make_rollout_workers
 
             init_ray(num_cpus=int(np.ceil(cfg.resources.num_workers * cfg.resources.worker_cpus)))
-            self.workers = make_rollout_workers(cfg, spec, count=cfg.resources.num_workers, seed_offset=seed_offset)
+            self.workers = make_rollout_workers(
+                cfg, spec, count=cfg.resources.num_workers, seed_offset=seed_offset
+            )
         else:
             self.local_worker = RolloutWorker(cfg, spec, worker_index=0, seed_offset=seed_offset)
 

@@ -43,7 +43,10 @@ def build_optimizer(policy: ActorCritic, optim: OptimConfig) -> torch.optim.Opti
 
 
 def apply_gradients(
-    policy: ActorCritic, optimizer: torch.optim.Optimizer, grads: list[torch.Tensor] | None, max_grad_norm: float | None
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    grads: list[torch.Tensor] | None,
+    max_grad_norm: float | None,
 ) -> float:
     """Set ``grads`` (or keep the ones from backward), clip the global norm, step. Returns the pre-clip norm."""
     params = list(policy.parameters())
@@ -72,7 +75,9 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
         loss.backward()
-        metrics["train/grad_norm"] = apply_gradients(self.policy, self.optimizer, None, self.cfg.algo.max_grad_norm)
+        metrics["train/grad_norm"] = apply_gradients(
+            self.policy, self.optimizer, None, self.cfg.algo.max_grad_norm
+        )
         self.version += 1
         return metrics
 

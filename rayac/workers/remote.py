@@ -5,6 +5,7 @@ Everything else in rayac is a plain class; ``num_workers=0`` never imports Ray a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -46,14 +47,19 @@ def _remote(cls: type, **options: Any):
     return ray.remote(**options)(cls)
 
 
-def make_rollout_workers(cfg: Config, spec: SpaceSpec, *, count: int, first_index: int = 0, seed_offset: int = 0):
+def make_rollout_workers(
+    cfg: Config, spec: SpaceSpec, *, count: int, first_index: int = 0, seed_offset: int = 0
+):
     """``count`` RolloutWorker actors, spread over nodes; Ray restarts one whose process dies."""
     from rayac.workers.rollout import RolloutWorker
 
-    actor_cls = _remote(RolloutWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0)
+    actor_cls = _remote(
+        RolloutWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0
+    )
     return [
-        actor_cls.options(scheduling_strategy="SPREAD").remote(cfg, spec, worker_index=first_index + i,
-                                                               seed_offset=seed_offset)
+        actor_cls.options(scheduling_strategy="SPREAD").remote(
+            cfg, spec, worker_index=first_index + i, seed_offset=seed_offset
+        )
         for i in range(count)
     ]
 
@@ -62,7 +68,5 @@ def kill_actors(handles: list) -> None:
     import ray
 
     for h in handles:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             ray.kill(h, no_restart=True)
-        except Exception:  # already gone
-            pass

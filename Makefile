@@ -1,0 +1,38 @@
+# rayac — the two quickstart commands are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# Local Ray stays on loopback, sends no usage stats, and keeps its socket paths short.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: its CPU wheel is on this machine's disk; an unpinned torch pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	$(VENV)/bin/rayac train --preset a2c_cartpole --workers 2 --run-dir $(DEMO_DIR)
+	$(VENV)/bin/rayac evaluate $(DEMO_DIR) --episodes 10 --gif $(DEMO_DIR)/agent.gif
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check rayac tests benchmarks
+	$(VENV)/bin/ruff format --check rayac tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,39 @@
+"""A2C on Ray rollout workers: learning, and surviving a worker's death."""
+
+import pytest
+
+import rayac
+from rayac.algorithms.a2c import A2C
+from rayac.config import build_config
+from rayac.envs import describe_env
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+def test_a2c_two_ray_workers_solves_cartpole(ray_session, tmp_path):
+    cfg = build_config(preset="a2c_cartpole", overrides=[
+        "resources.num_workers=2", "env.seed=0", "run.stop.total_env_steps=200000", "run.stop.target_return=475",
+        "run.eval_interval_steps=2000", "run.eval_episodes=10", "run.progress_bar=false", "run.tensorboard=false",
+    ])  # fmt: skip
+    result = rayac.train(cfg, run_dir=tmp_path / "run")
+    assert result.solved, result
+    assert result.best_eval_return >= 475 and result.env_steps <= 200_000
+    # the saved policy is the one that solved it
+    evaluated = rayac.load_policy(result.run_dir)
+    assert evaluated.checkpoint is not None
+
+
+def test_a2c_survives_a_killed_worker(ray_session):
+    import ray
+
+    cfg = build_config(preset="a2c_cartpole", overrides=["resources.num_workers=2"])
+    algo = A2C(cfg, describe_env(cfg.env))
+    try:
+        algo.train_step()
+        ray.kill(algo.workers[0], no_restart=False)  # the process dies; Ray restarts the actor
+        steps = [algo.train_step() for _ in range(5)]
+        assert all(s.num_steps == 2 * 8 * 5 for s in steps)
+        assert algo.worker_restarts >= 1
+        assert algo.version == 6
+    finally:
+        algo.stop()

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from rayac.cli import main
+from rayac.config import Config, ConfigError, build_config, list_presets
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "words"),
+    [
+        (["--env", "CartPol-v1"], "env.id", "did you mean 'CartPole-v1'"),
+        (["--set", "algo.gamma=1.0"], "algo.gamma", "less than 1"),
+        (["--set", "algo.gamma=-0.1"], "algo.gamma", "greater than or equal to 0"),
+        (["--workers", "-1"], "resources.num_workers", "greater than or equal to 0"),
+        (["--env", "Pendulum-v1", "--set", "algo.estimator=q"], "algo.estimator", "Discrete"),
+        (["--set", "optim.lr=fast"], "optim.lr", "valid number"),
+        (["--set", "algo.gamm=0.9"], "algo.gamm", "unknown field"),
+        (
+            ["--set", "model.architecture=shared", "--set", "optim.critic_lr=0.01"],
+            "optim.critic_lr",
+            "separate",
+        ),
+        (["--preset", "no-such-preset"], "preset", "no preset"),
+        (["--set", "resources.device=cuda"], "resources.device", "CUDA"),
+    ],
+)
+def test_bad_config_one_line_exit_2_no_run_dir(capsys, tmp_path, args, field, words):
+    import torch
+
+    if field == "resources.device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so the device is valid")  # never skipped on CI (no GPU)
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", *args, "--run-dir", str(run_dir), "--no-progress")
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"rayac: error: {field}:") and words in lines[0]
+    assert not run_dir.exists()
+
+
+def test_non_numeric_flag_is_refused_by_argparse(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--workers", "two", "--run-dir", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    assert "--workers: invalid int value: 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_dir_is_not_overwritten(capsys, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path))
+    assert code == 2 and "run.run_dir" in err and "--resume" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_overrides_parse_yaml_values():
+    cfg = build_config(
+        preset="a2c_cartpole",
+        overrides=["model.hidden_sizes=[32, 16]", "algo.n_step=null", "run.stop.target_return=400"],
+    )
+    assert (
+        cfg.model.hidden_sizes == [32, 16] and cfg.algo.n_step is None and cfg.run.stop.target_return == 400
+    )
+
+
+@pytest.mark.parametrize("name", sorted(list_presets()))
+def test_every_preset_is_valid(name):
+    cfg = build_config(preset=name)
+    assert isinstance(cfg, Config)
+
+
+def test_mc_defaults_to_whole_episodes_and_refuses_fixed_steps():
+    assert Config(algo={"estimator": "mc"}).algo.episodic
+    with pytest.raises(ConfigError) as exc:
+        build_config(overrides=["algo.estimator=mc", "algo.batch_mode=steps"])
+    assert exc.value.field == "algo.batch_mode"
+
+
+def test_every_field_has_a_description():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk(ann)
+
+    walk(Config)
+
+
+def test_presets_command_lists_them(capsys):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and "a2c_cartpole" in out and "td_cartpole" in out
+
+
+def test_config_json_schema_is_serialisable():
+    schema = Config.model_json_schema()
+    assert "algo" in json.dumps(schema)

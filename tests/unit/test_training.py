@@ -1,0 +1,124 @@
+"""Short real training runs with num_workers=0 (no Ray): determinism, checkpoints, resume, presets."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import rayac
+from rayac.checkpoint import checkpoint_dirs, load_checkpoint
+from rayac.cli import main
+from rayac.config import build_config, list_presets
+from rayac.metrics import read_metrics
+
+MEASURED = {"time/elapsed_s", "time/sps", "time/sample_s", "time/learn_s"}
+
+
+def quiet(*extra):
+    return ["run.progress_bar=false", "run.tensorboard=false", "run.log_interval_s=1000", *extra]
+
+
+def tiny_run(tmp_path, name, *overrides, preset="a2c_cartpole"):
+    cfg = build_config(
+        preset=preset,
+        overrides=quiet("run.stop.total_env_steps=3000", "run.eval_interval_steps=1000", *overrides),
+    )
+    return rayac.train(cfg, run_dir=tmp_path / name)
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = tiny_run(tmp_path, "a", "env.seed=7")
+    b = tiny_run(tmp_path, "b", "env.seed=7")
+    c = tiny_run(tmp_path, "c", "env.seed=8")
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in MEASURED} for r in recs]  # noqa: E731
+    ra, rb, rc = (strip(read_metrics(f"{r.run_dir}/metrics.jsonl")) for r in (a, b, c))
+    assert len(ra) > 10 and ra == rb
+    assert ra != rc
+
+
+def test_checkpoint_round_trip_and_load_policy(tmp_path):
+    res = tiny_run(tmp_path, "run")
+    ckpt = load_checkpoint(res.run_dir)
+    assert ckpt.state["env_steps"] == res.env_steps and ckpt.state["version"] == res.version
+    assert {p.name for p in ckpt.path.iterdir()} == {
+        "policy.safetensors",
+        "optimizer.pt",
+        "config.json",
+        "spaces.json",
+        "state.json",
+    }
+    policy = rayac.load_policy(res.run_dir)
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    actions = policy.act(obs, deterministic=True)
+    assert actions.shape == (16,) and set(actions.tolist()) <= {0, 1}
+    with torch.no_grad():
+        logits = ckpt.build_policy().policy_head(ckpt.build_policy().actor_body(torch.as_tensor(obs)))
+    np.testing.assert_array_equal(actions, logits.argmax(-1).numpy())
+    with pytest.raises(ValueError, match="shape"):
+        policy.act(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.act(np.full((1, 4), np.nan))
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+def test_resume_continues_counters_and_optimizer(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", "--preset", "a2c_cartpole", "--run-dir", str(run_dir), "--no-progress"]
+    assert main(args + ["--steps", "2000", "--set", "run.stop.target_return=null"]) == 0
+    first = load_checkpoint(run_dir)
+    steps_1, version_1 = first.state["env_steps"], first.state["version"]
+    adam_steps_1 = float(first.optimizer_state()["state"][0]["step"])
+    assert adam_steps_1 == version_1
+
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run_dir),
+                "--steps",
+                "4000",
+                "--no-progress",
+                "--set",
+                "run.stop.target_return=null",
+            ]
+        )
+        == 0
+    )
+    second = load_checkpoint(run_dir)
+    assert second.state["env_steps"] >= 4000
+    assert second.state["version"] == version_1 + (second.state["env_steps"] - steps_1) // 40
+    assert float(second.optimizer_state()["state"][0]["step"]) == second.state["version"]
+    records = read_metrics(run_dir / "metrics.jsonl")
+    steps = [r["time/env_steps"] for r in records]
+    assert steps == sorted(steps) and steps_1 + 40 in steps  # the counter went on, not back to zero
+    assert len(checkpoint_dirs(run_dir)) <= 3
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "run.run_dir" in capsys.readouterr().err
+
+
+def test_run_writes_all_sinks(tmp_path):
+    cfg = build_config(
+        preset="a2c_cartpole",
+        overrides=["run.stop.total_env_steps=2000", "run.progress_bar=false", "run.eval_interval_steps=1000"],
+    )
+    res = rayac.train(cfg, run_dir=tmp_path / "run")
+    run = tmp_path / "run"
+    header = (run / "progress.csv").read_text().splitlines()[0].split(",")
+    assert "eval/return_mean" in header and "train/policy_loss" in header
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    result = json.loads((run / "result.json").read_text())
+    assert result["env_steps"] == res.env_steps >= 2000
+
+
+@pytest.mark.parametrize("preset", sorted(list_presets()))
+def test_every_preset_trains_briefly(tmp_path, preset):
+    cfg = build_config(preset=preset, overrides=quiet("run.stop.total_env_steps=1500"))
+    res = rayac.train(cfg, run_dir=tmp_path / preset)
+    assert res.env_steps >= 1500 and res.eval_return is not None and np.isfinite(res.eval_return)
+    policy = rayac.load_policy(res.run_dir)
+    assert policy.act(np.zeros((1, *policy.spec.obs_shape), np.float32)).shape[0] == 1
