@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = runner.run()
     out = Console()
     out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "
-              f"{result.elapsed_s:.1f}s, {result.iterations:,} updates")  # fmt: skip
+              f"{result.elapsed_s:.1f}s, {result.version:,} updates")  # fmt: skip
     if result.eval_return is not None:
         out.print(f"greedy eval return: {result.eval_return:.1f} (best {result.best_eval_return:.1f})")
     out.print(f"run directory:  {result.run_dir}")

@@ -136,6 +136,12 @@ class AlgoConfig(_Section):
     max_staleness: int | None = Field(
         None, ge=0, description="A3C: drop gradients computed from weights more than this many versions old."
     )
+    ps_checkpoint_interval: int = Field(
+        500,
+        ge=0,
+        description="A3C: the parameter server checkpoints itself every K updates and restarts from "
+        "there if it dies (0: never).",
+    )
 
     @property
     def episodic(self) -> bool:
@@ -161,6 +167,9 @@ class ResourcesConfig(_Section):
         "cpu", description="Device of the learner / parameter server; rollout workers always use the CPU."
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
+    learner_cpus: float = Field(
+        1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
+    )
     learner_threads: int = Field(
         1,
         ge=1,

@@ -10,6 +10,7 @@ import collections
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,8 +84,13 @@ def prepare_run(
 
 class Runner:
     def __init__(self, cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False,
-                 console: Any = None, algorithm_kwargs: dict[str, Any] | None = None):  # fmt: skip
-        """``resume=True`` continues the latest checkpoint in ``run_dir`` (see ``load_run_config``)."""
+                 console: Any = None, algorithm_kwargs: dict[str, Any] | None = None,
+                 callbacks: list[Callable[[Runner, dict[str, Any]], None]] | None = None):  # fmt: skip
+        """``resume=True`` continues the latest checkpoint in ``run_dir`` (see ``load_run_config``).
+
+        ``callbacks`` are called as ``fn(runner, record)`` after each metrics record is written.
+        """
+        self.callbacks = list(callbacks or [])
         self.run_dir, self.spec = prepare_run(cfg, run_dir=run_dir, resume=resume)
         torch.set_num_threads(cfg.resources.learner_threads)
         self.cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(self.run_dir)})})
@@ -216,6 +222,8 @@ class Runner:
                     while next_eval_eps is not None and next_eval_eps <= self.episodes:
                         next_eval_eps += eval_every_eps
                 logger.write(record)
+                for callback in self.callbacks:
+                    callback(self, record)
                 if next_ckpt is not None and self.env_steps >= next_ckpt:
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
                     while next_ckpt <= self.env_steps:

@@ -33,14 +33,18 @@ class A2C:
         self.remote = cfg.resources.num_workers > 0
         self.worker_restarts = 0
         if self.remote:
-            from rayac.workers.remote import init_ray, make_rollout_workers
+            from rayac.workers.remote import init_ray, make_rollout_workers, wait_for_actors
 
             init_ray(num_cpus=int(np.ceil(cfg.resources.num_workers * cfg.resources.worker_cpus)))
             self.workers = make_rollout_workers(
                 cfg, spec, count=cfg.resources.num_workers, seed_offset=seed_offset
             )
+            wait_for_actors(self.workers, what="A2C rollout workers", cfg=cfg)
         else:
-            self.local_worker = RolloutWorker(cfg, spec, worker_index=0, seed_offset=seed_offset)
+            shared = self.learner.policy if self.learner.device.type == "cpu" else None
+            self.local_worker = RolloutWorker(
+                cfg, spec, worker_index=0, seed_offset=seed_offset, policy=shared
+            )
 
     @property
     def version(self) -> int:
@@ -51,12 +55,9 @@ class A2C:
         from ray.exceptions import RayActorError
 
         ref = ray.put(weights)  # one copy in the object store, shared by every worker on the node
-        pending = {}
-        for w in self.workers:
-            w.set_weights.remote(ref, version)
-            pending[w] = w.sample.remote()
+        refs = [w.sample_with.remote(ref, version) for w in self.workers]
         rollouts = []
-        for w, obj in pending.items():
+        for w, obj in zip(self.workers, refs, strict=True):
             for attempt in range(SAMPLE_RETRIES + 1):
                 try:
                     rollouts.append(ray.get(obj, timeout=SAMPLE_TIMEOUT_S))
@@ -64,20 +65,23 @@ class A2C:
                 except RayActorError:
                     if attempt == SAMPLE_RETRIES:
                         raise
-                    # Ray restarts the actor (max_restarts=-1); it needs the weights again.
+                    # Ray restarts the actor (max_restarts=-1); the new process needs the weights again.
                     self.worker_restarts += 1
                     log.warning("rollout worker died; retrying its sample on the restarted actor")
-                    w.set_weights.remote(ref, version)
-                    obj = w.sample.remote()
+                    obj = w.sample_with.remote(ref, version)
         return rollouts
 
     def train_step(self) -> StepResult:
         t0 = time.perf_counter()
-        weights, version = self.learner.get_weights(), self.learner.version
+        version = self.learner.version
         if self.remote:
-            rollouts = self._sample_remote(weights, version)
+            rollouts = self._sample_remote(self.learner.get_weights(), version)
         else:
-            self.local_worker.set_weights(weights, version)
+            if (
+                self.local_worker.policy is not self.learner.policy
+            ):  # learner on a GPU: copy to the CPU worker
+                self.local_worker.set_weights(self.learner.get_weights(), version)
+            self.local_worker.version = version
             rollouts = [self.local_worker.sample()]
         t1 = time.perf_counter()
         metrics = self.learner.update(rollouts)

@@ -38,8 +38,10 @@ def build_optimizer(policy: ActorCritic, optim: OptimConfig) -> torch.optim.Opti
         {"params": policy.critic_parameters(), "lr": optim.critic_lr or optim.lr, "name": "critic"},
     ]
     if optim.name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=optim.lr, alpha=optim.rmsprop_alpha, eps=optim.eps)
-    return torch.optim.Adam(groups, lr=optim.lr, eps=optim.eps)
+        return torch.optim.RMSprop(
+            groups, lr=optim.lr, alpha=optim.rmsprop_alpha, eps=optim.eps, foreach=True
+        )
+    return torch.optim.Adam(groups, lr=optim.lr, eps=optim.eps, foreach=True)  # foreach: one kernel per group
 
 
 def apply_gradients(
@@ -52,7 +54,7 @@ def apply_gradients(
     params = list(policy.parameters())
     if grads is not None:
         for p, g in zip(params, grads, strict=True):
-            p.grad = torch.as_tensor(g, device=p.device, dtype=p.dtype)
+            p.grad = torch.tensor(g, device=p.device, dtype=p.dtype)  # a copy: arrays from Ray are read-only
     if max_grad_norm is not None:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:

@@ -70,3 +70,49 @@ def kill_actors(handles: list) -> None:
     for h in handles:
         with contextlib.suppress(Exception):  # already gone
             ray.kill(h, no_restart=True)
+
+
+def make_parameter_server(cfg: Config, spec: SpaceSpec):
+    """The A3C parameter server; Ray restarts it if its process dies, and it reloads its own checkpoint."""
+    from rayac.workers.parameter_server import ParameterServer
+
+    gpus = 1 if cfg.resources.device == "cuda" else 0
+    actor_cls = _remote(ParameterServer, num_cpus=cfg.resources.learner_cpus, num_gpus=gpus, max_restarts=-1,
+                        max_task_retries=0)  # fmt: skip
+    return actor_cls.remote(cfg, spec, publish=True)
+
+
+def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
+    from rayac.workers.a3c_worker import A3CWorker
+
+    # max_concurrency=2: run() occupies one thread for the whole training; control calls (pid) use the other.
+    actor_cls = _remote(A3CWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0,
+                        max_concurrency=2)  # fmt: skip
+    return [
+        actor_cls.options(scheduling_strategy="SPREAD").remote(
+            cfg, spec, worker_index=i, seed_offset=seed_offset
+        )
+        for i in range(count)
+    ]
+
+
+STARTUP_TIMEOUT_S = float(os.environ.get("RAYAC_ACTOR_STARTUP_TIMEOUT_S", "120"))
+
+
+def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
+    """Block until every actor has started; an actor Ray cannot place never raises by itself, so say why here."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        ray.get([h.__ray_ready__.remote() for h in handles], timeout=STARTUP_TIMEOUT_S)
+    except GetTimeoutError:
+        kill_actors(handles)  # pending actors would otherwise take their CPUs the moment some free up
+        res = cfg.resources
+        need = res.num_workers * res.worker_cpus + (res.learner_cpus if cfg.algo.name == "a3c" else 0)
+        have = ray.cluster_resources().get("CPU", 0)
+        raise RuntimeError(
+            f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s: they need {need:g} CPUs "
+            f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have:g}. "
+            "Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
+        ) from None

@@ -9,7 +9,7 @@ from rayac.advantages import make_batch
 from rayac.config import Config
 from rayac.envs import SpaceSpec, make_vector_env
 from rayac.losses import actor_critic_loss, to_tensors
-from rayac.policy import build_policy, load_numpy_weights
+from rayac.policy import ActorCritic, build_policy, load_numpy_weights
 from rayac.types import Rollout
 
 # Episodes longer than this in 'episodes' batch mode are an env without a time limit.
@@ -22,8 +22,19 @@ def worker_seed(base: int, worker_index: int) -> int:
 
 
 class RolloutWorker:
-    def __init__(self, cfg: Config, spec: SpaceSpec, *, worker_index: int = 0, seed_offset: int = 0):
-        """``seed_offset`` moves a resumed run onto fresh env seeds instead of replaying the first episodes."""
+    def __init__(
+        self,
+        cfg: Config,
+        spec: SpaceSpec,
+        *,
+        worker_index: int = 0,
+        seed_offset: int = 0,
+        policy: ActorCritic | None = None,
+    ):
+        """``seed_offset`` moves a resumed run onto fresh env seeds instead of replaying the first episodes.
+
+        ``policy``: sample with this module itself (in-process A2C shares the learner's CPU policy: no copy).
+        """
         torch.set_num_threads(1)
         self.cfg = cfg
         self.spec = spec
@@ -32,8 +43,9 @@ class RolloutWorker:
         self.generator = torch.Generator().manual_seed(seed)
         self.envs = make_vector_env(cfg.env, seed=seed)
         self.num_envs = self.envs.num_envs
-        self.policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
-        self.policy.eval()
+        self.policy = (
+            policy if policy is not None else build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+        )
         self.version = -1
         self.obs, _ = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
@@ -46,6 +58,13 @@ class RolloutWorker:
 
     def get_version(self) -> int:
         return self.version
+
+    def sample_with(
+        self, weights: dict[str, np.ndarray], version: int, num_steps: int | None = None
+    ) -> Rollout:
+        """``set_weights`` then ``sample`` in one actor call: one round trip per worker per A2C step."""
+        self.set_weights(weights, version)
+        return self.sample(num_steps)
 
     # -- sampling
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:

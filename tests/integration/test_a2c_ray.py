@@ -32,8 +32,17 @@ def test_a2c_survives_a_killed_worker(ray_session):
         algo.train_step()
         ray.kill(algo.workers[0], no_restart=False)  # the process dies; Ray restarts the actor
         steps = [algo.train_step() for _ in range(5)]
-        assert all(s.num_steps == 2 * 8 * 5 for s in steps)
+        assert all(s.num_steps == 2 * cfg.env.num_envs * cfg.algo.rollout_steps for s in steps)
         assert algo.worker_restarts >= 1
         assert algo.version == 6
     finally:
         algo.stop()
+
+
+def test_workers_that_cannot_be_placed_fail_with_a_clear_error(ray_session, monkeypatch):
+    from rayac.workers import remote
+
+    monkeypatch.setattr(remote, "STARTUP_TIMEOUT_S", 3.0)
+    cfg = build_config(overrides=["resources.num_workers=3", "resources.worker_cpus=2"])
+    with pytest.raises(RuntimeError, match=r"need 6 CPUs .* has 4"):
+        A2C(cfg, describe_env(cfg.env))

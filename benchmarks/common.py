@@ -1,0 +1,71 @@
+"""Helpers shared by the benchmark scripts: greedy evaluation for any policy, RESULTS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10).stdout.strip().splitlines()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        gpu = []
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB" + (f", GPU: {gpu[0]}" if gpu else ", no GPU")
+
+
+def greedy_eval(act: Callable[[np.ndarray], np.ndarray], env_id: str, *, episodes: int, seed: int) -> float:
+    """Mean return of ``episodes`` greedy episodes, all at once in a vector env: the same check for every system."""
+    import gymnasium as gym
+
+    envs = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="sync")
+    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    returns = np.zeros(episodes)
+    alive = np.ones(episodes, dtype=bool)
+    while alive.any():
+        obs, rewards, terminated, truncated, _ = envs.step(act(obs))
+        returns += np.where(alive, rewards, 0.0)
+        alive &= ~(terminated | truncated)
+    envs.close()
+    return float(returns.mean())
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace this script's section of RESULTS.md (other scripts' sections are kept)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n"
+    )
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(RESULTS)

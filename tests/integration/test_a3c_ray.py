@@ -1,0 +1,102 @@
+"""A3C on Ray: learning, a killed worker process, a killed parameter server, a killed driver."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rayac
+from rayac.checkpoint import load_checkpoint
+from rayac.config import build_config
+from rayac.metrics import read_metrics
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+def a3c_cfg(*extra):
+    return build_config(preset="a3c_cartpole", overrides=[
+        "resources.num_workers=2", "env.seed=0", "run.stop.total_env_steps=300000", "run.stop.target_return=475",
+        "run.eval_interval_steps=5000", "run.progress_bar=false", "run.tensorboard=false", *extra,
+    ])  # fmt: skip
+
+
+def kill_once(when_steps, pick_pid):
+    """A Runner callback that SIGKILLs one process once the run passes ``when_steps``."""
+    state = {"killed_at": None, "pid": None}
+
+    def callback(runner, record):
+        if state["killed_at"] is None and record["time/env_steps"] >= when_steps:
+            state["pid"] = pick_pid(runner.algo)
+            os.kill(state["pid"], signal.SIGKILL)
+            state["killed_at"] = record["time/env_steps"]
+
+    return callback, state
+
+
+def test_a3c_two_workers_solves_cartpole(ray_session, tmp_path):
+    result = rayac.train(a3c_cfg(), run_dir=tmp_path / "run")
+    assert result.solved and result.env_steps <= 300_000, result
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert max(r.get("a3c/staleness_max", 0) for r in records) >= 1  # really asynchronous
+    # every push is counted exactly once: cumulative pushes == server version, at every record
+    total = 0
+    for r in records:
+        if "a3c/pushes" in r:
+            total += r["a3c/pushes"]
+            assert total == r["time/version"]
+
+
+def test_killed_worker_process_restarts_and_the_run_still_solves(ray_session, tmp_path):
+    callback, state = kill_once(2_000, lambda algo: algo.worker_pids()[0])  # early: A3C may solve by 10k
+    result = rayac.Runner(a3c_cfg(), run_dir=tmp_path / "run", callbacks=[callback]).run()
+    assert state["killed_at"] is not None
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert max(r.get("workers/restarts", 0) for r in records) >= 1
+    assert result.solved, result
+
+
+def test_killed_parameter_server_resumes_from_its_checkpoint(ray_session, tmp_path):
+    callback, state = kill_once(20_000, lambda algo: algo.ps_pid())
+    cfg = a3c_cfg(
+        "algo.ps_checkpoint_interval=50", "run.stop.total_env_steps=60000", "run.stop.target_return=null"
+    )
+    result = rayac.Runner(cfg, run_dir=tmp_path / "run", callbacks=[callback]).run()
+    assert state["killed_at"] is not None
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    kill_index = next(i for i, r in enumerate(records) if r["time/env_steps"] == state["killed_at"])
+    after = records[kill_index + 1 :]
+    restart = next(r for r in after if r.get("a3c/ps_restarts", 0) >= 1)
+    assert restart["a3c/ps_restored_version"] >= 50  # restored from its checkpoint, not from zero
+    versions_after = [r["time/version"] for r in after if "time/version" in r]
+    assert min(versions_after) >= restart["a3c/ps_restored_version"] > 0
+    steps = [r["time/env_steps"] for r in records]
+    assert steps == sorted(steps) and result.env_steps >= 60_000  # the counter went on, intact
+    assert result.version > restart["a3c/ps_restored_version"]
+    # the workers' loops ended because the server died, not because they did
+    assert max(r.get("workers/restarts", 0) for r in records) == 0
+
+
+def test_killed_driver_resumes_with_resume(ray_session, tmp_path):
+    """SIGKILL the whole training process (num_workers=0: nothing of Ray to leave behind), then --resume."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rayac.cli", "train", "--preset", "a3c_cartpole", "--workers", "0", "--run-dir",
+           str(run_dir), "--no-progress", "--steps", "1000000", "--set", "run.checkpoint_interval_steps=2000",
+           "--set", "run.stop.target_return=null", "--set", "run.tensorboard=false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((run_dir / "checkpoints").glob("ckpt_*"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = load_checkpoint(run_dir)
+    assert before.state["env_steps"] >= 2000 and before.state["version"] > 0
+    resumed = subprocess.run([sys.executable, "-m", "rayac.cli", "train", "--resume", str(run_dir), "--no-progress",
+                              "--steps", str(before.state["env_steps"] + 2000)], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = load_checkpoint(run_dir)
+    assert after.state["env_steps"] >= before.state["env_steps"] + 2000
+    assert after.state["version"] > before.state["version"]
