@@ -183,6 +183,132 @@ def throughput_table(seconds: float = 5.0) -> str:
     return "\n".join(lines)
 
 
+def _ray_cfg(algo: str, workers: int, *extra: str):
+    from rayac.config import build_config
+
+    preset = "a3c_cartpole" if algo == "a3c" else "a2c_cartpole"
+    return build_config(preset=preset, overrides=[f"resources.num_workers={workers}", *extra])
+
+
+def _steps_per_s(algo_obj, seconds: float) -> tuple[float, float]:
+    """(env steps/s, updates/s) of the train loop, after a warm-up."""
+    for _ in range(5):
+        algo_obj.train_step()
+    v0, n, t0 = algo_obj.version, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        n += algo_obj.train_step().num_steps
+    dt = time.perf_counter() - t0
+    return n / dt, (algo_obj.version - v0) / dt
+
+
+def parameter_server_table(seconds: float = 3.0) -> str:
+    """Pushes/s the parameter server sustains with synthetic gradients, next to a bare Ray actor call."""
+    import numpy as np
+    import ray
+
+    from rayac.algorithms.a3c import A3C
+    from rayac.envs import describe_env
+    from rayac.workers.remote import _remote, init_ray, make_parameter_server
+
+    started = init_ray(num_cpus=4)
+    cfg = _ray_cfg("a3c", 1)
+    spec = describe_env(cfg.env)
+    ps = make_parameter_server(cfg, spec)
+    weights, _ = ray.get(ps.pull.remote())
+    grads = [np.random.default_rng(0).normal(size=w.shape).astype(np.float32) * 1e-3
+             for w in ray.get(weights).values()]  # fmt: skip
+
+    class Echo:
+        def ping(self, *args):
+            return 0
+
+    echo = _remote(Echo, num_cpus=0).remote()
+    ray.get(echo.ping.remote())
+
+    def rate(call, in_flight: int) -> float:
+        n, t0, pending = 0, time.perf_counter(), []
+        while time.perf_counter() - t0 < seconds:
+            pending.append(call())
+            if len(pending) >= in_flight:
+                ray.get(pending)
+                n += len(pending)
+                pending = []
+        ray.get(pending)
+        return (n + len(pending)) / (time.perf_counter() - t0)
+
+    rows = []
+    for in_flight in (1, 8):
+        floor = rate(lambda: echo.ping.remote(), in_flight)
+        floor_payload = rate(lambda: echo.ping.remote(grads, 0), in_flight)
+        v = ray.get(ps.pull.remote())[1]
+        push = rate(lambda v=v: ps.push.remote(grads, v), in_flight)
+        rows.append(
+            f"| {in_flight} | {floor:,.0f} | {floor_payload:,.0f} | {push:,.0f} | {push / floor_payload:.2f} |"
+        )
+    from rayac.workers.remote import kill_actors
+
+    kill_actors([ps, echo])
+    a3c_rows = []
+    for workers in (1, 2):
+        algo = A3C(_ray_cfg("a3c", workers), spec)
+        sps, ups = _steps_per_s(algo, 5.0)
+        algo.stop()
+        a3c_rows.append(f"| A3C, {workers} worker{'s' if workers > 1 else ''} (8 envs x 5 steps each) | {sps:,.0f} | "
+                        f"{ups:,.0f} |")  # fmt: skip
+    if started:
+        ray.shutdown()
+    n_params = sum(g.size for g in grads)
+    return (
+        f"Gradients of the A3C CartPole policy ({n_params:,} parameters, Adam), pushed from the driver.\n\n"
+        "| calls in flight | bare actor call/s | bare call with the gradient payload/s | push/s | push ÷ payload floor |\n"
+        "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+        + "\n\n| A3C on Ray | env steps/s | pushes/s |\n| --- | --- | --- |\n" + "\n".join(a3c_rows)
+    )  # fmt: skip
+
+
+def scaling_table(workers_list: list[int], seconds: float = 8.0) -> str:
+    """Env steps/s of A2C and A3C with 1..N rollout workers, and the learner on CUDA if there is one."""
+    import os
+
+    import ray
+    import torch
+
+    from rayac.algorithms.a2c import A2C
+    from rayac.algorithms.a3c import A3C
+    from rayac.envs import describe_env
+    from rayac.workers.remote import init_ray
+
+    init_ray(num_cpus=(os.cpu_count() or 1) + 1)
+    spec = describe_env(_ray_cfg("a2c", 1).env)
+    rows = ["| workers | A2C env steps/s (32 envs x 16 steps each) | A3C env steps/s (8 envs x 5 steps each) "
+            "| A3C pushes/s | A3C staleness mean |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for n in workers_list:
+        a2c = A2C(_ray_cfg("a2c", n, "env.num_envs=32", "algo.rollout_steps=16"), spec)
+        a2c_sps, _ = _steps_per_s(a2c, seconds)
+        a2c.stop()
+        a3c = A3C(_ray_cfg("a3c", n, "resources.learner_cpus=0"), spec)
+        a3c_sps, pushes = _steps_per_s(a3c, seconds)
+        stale = a3c.train_step().metrics.get("a3c/staleness_mean", float("nan"))
+        a3c.stop()
+        rows.append(f"| {n} | {a2c_sps:,.0f} | {a3c_sps:,.0f} | {pushes:,.0f} | {stale:.1f} |")
+        print(rows[-1], flush=True)
+    ray.shutdown()
+    out = "\n".join(rows)
+    if torch.cuda.is_available():
+        import rayac
+
+        for algo, workers in (("a2c", 0), ("a3c", 2)):
+            cfg = _ray_cfg(algo, workers, "resources.device=cuda", "run.progress_bar=false", "run.tensorboard=false",
+                           "run.eval_interval_steps=2000", "run.log_interval_s=100000")  # fmt: skip
+            import tempfile
+
+            res = rayac.train(cfg, run_dir=tempfile.mkdtemp() + "/run")
+            out += (f"\n\nLearner on CUDA ({torch.cuda.get_device_name()}): {algo.upper()} with {workers} workers "
+                    f"solved={res.solved} (best greedy return {res.best_eval_return:.1f}) in {res.env_steps:,} "
+                    f"env steps, {res.elapsed_s:.1f} s.")  # fmt: skip
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--one", nargs=3, metavar=("SYSTEM", "SEED", "RUN_DIR"), help=argparse.SUPPRESS)
@@ -190,6 +316,8 @@ def main() -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--skip-solve", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-ps", action="store_true")
+    p.add_argument("--scaling", default="", help="worker counts for a scaling table, e.g. 1,2,4,8,16")
     args = p.parse_args()
     if args.one:
         run_one(args.one[0], int(args.one[1]), args.one[2])
@@ -209,6 +337,15 @@ def main() -> None:
                      f"{EVAL_EVERY:,} env steps; {args.seeds} seeds; unsolved counts as infinite)\n\n{table}\n")  # fmt: skip
     if not args.skip_throughput:
         parts.append(f"### Throughput (whole train loop, torch 1 thread)\n\n{throughput_table()}\n")
+    if not args.skip_ps:
+        parts.append(f"### A3C parameter server\n\n{parameter_server_table()}\n")
+    if args.scaling:
+        table = scaling_table([int(n) for n in args.scaling.split(",")])
+        parts = [f"## Scaling over rollout workers (bench_core.py --scaling)\n\nMachine: {machine()}. Run: "
+                 f"`{' '.join(sys.argv)}` on {time.strftime('%Y-%m-%d')}.\n\n{table}\n"]  # fmt: skip
+        write_section("bench_scaling", "\n".join(parts))
+        print("\n".join(parts))
+        return
     body = "\n".join(parts)
     print(body)
     write_section("bench_core", body)

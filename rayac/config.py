@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,10 +160,26 @@ class AlgoConfig(_Section):
 class ResourcesConfig(_Section):
     num_workers: int = Field(
         0,
-        ge=0,
-        le=1024,
-        description="Rollout worker actors on Ray; 0 runs everything in this process, no Ray.",
+        description="Rollout worker actors on Ray; 0 runs everything in this process, no Ray; 'auto' is one per "
+        "CPU of this machine (resolved when the config is read, and saved resolved).",
+        json_schema_extra={"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1024}, {"const": "auto"}]},
     )
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> int:
+        if value == "auto":
+            return os.cpu_count() or 1
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("must be an integer >= 0 or 'auto' (one per CPU)")
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError("must be an integer >= 0 or 'auto' (one per CPU)") from None
+        if not 0 <= count <= 1024:
+            raise ValueError("must be between 0 and 1024 (or 'auto': one per CPU)")
+        return count
+
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "cpu", description="Device of the learner / parameter server; rollout workers always use the CPU."
     )

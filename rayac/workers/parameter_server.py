@@ -34,7 +34,7 @@ class PushResult:
     version: int  # the server's version after this push
     applied: bool  # False: dropped (too stale, or from before a server restart)
     stop: bool  # the driver asked every worker to stop
-    weights: Any = None  # the new weights (an ObjectRef under Ray) when asked for
+    weights: Any = None  # the new weights when asked for (a dict, or an ObjectRef shared with pullers)
 
 
 @dataclass
@@ -78,6 +78,7 @@ class ParameterServer:
 
     # -- weights
     def _weights(self) -> Any:
+        """For pull(): under Ray, one object-store copy per version, shared by every worker that pulls it."""
         if not self.publish:
             return weights_to_numpy(self.policy)
         if self._published is None or self._published[0] != self.version:
@@ -85,6 +86,13 @@ class ParameterServer:
 
             self._published = (self.version, ray.put(weights_to_numpy(self.policy)))
         return self._published[1]
+
+    def _reply_weights(self) -> Any:
+        """For a push's reply: the version just made goes to the one worker that pushed, so it travels inline in
+        the reply (no object-store put + get); if another worker already pulled this version, share its copy."""
+        if self._published is not None and self._published[0] == self.version:
+            return self._published[1]
+        return weights_to_numpy(self.policy)
 
     def pull(self) -> tuple[Any, int]:
         """(weights, version); under Ray the weights are an ObjectRef shared by every puller of this version."""
@@ -105,7 +113,9 @@ class ParameterServer:
         if staleness < 0 or (max_staleness is not None and staleness > max_staleness):
             win.dropped += 1
             self.total_dropped += 1
-            return PushResult(self.version, False, self._stop, self._weights() if return_weights else None)
+            return PushResult(
+                self.version, False, self._stop, self._reply_weights() if return_weights else None
+            )
         self.optimizer.zero_grad(set_to_none=True)
         grad_norm = apply_gradients(self.policy, self.optimizer, grads, self.cfg.algo.max_grad_norm)
         self.version += 1
@@ -119,7 +129,7 @@ class ParameterServer:
         every = self.cfg.algo.ps_checkpoint_interval
         if every and self.ckpt_dir is not None and self.version % every == 0:
             self.save()
-        return PushResult(self.version, True, self._stop, self._weights() if return_weights else None)
+        return PushResult(self.version, True, self._stop, self._reply_weights() if return_weights else None)
 
     # -- driver side
     def get_stats(self) -> dict[str, Any]:

@@ -18,7 +18,8 @@ def run_cli(capsys, *args):
         (["--env", "CartPol-v1"], "env.id", "did you mean 'CartPole-v1'"),
         (["--set", "algo.gamma=1.0"], "algo.gamma", "less than 1"),
         (["--set", "algo.gamma=-0.1"], "algo.gamma", "greater than or equal to 0"),
-        (["--workers", "-1"], "resources.num_workers", "greater than or equal to 0"),
+        (["--workers", "-1"], "resources.num_workers", "between 0 and 1024"),
+        (["--set", "resources.num_workers=many"], "resources.num_workers", "auto"),
         (["--env", "Pendulum-v1", "--set", "algo.estimator=q"], "algo.estimator", "Discrete"),
         (["--set", "optim.lr=fast"], "optim.lr", "valid number"),
         (["--set", "algo.gamm=0.9"], "algo.gamm", "unknown field"),
@@ -102,3 +103,9 @@ def test_presets_command_lists_them(capsys):
 def test_config_json_schema_is_serialisable():
     schema = Config.model_json_schema()
     assert "algo" in json.dumps(schema)
+
+
+def test_auto_workers_is_one_per_cpu():
+    import os
+
+    assert build_config(preset="a3c_cartpole").resources.num_workers == os.cpu_count()
