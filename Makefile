@@ -28,8 +28,8 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check rayac tests benchmarks
-	$(VENV)/bin/ruff format --check rayac tests benchmarks
+	$(VENV)/bin/ruff check rayac api tests benchmarks
+	$(VENV)/bin/ruff format --check rayac api tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_core.py

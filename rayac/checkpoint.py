@@ -154,7 +154,12 @@ class InferencePolicy:
 
     def check_observations(self, observations: Any) -> np.ndarray:
         """A float/uint batch of the right shape, all finite; raises ValueError naming the problem."""
-        obs = np.asarray(observations)
+        try:
+            obs = np.asarray(observations)
+        except (ValueError, TypeError):
+            raise ValueError(
+                "observations must be a rectangular batch of numbers (rows differ in length)"
+            ) from None
         shape = self.spec.obs_shape
         if obs.dtype == object or not (np.issubdtype(obs.dtype, np.number) or obs.dtype == bool):
             raise ValueError("observations must be numbers")

@@ -61,6 +61,27 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
 
     sub.add_parser("presets", help="list the built-in presets")
+
+    s = sub.add_parser("serve", help="run the HTTP service (jobs, metrics streams, policy inference)")
+    s.add_argument(
+        "--host", default=None, help="bind address (default 127.0.0.1; others need RAYAC_API_TOKEN)"
+    )
+    s.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    s.add_argument(
+        "--storage", default=None, help="storage directory (RAYAC_STORAGE_DIR, default ./rayac-data)"
+    )
+    s.add_argument("--stop-head", action="store_true",
+                   help="stop the local Ray head this service started in --storage, and exit")  # fmt: skip
+
+    m = sub.add_parser("submit", help="submit a training job to a running service")
+    m.add_argument("--preset", help="a preset name or YAML/JSON config file")
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    m.add_argument("--name", help="a name for the job")
+    m.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)"
+    )
+    m.add_argument("--token", default=None, help="bearer token (default: $RAYAC_API_TOKEN)")
+    m.add_argument("--follow", action="store_true", help="stream the job's metrics until it ends")
     return p
 
 
@@ -145,10 +166,79 @@ def cmd_presets(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from api.settings import settings_from_env
+
+    try:
+        settings = settings_from_env()
+        updates = {k: v for k, v in {"host": args.host, "port": args.port, "storage_dir": args.storage}.items()
+                   if v is not None}  # fmt: skip
+        settings = settings.model_validate({**settings.model_dump(), **updates})
+        settings.check_secure()
+    except ValueError as err:
+        return _fail(str(err).splitlines()[0] if "validation error" not in str(err) else str(err))
+    if args.stop_head:
+        from api.services.ray_cluster import stop_local_head
+
+        stopped = stop_local_head(Path(settings.storage_dir))
+        print(
+            "stopped the local Ray head"
+            if stopped
+            else "no local Ray head recorded in " + str(settings.storage_dir)
+        )
+        return 0
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    data = load_preset(args.preset) if args.preset else {}
+    cfg = parse_config(apply_overrides(data, args.overrides))
+    token = args.token or os.environ.get("RAYAC_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
+        resp = client.post("/v1/jobs", json={"name": args.name, "config": cfg.model_dump(mode="json")})
+        if resp.status_code >= 400:
+            return _fail(f"{resp.status_code}: {resp.json().get('detail', resp.text)}")
+        job = resp.json()
+        print(f"submitted {job['id']} ({job['status']})")
+        if not args.follow:
+            return 0
+        with client.stream("GET", f"/v1/jobs/{job['id']}/metrics/stream", timeout=None) as stream:
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    record = json.loads(line.split(":", 1)[1])
+                    if event == "status":
+                        print(
+                            f"{job['id']}: {record['status']}"
+                            + (f" ({record['error']})" if record["error"] else "")
+                        )
+                        return 0 if record["status"] == "succeeded" else 1
+                    ret = record.get("eval/return_mean", record.get("rollout/episode_return_mean"))
+                    print(
+                        f"{record.get('time/env_steps', 0):>10,} steps  return {ret if ret is not None else '-'}"
+                    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets}[args.command]
+    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "serve": cmd_serve,
+               "submit": cmd_submit}[args.command]  # fmt: skip
     try:
         return handler(args)
     except ConfigError as err:

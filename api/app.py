@@ -1,0 +1,136 @@
+"""The FastAPI application. ``create_app`` builds it; nothing happens at import time.
+
+uvicorn --factory api.app:create_app     (or: rayac serve)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import jobs, policies, system
+from api.services.jobs import Conflict, JobService, NotFound, Unavailable
+from api.services.policies import PolicyService
+from api.services.prometheus import PrometheusMetrics
+from api.services.ray_cluster import jobs_client
+from api.settings import Settings, get_settings
+from rayac.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._reject(send)
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        body = b'{"detail":"request body too large (limit %d bytes)"}' % self.limit
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})  # fmt: skip
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _field_message(errors: list[dict]) -> str:
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "header", "path")]
+        ctx = (e.get("ctx") or {}).get("error")
+        msg = ctx.message if isinstance(ctx, ConfigError) else str(e.get("msg", "invalid"))
+        if isinstance(ctx, ConfigError):
+            loc = ["config", *ctx.field.split(".")]
+        msg = msg.removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_secure()
+    app = FastAPI(
+        title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference."
+    )
+    app.state.settings = settings
+    app.state.jobs = JobService(settings, jobs_client)
+    app.state.policies = PolicyService(settings, app.state.jobs)
+    app.state.prometheus = PrometheusMetrics()
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        app.state.prometheus.observe(request.method, getattr(route, "path", "unmatched"), response.status_code,
+                                     time.perf_counter() - start)  # fmt: skip
+        return response
+
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg"))} for e in exc.errors()]
+        return JSONResponse({"detail": _field_message(exc.errors()), "errors": errors},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
+
+    @app.exception_handler(ConfigError)
+    async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    app.include_router(system.router)
+    app.include_router(jobs.router)
+    app.include_router(policies.router)
+    return app

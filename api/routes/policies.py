@@ -1,0 +1,35 @@
+"""/v1/policies: trained policies, and inference on them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import Authorized, Policies
+from api.schemas import ActRequest, ActResponse, PolicyList, PolicyOut
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"], dependencies=Authorized)
+
+
+@router.get("", response_model=PolicyList, summary="A policy for each job with a checkpoint")
+def list_policies(policies: Policies) -> PolicyList:
+    return PolicyList(policies=[PolicyOut(**p) for p in policies.list()])
+
+
+@router.get("/{policy_id}", response_model=PolicyOut, summary="One policy")
+def get_policy(policy_id: str, policies: Policies) -> PolicyOut:
+    return PolicyOut(**policies.describe(policy_id))
+
+
+@router.post("/{policy_id}/act", response_model=ActResponse, summary="Actions for a batch of observations",
+             responses={422: {"description": "observations of the wrong shape or type, or not finite"}})  # fmt: skip
+async def act(policy_id: str, body: ActRequest, policies: Policies) -> ActResponse:
+    try:
+        result = await policies.act(policy_id, body.observations, deterministic=body.deterministic,
+                                    values=body.return_values, probs=body.return_probs)  # fmt: skip
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(err)) from None
+    return ActResponse(
+        actions=result.actions.tolist(),
+        values=result.values.tolist() if result.values is not None else None,
+        probs=result.probs.tolist() if result.probs is not None else None,
+    )

@@ -1,0 +1,162 @@
+"""Trained policies for inference: found in job run dirs, loaded without pickle, cached (LRU), micro-batched.
+
+Concurrent act requests for the same policy wait one event-loop turn (plus ``batch_wait_ms``) and then
+share a single forward pass: under load, N requests cost one forward instead of N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayac.checkpoint import InferencePolicy, latest_checkpoint, load_policy
+
+from .jobs import JobService, NotFound
+
+RESOLVE_TTL_S = 1.0  # how long "which checkpoint is latest" is trusted before looking at the disk again
+
+
+@dataclass
+class ActResult:
+    actions: np.ndarray
+    values: np.ndarray | None
+    probs: np.ndarray | None
+
+
+class MicroBatcher:
+    """Collects act requests for one policy and runs them as one forward pass."""
+
+    def __init__(self, policy: InferencePolicy, *, wait_s: float, max_batch: int):
+        self.policy = policy
+        self.wait_s = wait_s
+        self.max_batch = max_batch
+        self.pending: list[tuple[np.ndarray, bool, bool, bool, asyncio.Future]] = []
+        self.flush_scheduled = False
+        self.batches = 0
+        self.requests = 0
+
+    async def act(self, obs: np.ndarray, *, deterministic: bool, values: bool, probs: bool) -> ActResult:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append((obs, deterministic, values, probs, fut))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().create_task(self._flush_soon())
+        return await fut
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.wait_s)  # 0: one loop turn, so every request already read joins this batch
+        self.flush_scheduled = False
+        pending, self.pending = self.pending, []
+        while pending:
+            chunk, size = [], 0
+            while pending and (not chunk or size + len(pending[0][0]) <= self.max_batch):
+                chunk.append(pending.pop(0))
+                size += len(chunk[-1][0])
+            self._run(chunk)
+
+    @torch.inference_mode()
+    def _run(self, chunk: list) -> None:
+        self.batches += 1
+        self.requests += len(chunk)
+        try:
+            obs = torch.as_tensor(np.concatenate([c[0] for c in chunk]))
+            net = self.policy.policy
+            greedy, _, _ = net.act(obs, deterministic=True)
+            sampled = net.act(obs, deterministic=False)[0] if not all(c[1] for c in chunk) else greedy
+            values = net.value(obs).numpy() if any(c[2] for c in chunk) else None
+            probs = net.action_probs(obs).numpy() if any(c[3] for c in chunk) else None
+            greedy = self.policy.spec.clip_actions(greedy.numpy())
+            sampled = self.policy.spec.clip_actions(sampled.numpy()) if sampled is not None else greedy
+        except Exception as err:  # hand the failure to every waiting request
+            for c in chunk:
+                if not c[4].done():
+                    c[4].set_exception(err)
+            return
+        start = 0
+        for o, deterministic, want_v, want_p, fut in chunk:
+            end = start + len(o)
+            acts = greedy[start:end] if deterministic else sampled[start:end]
+            result = ActResult(
+                acts, values[start:end] if want_v else None, probs[start:end] if want_p else None
+            )
+            if not fut.done():
+                fut.set_result(result)
+            start = end
+
+
+class PolicyService:
+    def __init__(self, settings: Any, jobs: JobService):
+        self.settings = settings
+        self.jobs = jobs
+        self.cache: collections.OrderedDict[str, tuple[Path, MicroBatcher]] = collections.OrderedDict()
+        self._resolved: dict[str, tuple[float, Path]] = {}
+
+    def _checkpoint_of(self, policy_id: str) -> Path:
+        hit = self._resolved.get(policy_id)
+        if hit is not None and time.monotonic() - hit[0] < RESOLVE_TTL_S:
+            return hit[1]
+        rec = self.jobs.store.get(policy_id)  # NotFound for an unknown id
+        ckpt = latest_checkpoint(Path(rec.run_dir))
+        if ckpt is None:
+            raise NotFound(f"job '{policy_id}' has no checkpoint yet")
+        self._resolved[policy_id] = (time.monotonic(), ckpt)
+        return ckpt
+
+    def batcher(self, policy_id: str) -> MicroBatcher:
+        ckpt = self._checkpoint_of(policy_id)
+        hit = self.cache.get(policy_id)
+        if hit is not None and hit[0] == ckpt:
+            self.cache.move_to_end(policy_id)
+            return hit[1]
+        policy = load_policy(ckpt)  # safetensors + JSON: no pickle
+        batcher = MicroBatcher(
+            policy, wait_s=self.settings.batch_wait_ms / 1000, max_batch=self.settings.max_batch
+        )
+        self.cache[policy_id] = (ckpt, batcher)
+        self.cache.move_to_end(policy_id)
+        while len(self.cache) > self.settings.policy_cache_size:
+            self.cache.popitem(last=False)
+        return batcher
+
+    def describe(self, policy_id: str) -> dict[str, Any]:
+        ckpt = self._checkpoint_of(policy_id)
+        state = json.loads((ckpt / "state.json").read_text())
+        spaces = json.loads((ckpt / "spaces.json").read_text())
+        config = json.loads((ckpt / "config.json").read_text())
+        action: dict[str, Any] = {"kind": spaces["action_kind"]}
+        if spaces["action_kind"] == "discrete":
+            action["n"] = spaces["action_n"]
+        else:
+            action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
+        return {
+            "id": policy_id, "job_id": policy_id, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
+            "observation_shape": spaces["obs_shape"], "observation_dtype": spaces["obs_dtype"], "action_space": action,
+            "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
+        }  # fmt: skip
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for rec in self.jobs.store.all():
+            if latest_checkpoint(Path(rec.run_dir)) is not None:
+                out.append(self.describe(rec.id))
+        return out
+
+    async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
+                  probs: bool) -> ActResult:  # fmt: skip
+        batcher = self.batcher(policy_id)
+        obs = batcher.policy.check_observations(observations)  # ValueError names the problem → 422
+        if len(obs) > self.settings.max_act_batch:
+            raise ValueError(
+                f"observations: at most {self.settings.max_act_batch} per request, got {len(obs)}"
+            )
+        if probs and not batcher.policy.spec.discrete:
+            raise ValueError("return_probs: action probabilities exist only for Discrete action spaces")
+        return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)

@@ -1,0 +1,119 @@
+"""A real service: `rayac serve` in a subprocess on 127.0.0.1, a Ray head of its own, httpx as the client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.services.ray_cluster import start_local_head, stop_local_head
+
+TOKEN = "test-token-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """Starts/stops `rayac serve`; the storage dir (and so the jobs and the Ray head) outlives restarts."""
+
+    def __init__(self, storage: Path, port: int):
+        self.storage = storage
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "RAYAC_STORAGE_DIR": str(self.storage), "RAYAC_API_TOKEN": TOKEN,
+               "RAYAC_PORT": str(self.port), "RAYAC_HOST": "127.0.0.1"}  # fmt: skip
+        env.pop("RAY_ADDRESS", None)
+        self.log = open(self.storage / f"service-{time.time():.0f}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "rayac.cli", "serve"], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("service did not come up")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("service")
+    start_local_head(storage, num_cpus=4)  # the service reuses it; we stop it by its process group below
+    svc = Service(storage, free_port())
+    svc.start()
+    yield svc
+    try:
+        with svc.client() as c:  # leave no job running behind
+            for job in c.get("/v1/jobs").json()["jobs"]:
+                if job["status"] in ("pending", "running"):
+                    c.post(f"/v1/jobs/{job['id']}/stop")
+    except httpx.HTTPError:
+        pass
+    svc.stop()
+    stop_local_head(storage)
+
+
+def small_job(steps: int = 30_000, **extra) -> dict:
+    config = {
+        "env": {"id": "CartPole-v1", "num_envs": 16, "seed": 0},
+        "optim": {"lr": 0.002},
+        "run": {"stop": {"total_env_steps": steps, "target_return": 475}, "eval_interval_steps": 5000,
+                "tensorboard": False},
+    }  # fmt: skip
+    for key, value in extra.items():
+        section, field = key.split("__")
+        config.setdefault(section, {})[field] = value
+    return {"name": "test", "config": config}
+
+
+def follow(client: httpx.Client, job_id: str, *, last_event_id: int | None = None, stop_after: int | None = None,
+           timeout: float = 240) -> tuple[list[tuple[int, dict]], dict | None]:  # fmt: skip
+    """Read the SSE stream: ([(id, record)], final status or None if we stopped early)."""
+    import json
+
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    events, event, ev_id = [], None, None
+    with client.stream("GET", f"/v1/jobs/{job_id}/metrics/stream", headers=headers, timeout=timeout) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("id:"):
+                ev_id = int(line.split(":", 1)[1])
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                if event == "status":
+                    return events, data
+                events.append((ev_id, data))
+                if stop_after is not None and len(events) >= stop_after:
+                    return events, None
+    return events, None
