@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -71,6 +72,32 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestMetrics:
+    """Counts and times each request by its route template (pure ASGI: no per-request body copying)."""
+
+    def __init__(self, app: Any, metrics: PrometheusMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message: dict) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], route, status_code, time.perf_counter() - start)
+
+
 def _field_message(errors: list[dict]) -> str:
     parts = []
     for e in errors:
@@ -86,9 +113,17 @@ def _field_message(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _plain_handler(code: int):
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return handler
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_secure()
+    torch.set_num_threads(1)  # small forward passes: extra intra-op threads only contend with the event loop
     app = FastAPI(
         title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference."
     )
@@ -97,15 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.policies = PolicyService(settings, app.state.jobs)
     app.state.prometheus = PrometheusMetrics()
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        app.state.prometheus.observe(request.method, getattr(route, "path", "unmatched"), response.status_code,
-                                     time.perf_counter() - start)  # fmt: skip
-        return response
-
+    app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -118,17 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
-
-    @app.exception_handler(Conflict)
-    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
+                           (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
+        app.add_exception_handler(exc_type, _plain_handler(code))
 
     app.include_router(system.router)
     app.include_router(jobs.router)

@@ -178,8 +178,7 @@ class InferencePolicy:
     @torch.inference_mode()
     def act(self, observations: Any, deterministic: bool = True) -> np.ndarray:
         obs = torch.as_tensor(self.check_observations(observations))
-        actions, _, _ = self.policy.act(obs, deterministic=deterministic)
-        return self.spec.clip_actions(actions.numpy())
+        return self.spec.clip_actions(self.policy.actions(obs, deterministic=deterministic).numpy())
 
     @torch.inference_mode()
     def values(self, observations: Any) -> np.ndarray:

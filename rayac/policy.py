@@ -129,6 +129,13 @@ class ActorCritic(nn.Module):
         # V(s) = Σ_a π(a|s) Q(s, a)
         return (F.softmax(head, dim=-1) * critic_out).sum(-1)
 
+    def _critic(self, critic_x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """V(s), or Q(s, a) of the given actions for a Q critic."""
+        critic_out = self.value_head(critic_x)
+        if self.q_critic:
+            return critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return critic_out.squeeze(-1)
+
     def act(
         self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
     ):
@@ -148,24 +155,23 @@ class ActorCritic(nn.Module):
             noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
             actions = head if deterministic else head + self.log_std.exp() * noise
         log_prob, _ = self._log_prob_entropy(head, actions)
-        critic_out = self.value_head(critic_x)
-        if self.q_critic:
-            values = critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        else:
-            values = critic_out.squeeze(-1)
-        return actions, values, log_prob
+        return actions, self._critic(critic_x, actions), log_prob
+
+    def actions(self, obs: torch.Tensor, *, deterministic: bool = True) -> torch.Tensor:
+        """Actions only (the actor path): what inference needs, without log-probs or the critic."""
+        head = self.policy_head(self.actor_body(obs.float()))
+        if self.spec.discrete:
+            if deterministic:
+                return head.argmax(-1)
+            return (head - torch.empty_like(head).exponential_().log()).argmax(-1)
+        return head if deterministic else head + self.log_std.exp() * torch.randn_like(head)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""
         actor_x, critic_x = self._features(obs)
         head = self._dist_params(actor_x)
         log_prob, entropy = self._log_prob_entropy(head, actions)
-        critic_out = self.value_head(critic_x)
-        if self.q_critic:
-            values = critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        else:
-            values = critic_out.squeeze(-1)
-        return log_prob, entropy, values
+        return log_prob, entropy, self._critic(critic_x, actions)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) (for a Q critic: the policy-weighted mean of Q(s, ·))."""

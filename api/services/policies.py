@@ -69,8 +69,8 @@ class MicroBatcher:
         try:
             obs = torch.as_tensor(np.concatenate([c[0] for c in chunk]))
             net = self.policy.policy
-            greedy, _, _ = net.act(obs, deterministic=True)
-            sampled = net.act(obs, deterministic=False)[0] if not all(c[1] for c in chunk) else greedy
+            greedy = net.actions(obs, deterministic=True)
+            sampled = net.actions(obs, deterministic=False) if not all(c[1] for c in chunk) else greedy
             values = net.value(obs).numpy() if any(c[2] for c in chunk) else None
             probs = net.action_probs(obs).numpy() if any(c[3] for c in chunk) else None
             greedy = self.policy.spec.clip_actions(greedy.numpy())

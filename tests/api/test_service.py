@@ -24,7 +24,7 @@ def test_submit_follow_act_matches_the_library(service):
         assert info["latest_metrics"]["time/env_steps"] >= 5000
         page = c.get(f"/v1/jobs/{job['id']}/metrics", params={"since": 2}).json()
         assert page["since"] == 2 and page["next"] == len(events) and len(page["records"]) == len(events) - 2
-        assert "train" in c.get(f"/v1/jobs/{job['id']}/logs").text or True
+        assert "done (target_return)" in c.get(f"/v1/jobs/{job['id']}/logs").text
 
         policies = c.get("/v1/policies").json()["policies"]
         policy = next(p for p in policies if p["job_id"] == job["id"])
@@ -39,6 +39,20 @@ def test_submit_follow_act_matches_the_library(service):
         np.testing.assert_array_equal(body["actions"], local.act(obs, deterministic=True))
         np.testing.assert_allclose(body["values"], local.values(obs), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(body["probs"]).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_a3c_job_with_ray_workers_runs_on_the_services_cluster(service):
+    """The job's driver joins the service's Ray cluster (RAY_ADDRESS from the job supervisor) for its actors."""
+    body = small_job(steps=4000, run__stop={"total_env_steps": 4000})
+    body["config"]["algo"] = {"name": "a3c", "estimator": "nstep", "rollout_steps": 5}
+    body["config"]["resources"] = {"num_workers": 2, "learner_cpus": 0}
+    with service.client() as c:
+        job = c.post("/v1/jobs", json=body).json()
+        events, final = follow(c, job["id"])
+        assert final["status"] == "succeeded", final
+        assert any(r.get("a3c/pushes", 0) > 0 for _, r in events)
+        logs = c.get(f"/v1/jobs/{job['id']}/logs").text
+        assert "Started a local Ray instance" not in logs  # it used the cluster, not an embedded Ray
 
 
 def test_restart_keeps_jobs_and_the_stream_resumes(service):
