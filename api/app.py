@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.fast_act import FastAct
 from api.routes import jobs, policies, system
 from api.services.jobs import Conflict, JobService, NotFound, Unavailable
 from api.services.policies import PolicyService
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.policies = PolicyService(settings, app.state.jobs)
     app.state.prometheus = PrometheusMetrics()
 
+    app.add_middleware(FastAct, settings=settings, policies=app.state.policies)  # innermost: the act hot path
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
 

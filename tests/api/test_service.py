@@ -132,11 +132,16 @@ def test_bad_observations_get_422(service):
             ({"observations": [[0, 0, 0, 0]] * 1025}, "at most 1024"),
             ({"observations": [[0, 0, 0, 0]], "return_probs": "maybe"}, "return_probs"),
             ({}, "observations"),
+            ({"observations": [[0, 0, 0, 0]], "extra": 1}, "extra: unknown field"),
+            ({"observations": "0,0,0,0"}, "observations"),
         ]
         for body, words in cases:
             resp = c.post(url, json=body)
             assert resp.status_code == 422, (body, resp.text)
             assert words in resp.json()["detail"], (body, resp.json())
+        for raw, words in ((b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"), (b"", "not valid JSON")):
+            resp = c.post(url, content=raw, headers={"content-type": "application/json"})
+            assert resp.status_code == 422 and words in resp.json()["detail"], resp.text
         for raw in (b'{"observations": [[NaN, 0, 0, 0]]}', b'{"observations": [[1e400, 0, 0, 0]]}'):
             resp = c.post(url, content=raw, headers={"content-type": "application/json"})
             assert resp.status_code == 422 and "NaN or infinity" in resp.json()["detail"], resp.text
@@ -150,6 +155,8 @@ def test_auth_is_required_everywhere_but_healthz(service):
                 resp = c.get(path)
                 assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
             assert c.post("/v1/jobs", json=small_job()).status_code == 401
+            act = c.post("/v1/policies/job-x/act", json={"observations": [[0, 0, 0, 0]]})
+            assert act.status_code == 401 and act.headers["www-authenticate"] == "Bearer"
     with service.client() as c:
         text = c.get("/metrics").text
         assert "rayac_http_requests_total" in text and 'rayac_jobs{state="succeeded"}' in text
