@@ -187,6 +187,12 @@ class ResourcesConfig(_Section):
     learner_cpus: float = Field(
         1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
     )
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
+        "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
+        "--resources='{\"learner\": 1}'.",
+    )
     learner_threads: int = Field(
         1,
         ge=1,

@@ -147,7 +147,9 @@ class JobService:
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
         try:
-            client.submit_job(entrypoint=entrypoint, submission_id=job_id,
+            # an A2C job's driver hosts its learner: pin the driver where the learner should run
+            pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
+            client.submit_job(entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
         except Exception as err:
             self.store.update(job_id, status="failed", error=f"submission to Ray failed: {err}")

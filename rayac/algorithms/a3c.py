@@ -160,6 +160,23 @@ class A3C:
 
         return ray.get([w.pid.remote() for w in self.workers], timeout=CALL_TIMEOUT_S)
 
+    def worker_nodes(self) -> list[str]:
+        """Each worker's node; a worker that is restarting (e.g. after losing its node) is waited for."""
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        while True:
+            try:
+                return ray.get([w.node_id.remote() for w in self.workers], timeout=CALL_TIMEOUT_S)
+            except (ActorUnavailableError, RayActorError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def ps_node(self) -> str:
+        return self._ps_call("node_id")
+
     def ps_pid(self) -> int:
         return self._ps_call("pid")
 

@@ -176,6 +176,11 @@ class ParameterServer:
         save_checkpoint(self.ckpt_dir, weights=weights, optimizer_state=opt, cfg=self.cfg, spec=self.spec,
                         state={"version": version, "saved_at": time.time()})  # fmt: skip
 
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def pid(self) -> int:
         import os
 

@@ -78,7 +78,7 @@ def make_parameter_server(cfg: Config, spec: SpaceSpec):
 
     gpus = 1 if cfg.resources.device == "cuda" else 0
     actor_cls = _remote(ParameterServer, num_cpus=cfg.resources.learner_cpus, num_gpus=gpus, max_restarts=-1,
-                        max_task_retries=0)  # fmt: skip
+                        max_task_retries=0, resources=dict(cfg.resources.learner_resources))  # fmt: skip
     return actor_cls.remote(cfg, spec, publish=True)
 
 

@@ -160,5 +160,11 @@ class RolloutWorker:
         }
         return grads, self.version, stats
 
+    def node_id(self) -> str:
+        """The Ray node this worker runs on (placement checks); '' outside Ray."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
     def close(self) -> None:
         self.envs.close()

@@ -139,7 +139,11 @@ def test_bad_observations_get_422(service):
             resp = c.post(url, json=body)
             assert resp.status_code == 422, (body, resp.text)
             assert words in resp.json()["detail"], (body, resp.json())
-        for raw, words in ((b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"), (b"", "not valid JSON")):
+        for raw, words in (
+            (b"{not json", "not valid JSON"),
+            (b"[1, 2]", "JSON object"),
+            (b"", "not valid JSON"),
+        ):
             resp = c.post(url, content=raw, headers={"content-type": "application/json"})
             assert resp.status_code == 422 and words in resp.json()["detail"], resp.text
         for raw in (b'{"observations": [[NaN, 0, 0, 0]]}', b'{"observations": [[1e400, 0, 0, 0]]}'):
