@@ -8,7 +8,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: setup
 	$(VENV)/bin/rayac train --preset a2c_cartpole --workers 2 --run-dir $(DEMO_DIR)
 	$(VENV)/bin/rayac evaluate $(DEMO_DIR) --episodes 10 --gif $(DEMO_DIR)/agent.gif
 
-test: setup
+# The local-cluster test (tests/e2e) runs `ray up` over ssh on loopback: it needs sshd and rsync (Debian).
+system-deps:
+	@command -v /usr/sbin/sshd >/dev/null && command -v rsync >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null)
+
+test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole local-cluster round trip, meant to run as the only thing in its own PID namespace:
+#   unshare --pid --fork --mount-proc cluster/local-e2e.sh VENV_DIR STATE_DIR
+# so that `ray up`/`ray down` (which run `ray stop`) can only see this cluster's processes, and everything
+# left over dies with the namespace. Prints "E2E <json>" from the REST round trip and "LEFT <n>" at the end.
+set -uo pipefail
+venv=$(cd "$1" && pwd)
+state=$2
+here=$(cd "$(dirname "$0")" && pwd)
+export PATH="$venv/bin:$PATH" RAY_UP_enable_autoscaler_v2=0 RAY_USAGE_STATS_ENABLED=0
+export RAY_AUTH_MODE=disabled
+"$here/local-sshd.sh" "$venv" "$state" >/dev/null
+/usr/sbin/sshd -f "$state/sshd_config"
+cd "$here/.."
+# The local provider keeps its node state in /tmp/ray/cluster-<name>.{state,lock}, written by `ray up` (here,
+# root) and by the autoscaler on the head (the ssh user). On one machine both must be able to write them.
+mkdir -p /tmp/ray
+for f in /tmp/ray/cluster-rayac-local.state /tmp/ray/cluster-rayac-local.lock; do touch "$f"; chmod 666 "$f"; done
+t0=$(date +%s)
+timeout 300 ray up -y cluster/local.yaml --no-config-cache > "$state/ray-up.log" 2>&1
+echo "UP rc=$? in $(( $(date +%s) - t0 ))s"
+python - <<'PY'
+import json, time
+import httpx
+url = "http://127.0.0.1:8390"
+deadline = time.monotonic() + 90
+while True:
+    try:
+        if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            break
+    except httpx.HTTPError:
+        pass
+    if time.monotonic() > deadline:
+        print("E2E " + json.dumps({"healthz": False}))
+        raise SystemExit(0)
+    time.sleep(0.5)
+out = {"healthz": True}
+
+def alive_nodes():
+    nodes = httpx.get("http://127.0.0.1:8290/nodes?view=summary", timeout=10).json()["data"]["summary"]
+    return sum(1 for n in nodes if n["raylet"]["state"] == "ALIVE")
+
+deadline = time.monotonic() + 120  # the autoscaler on the head launches the worker node after `ray up` returns
+while alive_nodes() < 2 and time.monotonic() < deadline:
+    time.sleep(1)
+out["nodes_before_job"] = alive_nodes()
+with httpx.Client(base_url=url, timeout=60) as c:
+    cfg = {"env": {"num_envs": 16}, "optim": {"lr": 0.002}, "resources": {"num_workers": 2},
+           "run": {"stop": {"total_env_steps": 30000, "target_return": 475}, "eval_interval_steps": 5000}}
+    resp = c.post("/v1/jobs", json={"name": "e2e", "config": cfg})
+    job = resp.json()
+    out["job"], out["submit_status"] = job.get("id"), resp.status_code
+    if resp.status_code != 201:
+        print("E2E " + json.dumps({**out, "detail": job.get("detail")}), flush=True)
+        raise SystemExit(0)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        info = c.get(f"/v1/jobs/{job['id']}").json()
+        if info["status"] in ("succeeded", "failed", "stopped"):
+            break
+        time.sleep(1)
+    out["status"], out["error"] = info["status"], info.get("error")
+    if info["status"] == "succeeded":
+        act = c.post(f"/v1/policies/{job['id']}/act", json={"observations": [[0.0, 0.1, 0.0, -0.1]] * 3})
+        out["act_status"], out["actions"] = act.status_code, act.json().get("actions")
+print("E2E " + json.dumps(out), flush=True)
+PY
+cp /tmp/ray/session_latest/logs/monitor.log "$state/monitor.log" 2>/dev/null || true
+t0=$(date +%s)
+timeout 120 ray down -y cluster/local.yaml > "$state/ray-down.log" 2>&1
+echo "DOWN rc=$? in $(( $(date +%s) - t0 ))s"
+sleep 2
+echo "LEFT $(pgrep -c -f 'raylet|gcs_server|dashboard' || true)"
