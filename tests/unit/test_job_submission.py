@@ -1,0 +1,45 @@
+"""What the service hands to Ray's job submission (a fake client records it; no Ray needed)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from api.services.jobs import JobService
+from rayac.config import Config, ConfigError
+
+
+class FakeJobs:
+    def __init__(self):
+        self.submitted = []
+
+    def submit_job(self, **kwargs):
+        self.submitted.append(kwargs)
+        return kwargs["submission_id"]
+
+
+def service(tmp_path, **settings):
+    fake = FakeJobs()
+    cfg = SimpleNamespace(storage_dir=tmp_path, train_command=None, allowed_env_modules=[], **settings)
+    return JobService(cfg, lambda _: fake), fake
+
+
+def test_a2c_driver_is_pinned_where_the_learner_should_run(tmp_path):
+    jobs, fake = service(tmp_path)
+    rec = jobs.submit(Config(resources={"learner_resources": {"learner": 1}}), "pinned")
+    call = fake.submitted[0]
+    assert call["entrypoint_resources"] == {"learner": 1} and call["submission_id"] == rec.id
+    assert f"--run-dir {tmp_path.resolve()}/runs/{rec.id}" in call["entrypoint"]
+    assert jobs.store.get(rec.id).status == "pending"
+
+
+def test_a3c_pins_its_parameter_server_not_the_driver(tmp_path):
+    jobs, fake = service(tmp_path)
+    jobs.submit(Config(algo={"name": "a3c"}, resources={"learner_resources": {"learner": 1}}), None)
+    assert fake.submitted[0]["entrypoint_resources"] is None
+
+
+def test_module_env_ids_need_the_allow_list(tmp_path):
+    jobs, fake = service(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        jobs.submit(Config(env={"id": "mypkg.envs:Thing-v0"}), None)
+    assert exc.value.field == "config.env.id" and not fake.submitted
