@@ -197,3 +197,17 @@ def read_metrics(path: Path, since: int = 0) -> list[dict[str, Any]]:
                 continue
             records.append(json.loads(line))
     return records
+
+
+def last_record(path: Path, *, tail_bytes: int = 65_536) -> dict[str, Any] | None:
+    """The last complete record of ``metrics.jsonl``, reading only the file's tail (records are < 64 KiB)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail_bytes))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    lines = tail.split(b"\n")[:-1]  # the part after the last newline is incomplete (or empty)
+    return json.loads(lines[-1]) if lines and lines[-1] else None

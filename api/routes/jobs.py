@@ -14,16 +14,15 @@ from sse_starlette.sse import EventSourceResponse
 from api.deps import Authorized, Jobs
 from api.schemas import JobCreate, JobList, JobOut, MetricsPage
 from api.services.jobs import TERMINAL, JobRecord, JobService, iter_new_lines, skip_lines
-from rayac.metrics import read_metrics
+from rayac.metrics import last_record, read_metrics
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
 STREAM_POLL_S = 0.25
 
 
 def _out(jobs: JobService, rec: JobRecord) -> JobOut:
-    records = read_metrics(Path(rec.run_dir) / "metrics.jsonl")
     return JobOut(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at, updated_at=rec.updated_at,
-                  config=rec.config, latest_metrics=records[-1] if records else None,
+                  config=rec.config, latest_metrics=last_record(Path(rec.run_dir) / "metrics.jsonl"),
                   checkpoints=jobs.checkpoints(rec), error=rec.error)  # fmt: skip
 
 

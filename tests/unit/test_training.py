@@ -125,3 +125,12 @@ def test_every_preset_trains_briefly(tmp_path, preset):
     assert res.env_steps >= 1500 and res.eval_return is not None and np.isfinite(res.eval_return)
     policy = rayac.load_policy(res.run_dir)
     assert policy.act(np.zeros((1, *policy.spec.obs_shape), np.float32)).shape[0] == 1
+
+
+def test_last_record_reads_the_tail_and_ignores_a_partial_line(tmp_path):
+    from rayac.metrics import last_record
+
+    path = tmp_path / "metrics.jsonl"
+    assert last_record(path) is None
+    path.write_text("".join(json.dumps({"i": i, "pad": "x" * 100}) + "\n" for i in range(2000)) + '{"i": 20')
+    assert last_record(path, tail_bytes=4096)["i"] == 1999
