@@ -44,7 +44,7 @@ deadline = time.monotonic() + 120  # the autoscaler on the head launches the wor
 while alive_nodes() < 2 and time.monotonic() < deadline:
     time.sleep(1)
 out["nodes_before_job"] = alive_nodes()
-with httpx.Client(base_url=url, timeout=60) as c:
+with httpx.Client(base_url=url, timeout=120) as c:
     cfg = {"env": {"num_envs": 16}, "optim": {"lr": 0.002}, "resources": {"num_workers": 2},
            "run": {"stop": {"total_env_steps": 30000, "target_return": 475}, "eval_interval_steps": 5000}}
     resp = c.post("/v1/jobs", json={"name": "e2e", "config": cfg})
@@ -66,6 +66,7 @@ with httpx.Client(base_url=url, timeout=60) as c:
 print("E2E " + json.dumps(out), flush=True)
 PY
 cp /tmp/ray/session_latest/logs/monitor.log "$state/monitor.log" 2>/dev/null || true
+cp ~rayac/rayac-serve.log "$state/rayac-serve.log" 2>/dev/null || true
 t0=$(date +%s)
 timeout 120 ray down -y cluster/local.yaml > "$state/ray-down.log" 2>&1
 echo "DOWN rc=$? in $(( $(date +%s) - t0 ))s"

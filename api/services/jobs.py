@@ -24,6 +24,7 @@ from rayac.envs import check_config_against_env
 log = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "stopped"}
+AGENT_WAIT_S = 60.0  # how long a submission waits for a freshly started head's job agent
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "stopped"}  # fmt: skip
 
@@ -146,14 +147,21 @@ class JobService:
         self.store.insert(rec)
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
-        try:
-            # an A2C job's driver hosts its learner: pin the driver where the learner should run
-            pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
-            client.submit_job(entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
-                              metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
-        except Exception as err:
-            self.store.update(job_id, status="failed", error=f"submission to Ray failed: {err}")
-            raise Unavailable(f"submission to Ray failed: {err}") from err
+        # an A2C job's driver hosts its learner: pin the driver where the learner should run
+        pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
+                                  metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
+                break
+            except Exception as err:
+                # A head that just started has no job agent yet; Ray says to try again later.
+                if "No available agent" in str(err) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                self.store.update(job_id, status="failed", error=f"submission to Ray failed: {err}")
+                raise Unavailable(f"submission to Ray failed: {err}") from err
         return rec
 
     # -- status

@@ -55,13 +55,15 @@ def start_local_head(storage_dir: Path, *, num_cpus: int | None = None) -> dict:
         if dashboard_alive(record["dashboard_url"]):
             return record
         stop_local_head(storage_dir)
-    gcs_port, dash_port = _free_port(), _free_port()
+    gcs_port, dash_port, agent_port, client_port = _free_port(), _free_port(), _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: socket paths must stay under 107 chars
     cpus = num_cpus or max(4, 2 * (os.cpu_count() or 1))
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+           f"--dashboard-agent-listen-port={agent_port}", f"--ray-client-server-port={client_port}",
            f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
+    # every port is picked free: Ray's defaults (agent 52365, client 10001) collide with any other Ray head here
     env = {**os.environ, **LOCAL_RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, start_new_session=True, timeout=120)

@@ -29,9 +29,13 @@ def test_ray_up_local_cluster_serves_trains_and_goes_down(tmp_path):
     logs = proc.stdout[-3000:] + proc.stderr[-3000:]
     up = tmp_path / "state" / "ray-up.log"
     assert lines.get("UP", "").startswith("rc=0"), logs + (up.read_text()[-4000:] if up.exists() else "")
+    assert "E2E" in lines, logs
     e2e = json.loads(lines["E2E"])
     assert e2e["healthz"] and e2e["nodes_before_job"] == 2, e2e  # head + the worker node joined
-    assert e2e["submit_status"] == 201 and e2e["status"] == "succeeded", e2e
+    serve_log = tmp_path / "state" / "rayac-serve.log"
+    assert e2e["submit_status"] == 201 and e2e["status"] == "succeeded", json.dumps(e2e) + (
+        serve_log.read_text()[-3000:] if serve_log.exists() else ""
+    )
     assert e2e["act_status"] == 200 and len(e2e["actions"]) == 3 and set(e2e["actions"]) <= {0, 1}
     assert lines.get("DOWN", "").startswith("rc=0"), logs
     assert lines.get("LEFT") == "0", logs  # ray down left no Ray process of that cluster

@@ -43,3 +43,21 @@ def test_module_env_ids_need_the_allow_list(tmp_path):
     with pytest.raises(ConfigError) as exc:
         jobs.submit(Config(env={"id": "mypkg.envs:Thing-v0"}), None)
     assert exc.value.field == "config.env.id" and not fake.submitted
+
+
+def test_submission_waits_for_a_fresh_heads_job_agent(tmp_path, monkeypatch):
+    import api.services.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module.time, "sleep", lambda s: None)
+    jobs, fake = service(tmp_path)
+    real_submit, calls = fake.submit_job, []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job")
+        return real_submit(**kwargs)
+
+    fake.submit_job = flaky
+    rec = jobs.submit(Config(), None)
+    assert len(calls) == 3 and fake.submitted[0]["submission_id"] == rec.id
