@@ -52,12 +52,7 @@ class FastAct:
                 raise _Reject(404, str(err)) from None
         except _Reject as rej:
             return await _respond(send, rej.status, {"detail": rej.detail}, rej.headers)
-        out: dict[str, Any] = {"actions": result.actions.tolist()}
-        if result.values is not None:
-            out["values"] = result.values.tolist()
-        if result.probs is not None:
-            out["probs"] = result.probs.tolist()
-        await _respond(send, 200, out)
+        await _respond(send, 200, result.to_json())
 
     def _authorize(self, scope: dict) -> None:
         token = self.settings.api_token

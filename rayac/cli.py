@@ -12,9 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from rayac.config import Config, ConfigError, apply_overrides, list_presets, load_preset, parse_config
+from rayac.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    format_validation_error,
+    list_presets,
+    load_preset,
+    parse_config,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -177,8 +185,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    if v is not None}  # fmt: skip
         settings = settings.model_validate({**settings.model_dump(), **updates})
         settings.check_secure()
-    except ValueError as err:
-        return _fail(str(err).splitlines()[0] if "validation error" not in str(err) else str(err))
+    except ValidationError as err:
+        return _fail(format_validation_error(err))
+    except ValueError as err:  # check_secure
+        return _fail(str(err))
     if args.stop_head:
         from api.services.ray_cluster import stop_local_head
 

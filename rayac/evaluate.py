@@ -42,7 +42,7 @@ class Evaluator:
         lengths = np.zeros(self.episodes, dtype=np.int64)
         alive = np.ones(self.episodes, dtype=bool)
         for _ in range(self.max_steps):
-            actions, _, _ = self.policy.act(torch.as_tensor(obs), deterministic=True)
+            actions = self.policy.actions(torch.as_tensor(obs), deterministic=True)
             obs, rewards, terminated, truncated, _ = self.envs.step(self.spec.clip_actions(actions.numpy()))
             returns += np.where(alive, rewards, 0.0)
             lengths += alive
@@ -73,7 +73,7 @@ def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int
         frames = [env.render()]
         total, steps = 0.0, 0
         for steps in range(1, max_steps + 1):  # noqa: B007
-            action, _, _ = policy.act(torch.as_tensor(obs[None]), deterministic=True)
+            action = policy.actions(torch.as_tensor(obs[None]), deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(policy.spec.clip_actions(action.numpy())[0])
             total += float(reward)
             frames.append(env.render())

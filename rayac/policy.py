@@ -145,26 +145,28 @@ class ActorCritic(nn.Module):
         """
         actor_x, critic_x = self._features(obs)
         head = self._dist_params(actor_x)
-        if self.spec.discrete:
-            if deterministic:
-                actions = head.argmax(-1)
-            else:  # Gumbel-max: one categorical sample per row without torch.distributions overhead
-                gumbel = -torch.empty_like(head).exponential_(generator=generator).log()
-                actions = (head + gumbel).argmax(-1)
-        else:
-            noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
-            actions = head if deterministic else head + self.log_std.exp() * noise
+        actions = self._sample(head, deterministic, generator)
         log_prob, _ = self._log_prob_entropy(head, actions)
         return actions, self._critic(critic_x, actions), log_prob
 
-    def actions(self, obs: torch.Tensor, *, deterministic: bool = True) -> torch.Tensor:
-        """Actions only (the actor path): what inference needs, without log-probs or the critic."""
-        head = self.policy_head(self.actor_body(obs.float()))
+    def actions(
+        self, obs: torch.Tensor, *, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Actions only (the actor path): what inference and evaluation need, without log-probs or the critic."""
+        return self._sample(self.policy_head(self.actor_body(obs.float())), deterministic, generator)
+
+    def _sample(
+        self, head: torch.Tensor, deterministic: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
         if self.spec.discrete:
             if deterministic:
                 return head.argmax(-1)
-            return (head - torch.empty_like(head).exponential_().log()).argmax(-1)
-        return head if deterministic else head + self.log_std.exp() * torch.randn_like(head)
+            # Gumbel-max: one categorical sample per row without torch.distributions overhead
+            return (head - torch.empty_like(head).exponential_(generator=generator).log()).argmax(-1)
+        if deterministic:
+            return head
+        noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
+        return head + self.log_std.exp() * noise
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""

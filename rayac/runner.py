@@ -101,7 +101,6 @@ class Runner:
         self.elapsed_before = 0.0  # training time of earlier sessions of this run (resume)
         self.best_eval: float | None = None
         self.last_eval: float | None = None
-        self.events: list[dict[str, Any]] = []
         ckpt = load_checkpoint(latest_checkpoint(self.run_dir)) if resume else None
         seed_offset = 0
         if ckpt is not None:

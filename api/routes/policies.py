@@ -25,14 +25,12 @@ def get_policy(policy_id: str, policies: Policies) -> PolicyOut:
 @router.post("/{policy_id}/act", response_model=ActResponse, summary="Actions for a batch of observations",
              responses={422: {"description": "observations of the wrong shape or type, or not finite"}})  # fmt: skip
 async def act(policy_id: str, body: ActRequest, policies: Policies) -> Response:
+    """Served by api.fast_act before routing; this route is its OpenAPI description and the same logic."""
     try:
         result = await policies.act(policy_id, body.observations, deterministic=body.deterministic,
                                     values=body.return_values, probs=body.return_probs)  # fmt: skip
     except ValueError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(err)) from None
-    body: dict = {"actions": result.actions.tolist()}  # the documented ActResponse, without re-validating it
-    if result.values is not None:
-        body["values"] = result.values.tolist()
-    if result.probs is not None:
-        body["probs"] = result.probs.tolist()
-    return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+    return Response(
+        json.dumps(result.to_json(), separators=(",", ":")).encode(), media_type="application/json"
+    )

@@ -30,6 +30,15 @@ class ActResult:
     values: np.ndarray | None
     probs: np.ndarray | None
 
+    def to_json(self) -> dict[str, Any]:
+        """The ActResponse body, built directly (no response-model validation on the hot path)."""
+        out: dict[str, Any] = {"actions": self.actions.tolist()}
+        if self.values is not None:
+            out["values"] = self.values.tolist()
+        if self.probs is not None:
+            out["probs"] = self.probs.tolist()
+        return out
+
 
 class MicroBatcher:
     """Collects act requests for one policy and runs them as one forward pass."""
@@ -40,8 +49,6 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.pending: list[tuple[np.ndarray, bool, bool, bool, asyncio.Future]] = []
         self.flush_scheduled = False
-        self.batches = 0
-        self.requests = 0
 
     async def act(self, obs: np.ndarray, *, deterministic: bool, values: bool, probs: bool) -> ActResult:
         fut = asyncio.get_running_loop().create_future()
@@ -64,8 +71,6 @@ class MicroBatcher:
 
     @torch.inference_mode()
     def _run(self, chunk: list) -> None:
-        self.batches += 1
-        self.requests += len(chunk)
         try:
             obs = torch.as_tensor(np.concatenate([c[0] for c in chunk]))
             net = self.policy.policy

@@ -157,9 +157,6 @@ class ParameterServer:
     def request_stop(self) -> None:
         self._stop = True
 
-    def resume_work(self) -> None:
-        self._stop = False
-
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
         weights = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
         return weights, _to_cpu(self.optimizer.state_dict()), self.version
