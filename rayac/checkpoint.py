@@ -130,7 +130,12 @@ class Checkpoint:
         return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
 
     def build_policy(self) -> ActorCritic:
-        policy = build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator)
+        policy = build_policy(
+            self.spec,
+            self.cfg.model,
+            estimator=self.cfg.algo.estimator,
+            scale_rewards=self.cfg.algo.scale_rewards,
+        )
         policy.load_state_dict(self.weights)
         return policy.eval()
 
@@ -144,7 +149,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 class InferencePolicy:
-    """A trained policy for inference: numpy in, numpy out, CPU, no gradients."""
+    """A trained policy for inference: numpy in, numpy out, CPU, no gradients.
+
+    Observations are raw, as the env gives them: the policy's own normaliser (if it was trained with
+    ``model.normalize_obs``) is part of the network, so ``act`` and the HTTP act route apply it alike.
+    """
 
     def __init__(self, policy: ActorCritic, spec: SpaceSpec, cfg: Config, *, checkpoint: Path | None = None):
         self.policy = policy.eval()
@@ -173,7 +182,14 @@ class InferencePolicy:
             raise ValueError("observations is an empty batch")
         if np.issubdtype(obs.dtype, np.floating) and not np.all(np.isfinite(obs)):
             raise ValueError("observations contain NaN or infinity")
-        return obs.astype(np.float32 if not self.spec.is_image else obs.dtype, copy=False)
+        if not self.spec.is_image:
+            return obs.astype(np.float32, copy=False)
+        # images stay uint8 to the CNN (which scales them by 1/255): JSON integers 0..255 are exact in uint8
+        if obs.dtype != np.uint8:
+            if obs.min() < 0 or obs.max() > 255 or not np.array_equal(obs, np.round(obs)):
+                raise ValueError("observations are uint8 images: every value must be an integer in 0..255")
+            obs = obs.astype(np.uint8)
+        return obs
 
     @torch.inference_mode()
     def act(self, observations: Any, deterministic: bool = True) -> np.ndarray:

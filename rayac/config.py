@@ -42,6 +42,27 @@ class EnvConfig(_Section):
         0, ge=0, description="Base seed: envs, action sampling and network init derive from it."
     )
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
+    backend: Literal["gymnasium", "envpool"] = Field(
+        "gymnasium",
+        description="Engine of the training envs: gymnasium vector envs, or envpool (C++ threads; needs "
+        "rayac[envpool]). Evaluation always runs the gymnasium pipeline, so scores compare across backends.",
+    )
+    atari: bool | Literal["auto"] = Field(
+        "auto",
+        description="The Atari pipeline (no-op reset, frame skip, 84x84 grayscale, frame stack, fire on reset, "
+        "life loss and reward clipping in training); 'auto': on for ALE/* ids.",
+    )
+    frame_stack: int = Field(4, ge=1, le=16, description="Atari: frames stacked into one observation.")
+    frame_skip: int = Field(
+        4, ge=1, le=16, description="Atari: frames each action repeats (max over the last two)."
+    )
+    noop_max: int = Field(30, ge=0, description="Atari: up to this many no-op actions after a reset.")
+    terminal_on_life_loss: bool = Field(
+        True, description="Atari, training only: a lost life ends the episode for the learner (no bootstrap)."
+    )
+    clip_rewards: bool = Field(
+        True, description="Atari, training only: rewards clipped to their sign; metrics report the raw score."
+    )
 
     @field_validator("id")
     @classmethod
@@ -50,9 +71,19 @@ class EnvConfig(_Section):
 
         if ":" in value or value in gym.registry:
             return value
+        if value.startswith("ALE/"):
+            from rayac.envs.extras import register_atari
+
+            register_atari()  # raises naming the extra to install when ale-py is missing
+            if value in gym.registry:
+                return value
         close = difflib.get_close_matches(value, list(gym.registry), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(f"unknown env id '{value}'{hint}")
+
+    @property
+    def is_atari(self) -> bool:
+        return self.id.startswith("ALE/") if self.atari == "auto" else bool(self.atari)
 
 
 class ModelConfig(_Section):
@@ -75,6 +106,12 @@ class ModelConfig(_Section):
         True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value)."
     )
     log_std_init: float = Field(0.0, description="Initial log standard deviation of Gaussian (Box) actions.")
+    normalize_obs: bool = Field(
+        False,
+        description="Normalise observations by a running mean/variance (continuous control). The statistics "
+        "are buffers of the policy: merged by the learner from every worker's rollouts, frozen in evaluation, "
+        "saved with the checkpoint and applied by load_policy() and the HTTP act route.",
+    )
 
     @field_validator("hidden_sizes", "critic_hidden_sizes")
     @classmethod
@@ -85,8 +122,10 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["adam", "rmsprop"] = Field(
-        "adam", description="Optimiser: Adam, or RMSprop as in the A3C paper."
+    name: Literal["adam", "rmsprop", "rmsprop_tf"] = Field(
+        "adam",
+        description="Optimiser: Adam; torch's RMSprop (eps outside the square root); or 'rmsprop_tf', RMSprop as "
+        "in the A3C paper and TensorFlow (eps inside the square root, mean square starting at 1).",
     )
     lr: float = Field(
         7e-4, gt=0, le=1, description="Learning rate (of everything, unless actor_lr/critic_lr)."
@@ -133,6 +172,11 @@ class AlgoConfig(_Section):
     )
     normalize_advantages: bool = Field(
         False, description="Normalise advantages to zero mean, unit std per batch."
+    )
+    scale_rewards: bool = Field(
+        False,
+        description="Divide training rewards by the running std of the discounted return (as SB3's VecNormalize); "
+        "episode returns and evaluation stay raw.",
     )
     max_staleness: int | None = Field(
         None, ge=0, description="A3C: drop gradients computed from weights more than this many versions old."
@@ -181,7 +225,9 @@ class ResourcesConfig(_Section):
         return count
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "cpu", description="Device of the learner / parameter server; rollout workers always use the CPU."
+        "auto",
+        description="Device of the learner / parameter server ('auto': a GPU when torch sees one); rollout "
+        "workers always run their forward pass on the CPU with one torch thread.",
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
     learner_cpus: float = Field(
@@ -254,6 +300,12 @@ class Config(_Section):
                     raise ConfigError(
                         f"optim.{name}", "needs model.architecture=separate (a shared trunk has one lr)"
                     )
+        if self.algo.name == "a3c":
+            # The parameter server does not merge normaliser statistics yet: A3C workers would each drift.
+            if self.model.normalize_obs:
+                raise ConfigError("model.normalize_obs", "is not supported with algo.name=a3c yet (use a2c)")
+            if self.algo.scale_rewards:
+                raise ConfigError("algo.scale_rewards", "is not supported with algo.name=a3c yet (use a2c)")
         return self
 
 

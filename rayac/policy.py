@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from rayac.config import ModelConfig
-from rayac.envs import SpaceSpec
+from rayac.envs import SpaceSpec, image_layout
+from rayac.normalizer import RunningNorm
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -36,21 +37,28 @@ def mlp(in_dim: int, sizes: list[int], activation: str, *, ortho: bool) -> tuple
 
 
 class NatureCNN(nn.Module):
-    """The DQN/A3C Atari encoder; takes (B, H, W, C) or (B, C, H, W) images, uint8 scaled to [0, 1]."""
+    """The DQN/A3C Atari encoder; takes (B, H, W, C) or (B, C, H, W) uint8 images, scaled to [0, 1] here.
 
-    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512):
+    Observations stay uint8 up to this layer (rollouts, Ray, the learner's device): 4x less to move.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512, *, ortho: bool = True):
         super().__init__()
-        self.channels_last = obs_shape[-1] in (1, 3, 4) and obs_shape[0] not in (1, 3, 4)
+        self.channels_last = image_layout(obs_shape) == "hwc"
         c = obs_shape[-1] if self.channels_last else obs_shape[0]
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-            nn.Flatten(),
-        )  # fmt: skip
+        convs = [
+            nn.Conv2d(c, 32, 8, stride=4),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.Conv2d(64, 64, 3, stride=1),
+        ]
+        layers: list[nn.Module] = []
+        for conv in convs:  # the same orthogonal init (gain sqrt 2 for ReLU) as the MLP's hidden layers
+            layers += [_init(conv, math.sqrt(2)) if ortho else conv, nn.ReLU()]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             n_flat = self.conv(self._to_nchw(torch.zeros(1, *obs_shape))).shape[1]
-        self.fc = nn.Sequential(nn.Linear(n_flat, out_dim), nn.ReLU())
+        fc = nn.Linear(n_flat, out_dim)
+        self.fc = nn.Sequential(_init(fc, math.sqrt(2)) if ortho else fc, nn.ReLU())
         self.out_dim = out_dim
 
     def _to_nchw(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,17 +69,24 @@ class NatureCNN(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False):
+    def __init__(
+        self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False, scale_rewards: bool = False
+    ):
+        """``cfg.normalize_obs`` adds ``obs_norm``; ``scale_rewards`` adds ``return_norm`` (the running return's
+        variance, which workers divide training rewards by). Both are buffers: saved, loaded and sent with
+        the weights, changed only by the learner's merge."""
         super().__init__()
         self.spec = spec
         self.q_critic = q_critic
         self.shared = cfg.architecture == "shared"
         use_cnn = cfg.encoder == "cnn" or (cfg.encoder == "auto" and spec.is_image)
         obs_dim = int(np.prod(spec.obs_shape))
+        self.obs_norm = RunningNorm(spec.obs_shape) if cfg.normalize_obs else None
+        self.return_norm = RunningNorm(()) if scale_rewards else None
 
         def encoder(sizes: list[int]) -> tuple[nn.Module, int]:
             if use_cnn:
-                cnn = NatureCNN(spec.obs_shape)
+                cnn = NatureCNN(spec.obs_shape, ortho=cfg.ortho_init)
                 return cnn, cnn.out_dim
             body, out = mlp(obs_dim, sizes, cfg.activation, ortho=cfg.ortho_init)
             return nn.Sequential(nn.Flatten(), body), out
@@ -100,8 +115,13 @@ class ActorCritic(nn.Module):
         return body + list(self.value_head.parameters())
 
     # -- core
-    def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prep(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations in (uint8 images, or floats), what the encoders read out."""
         obs = obs.float()
+        return obs if self.obs_norm is None else self.obs_norm(obs)
+
+    def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = self._prep(obs)
         actor_x = self.actor_body(obs)
         critic_x = actor_x if self.critic_body is None else self.critic_body(obs)
         return actor_x, critic_x
@@ -118,7 +138,7 @@ class ActorCritic(nn.Module):
             entropy = -(log_p.exp() * log_p).sum(-1)
         else:
             std = self.log_std.exp()
-            z = (actions - head) / std
+            z = (actions.reshape(head.shape) - head) / std  # multi-dimensional Box actions are flat here
             log_prob = (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum().expand(head.shape[0])
         return log_prob, entropy
@@ -153,7 +173,7 @@ class ActorCritic(nn.Module):
         self, obs: torch.Tensor, *, deterministic: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Actions only (the actor path): what inference and evaluation need, without log-probs or the critic."""
-        return self._sample(self.policy_head(self.actor_body(obs.float())), deterministic, generator)
+        return self._sample(self.policy_head(self.actor_body(self._prep(obs))), deterministic, generator)
 
     def _sample(
         self, head: torch.Tensor, deterministic: bool, generator: torch.Generator | None
@@ -163,10 +183,11 @@ class ActorCritic(nn.Module):
                 return head.argmax(-1)
             # Gumbel-max: one categorical sample per row without torch.distributions overhead
             return (head - torch.empty_like(head).exponential_(generator=generator).log()).argmax(-1)
+        shape = (head.shape[0], *self.spec.action_shape)  # the env's action shape, e.g. (2, 2)
         if deterministic:
-            return head
+            return head.reshape(shape)
         noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
-        return head + self.log_std.exp() * noise
+        return (head + self.log_std.exp() * noise).reshape(shape)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""
@@ -185,8 +206,10 @@ class ActorCritic(nn.Module):
         return F.softmax(self._dist_params(actor_x), dim=-1)
 
 
-def build_policy(spec: SpaceSpec, model: ModelConfig, *, estimator: str) -> ActorCritic:
-    return ActorCritic(spec, model, q_critic=estimator == "q")
+def build_policy(
+    spec: SpaceSpec, model: ModelConfig, *, estimator: str, scale_rewards: bool = False
+) -> ActorCritic:
+    return ActorCritic(spec, model, q_critic=estimator == "q", scale_rewards=scale_rewards)
 
 
 def weights_to_numpy(policy: nn.Module) -> dict[str, np.ndarray]:

@@ -121,7 +121,12 @@ class Runner:
             )
         self.evaluator = Evaluator(
             self.cfg.env,
-            build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator),
+            build_policy(
+                self.spec,
+                self.cfg.model,
+                estimator=self.cfg.algo.estimator,
+                scale_rewards=self.cfg.algo.scale_rewards,
+            ),
             episodes=self.cfg.run.eval_episodes,
         )
 

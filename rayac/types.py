@@ -6,11 +6,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rayac.normalizer import Moments
+
 
 class Rollout(NamedTuple):
     """One worker's sample, time-major. T steps, N envs.
 
-    obs          (T, N, *obs_shape) float32   observation s_t the action was taken in
+    obs          (T, N, *obs_shape)           observation s_t the action was taken in
     actions      (T, N, *act_shape)           a_t (int64 for Discrete, float32 unclipped for Box)
     rewards      (T, N) float32               r_t
     terminated   (T, N) bool                  episode ended in a terminal state: no bootstrap
@@ -18,11 +20,16 @@ class Rollout(NamedTuple):
     values       (T, N) float32               critic at s_t: V(s_t), or Q(s_t, a_t) for a Q critic
     log_probs    (T, N) float32               log π(a_t | s_t) under the sampling weights
     final_values (T, N) float32               V(final observation) where truncated, else 0
-    mask         (T, N) bool                  False for padding after an env's episode (episode mode)
+    mask         (T, N) bool                  False for padding after an env's episode (episode mode) and
+                                              for envpool's reset steps (no transition)
     last_obs     (N, *obs_shape)              s_T, the observation after the last step
     last_value   (N,) float32                 V(s_T), the bootstrap for steps that did not end
     episode_returns, episode_lengths  (E,)    episodes that finished during this sample
     version      int                          weights version the sample was drawn with
+    obs_moments     Moments | None            mean/var/count of the observations (model.normalize_obs)
+    return_moments  Moments | None            of the running discounted return (algo.scale_rewards)
+
+    obs keep the env's dtype: uint8 images stay uint8 until the CNN's first layer.
     """
 
     obs: np.ndarray
@@ -39,6 +46,8 @@ class Rollout(NamedTuple):
     episode_returns: np.ndarray
     episode_lengths: np.ndarray
     version: int
+    obs_moments: Moments | None = None
+    return_moments: Moments | None = None
 
     @property
     def num_steps(self) -> int:

@@ -13,6 +13,7 @@ from rayac.advantages import make_batch
 from rayac.config import Config, ConfigError, OptimConfig
 from rayac.envs import SpaceSpec
 from rayac.losses import actor_critic_loss, to_tensors
+from rayac.optim import RMSpropTF
 from rayac.policy import ActorCritic, build_policy, weights_to_numpy
 from rayac.types import Rollout
 
@@ -37,6 +38,8 @@ def build_optimizer(policy: ActorCritic, optim: OptimConfig) -> torch.optim.Opti
         {"params": policy.actor_parameters(), "lr": optim.actor_lr or optim.lr, "name": "actor"},
         {"params": policy.critic_parameters(), "lr": optim.critic_lr or optim.lr, "name": "critic"},
     ]
+    if optim.name == "rmsprop_tf":
+        return RMSpropTF(groups, lr=optim.lr, alpha=optim.rmsprop_alpha, eps=optim.eps)
     if optim.name == "rmsprop":
         return torch.optim.RMSprop(
             groups, lr=optim.lr, alpha=optim.rmsprop_alpha, eps=optim.eps, foreach=True
@@ -68,7 +71,9 @@ class Learner:
         self.cfg = cfg
         self.device = resolve_device(cfg.resources.device)
         torch.manual_seed(cfg.env.seed)  # network init is part of the seed
-        self.policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator).to(self.device)
+        self.policy = build_policy(
+            spec, cfg.model, estimator=cfg.algo.estimator, scale_rewards=cfg.algo.scale_rewards
+        ).to(self.device)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
         self.version = 0
 
@@ -80,8 +85,19 @@ class Learner:
         metrics["train/grad_norm"] = apply_gradients(
             self.policy, self.optimizer, None, self.cfg.algo.max_grad_norm
         )
+        self.merge_statistics(rollouts)
         self.version += 1
         return metrics
+
+    def merge_statistics(self, rollouts: list[Rollout]) -> None:
+        """Fold every worker's observation / return moments into the policy's normalisers, after the update:
+        the update used the statistics the rollouts were sampled with; the next rollouts use the merged ones."""
+        if self.policy.obs_norm is not None:
+            self.policy.obs_norm.merge([r.obs_moments for r in rollouts if r.obs_moments is not None])
+        if self.policy.return_norm is not None:
+            self.policy.return_norm.merge(
+                [r.return_moments for r in rollouts if r.return_moments is not None]
+            )
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return weights_to_numpy(self.policy)

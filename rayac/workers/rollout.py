@@ -7,10 +7,13 @@ import torch
 
 from rayac.advantages import make_batch
 from rayac.config import Config
-from rayac.envs import SpaceSpec, make_vector_env
+from rayac.envs import SpaceSpec, make_training_env
 from rayac.losses import actor_critic_loss, to_tensors
+from rayac.normalizer import moments
 from rayac.policy import ActorCritic, build_policy, load_numpy_weights
 from rayac.types import Rollout
+
+REWARD_CLIP = 10.0  # scaled rewards are clipped to ±10, as SB3's VecNormalize
 
 # Episodes longer than this in 'episodes' batch mode are an env without a time limit.
 MAX_EPISODE_STEPS = 100_000
@@ -35,21 +38,24 @@ class RolloutWorker:
 
         ``policy``: sample with this module itself (in-process A2C shares the learner's CPU policy: no copy).
         """
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # one batched CPU forward per step: more threads only contend with the envs
         self.cfg = cfg
         self.spec = spec
         self.worker_index = worker_index
         seed = worker_seed(cfg.env.seed + seed_offset, worker_index)
         self.generator = torch.Generator().manual_seed(seed)
-        self.envs = make_vector_env(cfg.env, seed=seed)
+        self.envs = make_training_env(cfg.env, spec, seed=seed)
         self.num_envs = self.envs.num_envs
         self.policy = (
-            policy if policy is not None else build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+            policy
+            if policy is not None
+            else build_policy(
+                spec, cfg.model, estimator=cfg.algo.estimator, scale_rewards=cfg.algo.scale_rewards
+            )
         )
         self.version = -1
-        self.obs, _ = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
-        self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
-        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.obs = self.envs.reset(seed=[seed + i for i in range(self.num_envs)])
+        self._discounted_return = np.zeros(self.num_envs, dtype=np.float64)  # for algo.scale_rewards
 
     # -- weights
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
@@ -83,51 +89,63 @@ class RolloutWorker:
     def _sample(self, horizon: int, *, episodic: bool) -> Rollout:
         n = self.num_envs
         if episodic:  # every env starts a fresh episode, and stops contributing once it ends
-            self.obs, _ = self.envs.reset()
-            self._ep_return[:] = 0
-            self._ep_length[:] = 0
+            self.obs = self.envs.reset()
+            self._discounted_return[:] = 0
+        return_norm = self.policy.return_norm
+        reward_scale = return_norm.std() if return_norm is not None else 1.0  # frozen for this rollout
         obs_buf, act_buf, rew_buf, term_buf, trunc_buf = [], [], [], [], []
         val_buf, logp_buf, final_buf, mask_buf = [], [], [], []
-        ep_returns, ep_lengths = [], []
+        ep_returns, ep_lengths, ret_samples = [], [], []
         alive = np.ones(n, dtype=bool)
         for _ in range(horizon):
             obs = self.obs
             actions, values, log_probs = self.policy.act(self._obs_tensor(obs), generator=self.generator)
             actions = actions.numpy()
-            next_obs, rewards, terminated, truncated, info = self.envs.step(self.spec.clip_actions(actions))
+            step = self.envs.step(self.spec.clip_actions(actions))
+            rewards = step.rewards
+            done = step.terminated | step.truncated
+            if return_norm is not None:  # divide by the running discounted return's std (SB3 VecNormalize)
+                self._discounted_return = np.where(
+                    step.valid,
+                    self._discounted_return * self.cfg.algo.gamma + rewards,
+                    self._discounted_return,
+                )
+                ret_samples.append(self._discounted_return[step.valid & alive])
+                rewards = np.clip(rewards / reward_scale, -REWARD_CLIP, REWARD_CLIP).astype(np.float32)
+                self._discounted_return[done] = 0
             final_values = np.zeros(n, dtype=np.float32)
-            if truncated.any():  # bootstrap a time-limit cut from V(final observation)
-                idx = np.flatnonzero(truncated)
-                final_obs = np.stack(info["final_obs"][idx]).astype(obs.dtype)
-                final_values[idx] = self._value(final_obs)
+            if step.truncated.any():  # bootstrap a time-limit cut from V(final observation)
+                idx = np.flatnonzero(step.truncated)
+                final_values[idx] = self._value(step.final_obs[idx])
             obs_buf.append(obs)
             act_buf.append(actions)
-            rew_buf.append(rewards.astype(np.float32))
-            term_buf.append(terminated)
-            trunc_buf.append(truncated)
+            rew_buf.append(rewards)
+            term_buf.append(step.terminated)
+            trunc_buf.append(step.truncated)
             val_buf.append(values.numpy())
             logp_buf.append(log_probs.numpy())
             final_buf.append(final_values)
-            mask_buf.append(alive.copy())
+            mask_buf.append(alive & step.valid)  # envpool's reset steps are no transition: not data
 
-            self._ep_return += rewards
-            self._ep_length += 1
-            done = terminated | truncated
-            finished = done & alive
+            finished = step.game_over & alive  # whole games, raw score (not a lost life, not clipped)
             if finished.any():
-                ep_returns.extend(self._ep_return[finished].tolist())
-                ep_lengths.extend(self._ep_length[finished].tolist())
-            self._ep_return[done] = 0
-            self._ep_length[done] = 0
-            self.obs = next_obs
+                ep_returns.extend(step.game_return[finished].tolist())
+                ep_lengths.extend(step.game_length[finished].tolist())
+            self.obs = step.obs
             if episodic:
                 alive &= ~done
                 if not alive.any():
                     break
 
         last_value = self._value(self.obs)
+        obs_arr, mask = np.stack(obs_buf), np.stack(mask_buf)
+        obs_moments = return_moments = None
+        if self.policy.obs_norm is not None:
+            obs_moments = moments(obs_arr[mask], self.spec.obs_shape)
+        if return_norm is not None and ret_samples:
+            return_moments = moments(np.concatenate(ret_samples), ())
         return Rollout(
-            obs=np.stack(obs_buf),
+            obs=obs_arr,
             actions=np.stack(act_buf),
             rewards=np.stack(rew_buf),
             terminated=np.stack(term_buf),
@@ -135,12 +153,14 @@ class RolloutWorker:
             values=np.stack(val_buf).astype(np.float32),
             log_probs=np.stack(logp_buf).astype(np.float32),
             final_values=np.stack(final_buf),
-            mask=np.stack(mask_buf),
+            mask=mask,
             last_obs=self.obs.copy(),
             last_value=last_value.astype(np.float32),
             episode_returns=np.asarray(ep_returns, dtype=np.float64),
             episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
             version=self.version,
+            obs_moments=obs_moments,
+            return_moments=return_moments,
         )
 
     # -- A3C: the worker computes gradients on its own copy
