@@ -21,7 +21,12 @@ from rayac.config import ConfigError, EnvConfig
 
 
 class FireOnReset(gym.Wrapper):
-    """Press FIRE after a reset, for games that wait for it (Breakout serves the ball only on FIRE)."""
+    """Press FIRE to start play, for games that wait for it: after a reset and after each lost life.
+
+    Breakout serves the ball only on FIRE; a greedy policy that never presses it would idle until the time
+    limit (27k steps) after its first lost life. Baselines get the same effect in training from
+    EpisodicLifeEnv + FireResetEnv; doing it here makes evaluation behave the same way.
+    """
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
@@ -29,7 +34,22 @@ class FireOnReset(gym.Wrapper):
             obs, _, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
+        self.lives = info.get("lives")
         return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = info.get("lives")
+        if (
+            not (terminated or truncated)
+            and lives is not None
+            and self.lives is not None
+            and lives < self.lives
+        ):
+            obs, extra, terminated, truncated, info = self.env.step(1)  # serve again after the lost life
+            reward += extra
+        self.lives = info.get("lives")
+        return obs, reward, terminated, truncated, info
 
 
 def needs_fire(env: gym.Env) -> bool:
