@@ -1,0 +1,134 @@
+"""Learning benchmarks: final greedy return of rayac's presets vs SB3 A2C with RL-Zoo's settings, same budget.
+
+    python benchmarks/bench_learning.py --env LunarLander-v3 --seeds 0,1,2      # runs what is missing, then reports
+    python benchmarks/bench_learning.py --report                                 # only rewrite the RESULTS.md section
+
+Each (system, env, seed) trains in its own process and leaves ``runs/bench_learning/<system>-<env>-<seed>.json``,
+so a long sweep can be stopped and continued. The final policy of each run is scored by the same greedy check
+(``common.greedy_eval``: 10 episodes at once, fixed seeds, raw observations) for both systems.
+
+- LunarLander-v3, 300k steps: rayac `a2c_lunarlander` vs SB3 A2C (RL-Zoo: 8 envs, n_steps 5, gamma 0.995,
+  lr lin_8.3e-4, ent 1e-5). rayac keeps the lr constant.
+- HalfCheetah-v5, 1M steps: rayac `a2c_halfcheetah` vs SB3 A2C (RL-Zoo MuJoCo: SB3 defaults + VecNormalize).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_learning"
+PRESETS = {"LunarLander-v3": ("a2c_lunarlander", 300_000), "HalfCheetah-v5": ("a2c_halfcheetah", 1_000_000)}
+EVAL_EPISODES = 10
+EVAL_SEED = 10_000
+
+
+def run_rayac(env_id: str, seed: int, steps: int) -> dict:
+    from common import greedy_eval
+
+    import rayac
+
+    preset, _ = PRESETS[env_id]
+    run_dir = OUT / f"rayac-{env_id}-{seed}"
+    cfg = rayac.build_config(preset=preset, overrides=[
+        f"env.seed={seed}", f"run.stop.total_env_steps={steps}", "run.progress_bar=false", "run.tensorboard=false",
+        "run.log_interval_s=600", "resources.device=cpu",
+    ])  # fmt: skip
+    t0 = time.perf_counter()
+    res = rayac.train(cfg, run_dir=run_dir)
+    policy = rayac.load_policy(res.run_dir)  # raw observations in: the normaliser is part of the policy
+    score = greedy_eval(lambda obs: policy.act(obs), env_id, episodes=EVAL_EPISODES, seed=EVAL_SEED)
+    return {"return": score, "env_steps": res.env_steps, "train_s": time.perf_counter() - t0}
+
+
+def run_sb3(env_id: str, seed: int, steps: int) -> dict:
+    import torch
+    from common import greedy_eval
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    if env_id == "LunarLander-v3":  # rl-baselines3-zoo hyperparams/a2c.yml LunarLander-v3
+        env = make_vec_env(env_id, n_envs=8, seed=seed)
+        model = A2C("MlpPolicy", env, gamma=0.995, n_steps=5, learning_rate=lambda p: p * 0.00083, ent_coef=1e-5,
+                    seed=seed, device="cpu")  # fmt: skip
+        model.learn(steps)
+        act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    else:  # rl-baselines3-zoo hyperparams/a2c.yml HalfCheetah-v4: SB3 defaults + normalize (obs and reward)
+        env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=0.99)
+        model = A2C("MlpPolicy", env, seed=seed, device="cpu")
+        model.learn(steps)
+        env.training = False
+        act = lambda obs: model.predict(env.normalize_obs(obs), deterministic=True)[0]  # noqa: E731
+    score = greedy_eval(act, env_id, episodes=EVAL_EPISODES, seed=EVAL_SEED)
+    return {"return": score, "env_steps": steps, "train_s": time.perf_counter() - t0}
+
+
+def report() -> None:
+    import numpy as np
+    from common import machine, write_section
+
+    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    lines = [
+        "## Learning: final greedy return at a fixed budget (bench_learning.py)",
+        "",
+        f"Machine: {machine()}; written {date.today()}. Greedy check: {EVAL_EPISODES} episodes, fixed seeds, the "
+        "final policy of each run. Only finished runs are listed.",
+        "",
+        "| env | budget | system | seeds | returns | mean | train s (mean) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for env_id, (_, budget) in PRESETS.items():
+        for system in ("rayac", "sb3"):
+            got = [r for r in rows if r["env"] == env_id and r["system"] == system]
+            if not got:
+                continue
+            rets = [r["return"] for r in got]
+            lines.append(f"| {env_id} | {budget:,} | {system} | {len(got)} | {', '.join(f'{x:.1f}' for x in rets)} "
+                         f"| {np.mean(rets):.1f} | {np.mean([r['train_s'] for r in got]):.0f} |")  # fmt: skip
+    write_section("bench_learning", "\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", choices=list(PRESETS), default="LunarLander-v3")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--systems", default="rayac,sb3")
+    p.add_argument("--steps", type=int, help="override the budget (for a quick try; not for RESULTS.md)")
+    p.add_argument("--report", action="store_true")
+    p.add_argument("--one", nargs=2, metavar=("SYSTEM", "SEED"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or PRESETS[args.env][1]
+    if args.one:
+        system, seed = args.one[0], int(args.one[1])
+        out = (run_rayac if system == "rayac" else run_sb3)(args.env, seed, steps)
+        out.update(system=system, env=args.env, seed=seed, budget=steps)
+        tmp = OUT / f".{system}-{args.env}-{seed}.tmp"
+        tmp.write_text(json.dumps(out))
+        tmp.replace(OUT / f"{system}-{args.env}-{seed}.json")
+        print(json.dumps(out), flush=True)
+        return
+    if not args.report:
+        for seed in args.seeds.split(","):
+            for system in args.systems.split(","):
+                if (OUT / f"{system}-{args.env}-{seed}.json").exists():
+                    continue
+                cmd = [sys.executable, __file__, "--env", args.env, "--one", system, seed]
+                if args.steps:
+                    cmd += ["--steps", str(args.steps)]
+                subprocess.run(cmd, check=False)
+    report()
+
+
+if __name__ == "__main__":
+    main()
