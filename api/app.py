@@ -5,6 +5,7 @@ uvicorn --factory api.app:create_app     (or: rayac serve)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -14,12 +15,14 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.errors import config_error_body, validation_body
 from api.fast_act import FastAct
 from api.routes import jobs, policies, system
-from api.services.jobs import Conflict, JobService, NotFound, Unavailable
+from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
-from api.services.ray_cluster import jobs_client
+from api.services.ray_cluster import RayCluster
 from api.settings import Settings, get_settings
 from rayac.config import ConfigError
 
@@ -99,21 +102,6 @@ class RequestMetrics:
             self.metrics.observe(scope["method"], route, status_code, time.perf_counter() - start)
 
 
-def _field_message(errors: list[dict]) -> str:
-    parts = []
-    for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "header", "path")]
-        ctx = (e.get("ctx") or {}).get("error")
-        msg = ctx.message if isinstance(ctx, ConfigError) else str(e.get("msg", "invalid"))
-        if isinstance(ctx, ConfigError):
-            loc = ["config", *ctx.field.split(".")]
-        msg = msg.removeprefix("Value error, ")
-        if e.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
-    return "; ".join(parts)
-
-
 def _plain_handler(code: int):
     async def handler(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=code)
@@ -125,11 +113,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_secure()
     torch.set_num_threads(1)  # small forward passes: extra intra-op threads only contend with the event loop
-    app = FastAPI(
-        title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference."
-    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.jobs.start_watching()  # unfinished jobs from before a restart are followed up at once
+        yield
+        app.state.jobs.stop_watching()
+
+    app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)  # docs: system.docs  # fmt: skip
     app.state.settings = settings
-    app.state.jobs = JobService(settings, jobs_client)
+    app.state.jobs = JobService(settings, RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
     app.state.prometheus = PrometheusMetrics()
 
@@ -139,19 +133,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg"))} for e in exc.errors()]
-        return JSONResponse({"detail": _field_message(exc.errors()), "errors": errors},
-                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
+        return JSONResponse(validation_body(exc.errors()), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(ConfigError)
     async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse(config_error_body(exc), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
                            (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
         app.add_exception_handler(exc_type, _plain_handler(code))
 
     app.include_router(system.router)
+    app.include_router(system.docs)
     app.include_router(jobs.router)
     app.include_router(policies.router)
     return app

@@ -171,9 +171,12 @@ class InferencePolicy:
             )
         if obs.shape[0] == 0:
             raise ValueError("observations is an empty batch")
-        if np.issubdtype(obs.dtype, np.floating) and not np.all(np.isfinite(obs)):
-            raise ValueError("observations contain NaN or infinity")
-        return obs.astype(np.float32 if not self.spec.is_image else obs.dtype, copy=False)
+        obs = obs.astype(np.float32 if not self.spec.is_image else obs.dtype, copy=False)
+        if np.issubdtype(obs.dtype, np.floating) and not np.all(
+            np.isfinite(obs)
+        ):  # after the cast: 1e39 → inf
+            raise ValueError("observations contain NaN, infinity or numbers beyond the float32 range")
+        return obs
 
     @torch.inference_mode()
     def act(self, observations: Any, deterministic: bool = True) -> np.ndarray:

@@ -10,7 +10,7 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,8 +25,49 @@ class ConfigError(ValueError):
         self.message = message
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_FREE_FORM_VALUES = 1000  # dict/list fields such as env.kwargs: values counted through every level
+
+
+def json_safety_problem(value: Any, budget: list[int] | None = None) -> str | None:
+    """What keeps ``value`` from being stored and sent as JSON and used as float32, or None.
+
+    Non-finite or float32-overflowing numbers, strings that are not valid Unicode (lone surrogates) and
+    free-form containers of more than MAX_FREE_FORM_VALUES values are refused before anything is written."""
+    budget = [MAX_FREE_FORM_VALUES] if budget is None else budget
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "must be a finite number (NaN and Infinity are not allowed)"
+        if abs(value) > FLOAT32_MAX:
+            return f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})"
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (it contains a lone surrogate)"
+    elif isinstance(value, dict | list | tuple):
+        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            return f"is too large: at most {MAX_FREE_FORM_VALUES} values in all"
+        for key, item in items:
+            problem = json_safety_problem(key, budget) if key is not None else None
+            problem = problem or json_safety_problem(item, budget)
+            if problem:
+                return f"{key}: {problem}" if key is not None and not isinstance(item, dict) else problem
+    return None
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _json_safe(cls, value: Any) -> Any:
+        problem = None if isinstance(value, BaseModel) else json_safety_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class EnvConfig(_Section):
@@ -187,7 +228,7 @@ class ResourcesConfig(_Section):
     learner_cpus: float = Field(
         1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
     )
-    learner_resources: dict[str, float] = Field(
+    learner_resources: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict,
         description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
         "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
@@ -260,13 +301,16 @@ class Config(_Section):
 # ----------------------------------------------------------------------------- loading & overrides
 
 
-def _describe(e: dict[str, Any]) -> tuple[str, str]:
-    """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field."""
-    loc = ".".join(str(p) for p in e["loc"])
+def describe_error(
+    e: dict[str, Any], *, skip: frozenset[str] = frozenset(), prefix: str = ""
+) -> tuple[str, str]:
+    """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field
+    (under ``prefix``). ``skip``: location parts that are not fields (an HTTP request's 'body', 'query' …)."""
+    loc = ".".join(str(p) for p in e["loc"] if p not in skip)
     msg = e["msg"]
     ctx_err = (e.get("ctx") or {}).get("error")
     if isinstance(ctx_err, ConfigError):
-        return ctx_err.field, ctx_err.message
+        return prefix + ctx_err.field, ctx_err.message
     if msg.startswith(("Value error, ", "Assertion failed, ")):
         msg = msg.split(", ", 1)[1]
     if e["type"] == "extra_forbidden":
@@ -276,7 +320,7 @@ def _describe(e: dict[str, Any]) -> tuple[str, str]:
 
 def format_validation_error(err: ValidationError) -> str:
     """All problems on one line, each naming its dotted field: ``algo.gamma: Input should be less than 1``."""
-    return "; ".join(f"{loc}: {msg}" for loc, msg in map(_describe, err.errors()))
+    return "; ".join(f"{loc}: {msg}" for loc, msg in map(describe_error, err.errors()))
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -284,7 +328,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(*_describe(err.errors()[0])) from None
+        raise ConfigError(*describe_error(err.errors()[0])) from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
