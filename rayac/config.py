@@ -29,32 +29,42 @@ FLOAT32_MAX = 3.4028234663852886e38
 MAX_FREE_FORM_VALUES = 1000  # dict/list fields such as env.kwargs: values counted through every level
 
 
-def json_safety_problem(value: Any, budget: list[int] | None = None) -> str | None:
+def json_safety_problem(value: Any) -> str | None:
     """What keeps ``value`` from being stored and sent as JSON and used as float32, or None.
 
     Non-finite or float32-overflowing numbers, strings that are not valid Unicode (lone surrogates) and
-    free-form containers of more than MAX_FREE_FORM_VALUES values are refused before anything is written."""
-    budget = [MAX_FREE_FORM_VALUES] if budget is None else budget
+    free-form containers of more than MAX_FREE_FORM_VALUES values are refused before anything is written. A
+    problem inside a container names where: ``x[1]: must be a finite number``."""
+    found = _unsafe(value, [MAX_FREE_FORM_VALUES])
+    if found is None:
+        return None
+    path, problem = found
+    return f"{path.lstrip('.')}: {problem}" if path else problem
+
+
+def _unsafe(value: Any, budget: list[int]) -> tuple[str, str] | None:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            return "must be a finite number (NaN and Infinity are not allowed)"
+            return "", "must be a finite number (NaN and Infinity are not allowed)"
         if abs(value) > FLOAT32_MAX:
-            return f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})"
+            return "", f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})"
     elif isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return "is not valid Unicode (it contains a lone surrogate)"
+            return "", "is not valid Unicode (it contains a lone surrogate)"
     elif isinstance(value, dict | list | tuple):
-        items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
-        budget[0] -= len(items)
+        budget[0] -= len(value)
         if budget[0] < 0:
-            return f"is too large: at most {MAX_FREE_FORM_VALUES} values in all"
-        for key, item in items:
-            problem = json_safety_problem(key, budget) if key is not None else None
-            problem = problem or json_safety_problem(item, budget)
-            if problem:
-                return f"{key}: {problem}" if key is not None and not isinstance(item, dict) else problem
+            return "", f"is too large: at most {MAX_FREE_FORM_VALUES} values in all"
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            where = f"[{key}]" if isinstance(value, list | tuple) else f".{key}"
+            bad_key = _unsafe(key, budget) if isinstance(key, str) else None
+            if bad_key:
+                return "", f"a key {bad_key[1]}"
+            found = _unsafe(item, budget)
+            if found:
+                return where + found[0], found[1]
     return None
 
 

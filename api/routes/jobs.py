@@ -41,7 +41,7 @@ def _out(jobs: JobService, rec: JobRecord) -> JobOut:
 def _summary(jobs: JobService, rec: JobRecord) -> JobSummary:
     latest = jobs.latest_metrics(rec) or {}
     return JobSummary(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at,
-                      updated_at=rec.updated_at, algo=rec.config["algo"]["name"], env_id=rec.config["env"]["id"],
+                      updated_at=rec.updated_at, algo=rec.config.get("algo", {}).get("name", "?"), env_id=rec.config.get("env", {}).get("id", "?"),
                       env_steps=latest.get("time/env_steps"), episode_return=latest.get("rollout/episode_return_mean"),
                       eval_return=latest.get("eval/return_mean"), error=rec.error)  # fmt: skip
 

@@ -185,8 +185,12 @@ class JobService:
         except Unavailable:
             return rec  # the watcher decides when an unreachable cluster counts as gone
         except Exception as err:
-            if _unknown_to_ray(err):  # its cluster was replaced: the run directory decides
-                return self.finish_from_run_dir(rec, "the Ray cluster no longer knows this job")
+            if _unknown_to_ray(err):
+                if rec.status == "pending" and time.time() - rec.created_at < AGENT_WAIT_S + 30:
+                    return rec  # registered a moment ago; its submission to Ray is still under way
+                return self.finish_from_run_dir(
+                    rec, "the Ray cluster no longer knows this job"
+                )  # a replaced cluster
             log.warning("status of %s unavailable: %s", rec.id, err)
             return rec
         status = RAY_STATUS.get(str(info.status).split(".")[-1], rec.status)
@@ -301,8 +305,13 @@ class JobService:
         if not alive:
             now = time.monotonic()
             self._down_since = self._down_since or now
-            if now - self._down_since >= self.settings.cluster_lost_after_s or not self.cluster.alive_processes():
-                self._cluster_lost(f"the Ray cluster at {self.cluster.dashboard_url or '?'} went away", unfinished)
+            if (
+                now - self._down_since >= self.settings.cluster_lost_after_s
+                or not self.cluster.alive_processes()
+            ):
+                self._cluster_lost(
+                    f"the Ray cluster at {self.cluster.dashboard_url or '?'} went away", unfinished
+                )
             return
         self._down_since = None
         for rec in unfinished:

@@ -97,6 +97,7 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
             raise RuntimeError("the local Ray head started but its dashboard (Jobs API) never answered")
         time.sleep(0.5)
     atomic_write_text(record_path, json.dumps(record, indent=2))
+    log.warning("started a local Ray head: %s (dashboard %s)", record["gcs_address"], record["dashboard_url"])
     return record
 
 
@@ -144,33 +145,44 @@ def _stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
 
 
 def head_process_groups(record: dict) -> list[int]:
-    """Process groups of this head: the head's own, and any whose process names the head's temp dir on its
-    command line (raylet, workers) or has the head's GCS address as RAY_ADDRESS (job drivers)."""
-    groups = {record["pgid"]} if record.get("pgid", 0) > 1 else set()
-    temp_dir = record.get("temp_dir") or "\0"
+    """Process groups with a live process of this head: the head's own, and any whose process names the head's
+    temp dir on its command line (raylet, workers) or has the head's GCS address as RAY_ADDRESS (job drivers)."""
+    temp_dir = (record.get("temp_dir") or "\0").encode()
     address = f"RAY_ADDRESS={record.get('gcs_address')}".encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    own = os.getpgid(0)
+    groups = set()
+    for pid, pgid in _live_processes():
+        if pgid <= 1 or pgid == own:
+            continue
+        if pgid == record.get("pgid"):
+            groups.add(pgid)
+            continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             environ = Path(f"/proc/{pid}/environ").read_bytes()
-            pgid = os.getpgid(int(pid))
-        except (OSError, ProcessLookupError):
+        except OSError:
             continue
-        if (
-            pgid > 1
-            and pgid != os.getpgid(0)
-            and (temp_dir.encode() in cmdline or address in environ.split(b"\0"))
-        ):
+        if temp_dir in cmdline or address in environ.split(b"\0"):
             groups.add(pgid)
     return sorted(groups)
 
 
+def _live_processes() -> list[tuple[int, int]]:
+    """(pid, process group) of every process that is not a zombie (a zombie no one reaps still answers kill 0)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":
+            out.append((int(pid), int(fields[2])))
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    return any(group == pgid for _, group in _live_processes())
 
 
 class RayCluster:
