@@ -12,8 +12,12 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import config_error_body, validation_body
 from api.fast_act import FastAct
@@ -76,6 +80,30 @@ class _TooLarge(Exception):
     pass
 
 
+class AllowHeader:
+    """A 405 lists every method of its path in ``Allow`` (Starlette lists only those of the first route that
+    matched the path, e.g. GET alone for /v1/jobs, which also takes POST)."""
+
+    def __init__(self, app: Any, routes: list):
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                path = scope.get("path", "")
+                methods = sorted({m for r in self.routes if isinstance(r, APIRoute) and r.path_regex.match(path)
+                                  for m in r.methods})  # fmt: skip
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", ", ".join(methods).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 class RequestMetrics:
     """Counts and times each request by its route template (pure ASGI: no per-request body copying)."""
 
@@ -100,6 +128,23 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.observe(scope["method"], route, status_code, time.perf_counter() - start)
+
+
+def _openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response described as what it is: JSON. (FastAPI gives a route's
+    errors the media type of its success response: text/plain for logs, text/event-stream for the stream.)"""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for code, response in operation.get("responses", {}).items():
+                    content = response.get("content")
+                    if code[0] in "45" and content and "application/json" not in content:
+                        response["content"] = {"application/json": next(iter(content.values()))}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _plain_handler(code: int):
@@ -128,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.prometheus = PrometheusMetrics()
 
     app.add_middleware(FastAct, settings=settings, policies=app.state.policies)  # innermost: the act hot path
+    app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
 
@@ -139,10 +185,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse(config_error_body(exc), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (
+            exc.status_code == 400
+        ):  # FastAPI could not parse the body (not UTF-8 JSON, say): a bad field like any other
+            msg = f"could not be parsed ({exc.detail})"
+            return JSONResponse({"detail": f"body: {msg}", "errors": [{"field": "body", "msg": msg}]},
+                                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
+        return await http_exception_handler(request, exc)
+
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
                            (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
         app.add_exception_handler(exc_type, _plain_handler(code))
 
+    app.openapi = lambda: _openapi_schema(app)
     app.include_router(system.router)
     app.include_router(system.docs)
     app.include_router(jobs.router)

@@ -17,8 +17,8 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     items = []
     for e in errors:
         in_config = "config" in e.get("loc", ())
-        field, msg = describe_error(e, skip=REQUEST_PARTS, prefix="config." if in_config else "")
-        items.append({"field": field or "body", "msg": msg})
+        field, msg = describe_error(e, skip=REQUEST_PARTS, prefix="config." if in_config else "", root="body")
+        items.append({"field": field, "msg": msg})
     return {"detail": "; ".join(f"{i['field']}: {i['msg']}" for i in items), "errors": items}
 
 

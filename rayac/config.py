@@ -10,10 +10,20 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -71,6 +81,17 @@ def _unsafe(value: Any, budget: list[int]) -> tuple[str, str] | None:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` is no number: pydantic would take it as 1 for an int or float field."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            accepted = set(get_args(annotation)) or {annotation}
+            if bool not in accepted and accepted & {int, float}:
+                raise ValueError("must be a number, not a boolean")
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _json_safe(cls, value: Any) -> Any:
@@ -122,7 +143,7 @@ class ModelConfig(_Section):
         "auto",
         description="Observation encoder: 'cnn' (Nature CNN) for images, 'mlp' for vectors; auto picks.",
     )
-    ortho_init: bool = Field(
+    ortho_init: StrictBool = Field(
         True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value)."
     )
     log_std_init: float = Field(0.0, description="Initial log standard deviation of Gaussian (Box) actions.")
@@ -182,7 +203,7 @@ class AlgoConfig(_Section):
     max_grad_norm: float | None = Field(
         0.5, gt=0, description="Clip the global gradient norm (None: no clipping)."
     )
-    normalize_advantages: bool = Field(
+    normalize_advantages: StrictBool = Field(
         False, description="Normalise advantages to zero mean, unit std per batch."
     )
     max_staleness: int | None = Field(
@@ -238,7 +259,7 @@ class ResourcesConfig(_Section):
     learner_cpus: float = Field(
         1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
     )
-    learner_resources: dict[str, Annotated[float, Field(ge=0)]] = Field(
+    learner_resources: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field(
         default_factory=dict,
         description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
         "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
@@ -284,9 +305,11 @@ class RunConfig(_Section):
     keep_checkpoints: int = Field(3, ge=1, description="How many periodic checkpoints to keep.")
     run_dir: str | None = Field(None, description="Run directory (default: runs/<algo>-<env>-<time>).")
     log_interval_s: float = Field(5.0, gt=0, description="Seconds between console summary tables.")
-    progress_bar: bool = Field(True, description="Show a rich progress bar.")
-    tensorboard: bool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")
-    wandb: bool = Field(False, description="Log to Weights & Biases if wandb is installed (offline works).")
+    progress_bar: StrictBool = Field(True, description="Show a rich progress bar.")
+    tensorboard: StrictBool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")
+    wandb: StrictBool = Field(
+        False, description="Log to Weights & Biases if wandb is installed (offline works)."
+    )
 
 
 class Config(_Section):
@@ -312,7 +335,7 @@ class Config(_Section):
 
 
 def describe_error(
-    e: dict[str, Any], *, skip: frozenset[str] = frozenset(), prefix: str = ""
+    e: dict[str, Any], *, skip: frozenset[str] = frozenset(), prefix: str = "", root: str = "config"
 ) -> tuple[str, str]:
     """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field
     (under ``prefix``). ``skip``: location parts that are not fields (an HTTP request's 'body', 'query' …)."""
@@ -325,7 +348,7 @@ def describe_error(
         msg = msg.split(", ", 1)[1]
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
-    return loc or "config", msg
+    return loc or root, msg
 
 
 def format_validation_error(err: ValidationError) -> str:

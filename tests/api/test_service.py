@@ -178,7 +178,11 @@ def test_serve_refuses_a_public_address_without_a_token(capsys, monkeypatch):
 
 
 def test_schemathesis_finds_no_server_error(service, tmp_path):
-    """Property-based requests from the OpenAPI schema (bounded), checked for 5xx and schema conformance.
+    """Property-based requests from the OpenAPI schema (bounded), checked for 5xx and for conformance: status
+    codes, content types, headers and bodies as documented, and schema-violating requests refused.
+
+    Not checked: that every schema-valid request is accepted (positive_data_acceptance). A policy's observation
+    shape and an opaque page cursor cannot be said in a static schema, so some schema-valid values are 422s.
 
     Excluded: POST /v1/jobs, which would start real training runs (/v1/jobs/validate takes the same body and
     checks), and the SSE stream, which stays open by design (its 404 is covered above)."""
@@ -193,7 +197,7 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
         f'[parameters]\n"path.job_id" = "{job["id"]}"\n"path.policy_id" = "{job["id"]}"\n'
     )
     cli = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "all",
+    cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
            "--max-examples", "25", "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30",
            "--exclude-operation-id", "submit_job_v1_jobs_post",
            "--exclude-operation-id", "stream_metrics_v1_jobs__job_id__metrics_stream_get",
