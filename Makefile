@@ -27,7 +27,7 @@ demo: setup
 # The local-cluster test (tests/e2e) runs `ray up` over ssh on loopback: it needs sshd and rsync (Debian).
 system-deps:
 	@command -v /usr/sbin/sshd >/dev/null && command -v rsync >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null)
+	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq openssh-server rsync >/dev/null)
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -5,21 +5,28 @@ uvicorn --factory api.app:create_app     (or: rayac serve)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.errors import config_error_body, validation_body
 from api.fast_act import FastAct
 from api.routes import jobs, policies, system
-from api.services.jobs import Conflict, JobService, NotFound, Unavailable
+from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
-from api.services.ray_cluster import jobs_client
+from api.services.ray_cluster import RayCluster
 from api.settings import Settings, get_settings
 from rayac.config import ConfigError
 
@@ -73,6 +80,30 @@ class _TooLarge(Exception):
     pass
 
 
+class AllowHeader:
+    """A 405 lists every method of its path in ``Allow`` (Starlette lists only those of the first route that
+    matched the path, e.g. GET alone for /v1/jobs, which also takes POST)."""
+
+    def __init__(self, app: Any, routes: list):
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                path = scope.get("path", "")
+                methods = sorted({m for r in self.routes if isinstance(r, APIRoute) and r.path_regex.match(path)
+                                  for m in r.methods})  # fmt: skip
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", ", ".join(methods).encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 class RequestMetrics:
     """Counts and times each request by its route template (pure ASGI: no per-request body copying)."""
 
@@ -99,19 +130,21 @@ class RequestMetrics:
             self.metrics.observe(scope["method"], route, status_code, time.perf_counter() - start)
 
 
-def _field_message(errors: list[dict]) -> str:
-    parts = []
-    for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "header", "path")]
-        ctx = (e.get("ctx") or {}).get("error")
-        msg = ctx.message if isinstance(ctx, ConfigError) else str(e.get("msg", "invalid"))
-        if isinstance(ctx, ConfigError):
-            loc = ["config", *ctx.field.split(".")]
-        msg = msg.removeprefix("Value error, ")
-        if e.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
-    return "; ".join(parts)
+def _openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response described as what it is: JSON. (FastAPI gives a route's
+    errors the media type of its success response: text/plain for logs, text/event-stream for the stream.)"""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for code, response in operation.get("responses", {}).items():
+                    content = response.get("content")
+                    if code[0] in "45" and content and "application/json" not in content:
+                        response["content"] = {"application/json": next(iter(content.values()))}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _plain_handler(code: int):
@@ -125,33 +158,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_secure()
     torch.set_num_threads(1)  # small forward passes: extra intra-op threads only contend with the event loop
-    app = FastAPI(
-        title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference."
-    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.jobs.start_watching()  # unfinished jobs from before a restart are followed up at once
+        yield
+        app.state.jobs.stop_watching()
+
+    app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)  # docs: system.docs  # fmt: skip
     app.state.settings = settings
-    app.state.jobs = JobService(settings, jobs_client)
+    app.state.jobs = JobService(settings, RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
     app.state.prometheus = PrometheusMetrics()
 
     app.add_middleware(FastAct, settings=settings, policies=app.state.policies)  # innermost: the act hot path
+    app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg"))} for e in exc.errors()]
-        return JSONResponse({"detail": _field_message(exc.errors()), "errors": errors},
-                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
+        return JSONResponse(validation_body(exc.errors()), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(ConfigError)
     async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse(config_error_body(exc), status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (
+            exc.status_code == 400
+        ):  # FastAPI could not parse the body (not UTF-8 JSON, say): a bad field like any other
+            msg = f"could not be parsed ({exc.detail})"
+            return JSONResponse({"detail": f"body: {msg}", "errors": [{"field": "body", "msg": msg}]},
+                                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
+        return await http_exception_handler(request, exc)
 
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
                            (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
         app.add_exception_handler(exc_type, _plain_handler(code))
 
+    app.openapi = lambda: _openapi_schema(app)
     app.include_router(system.router)
+    app.include_router(system.docs)
     app.include_router(jobs.router)
     app.include_router(policies.router)
     return app

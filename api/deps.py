@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPBearer
 
+from api.auth import bearer_problem
 from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.settings import Settings
+
+# Only for the OpenAPI description ("Authorize" in /docs); the check itself is api.auth.bearer_problem.
+_bearer_scheme = HTTPBearer(auto_error=False, description="RAYAC_API_TOKEN, when the service has one")
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -24,16 +28,12 @@ def get_policies(request: Request) -> PolicyService:
     return request.app.state.policies
 
 
-def require_token(
-    settings: Annotated[Settings, Depends(get_app_settings)],
-    authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
-) -> None:
-    if not settings.api_token:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), settings.api_token):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+def require_token(request: Request, _: Annotated[object, Security(_bearer_scheme)] = None) -> None:
+    problem = bearer_problem(request.scope.get("headers") or [], request.app.state.settings.api_token)
+    if problem:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=problem, headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 Jobs = Annotated[JobService, Depends(get_jobs)]

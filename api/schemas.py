@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from rayac.config import Config
+from rayac.config import Config, json_safety_problem
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "stopped"]
 
@@ -17,6 +17,14 @@ class JobCreate(BaseModel):
     config: Config = Field(
         default_factory=Config, description="The training config (as `rayac train` takes)."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        problem = json_safety_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Checkpoint(BaseModel):
@@ -38,8 +46,29 @@ class JobOut(BaseModel):
     error: str | None = None
 
 
+class JobSummary(BaseModel):
+    """A job in the list: what a table shows. The whole config is on GET /v1/jobs/{id}."""
+
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    algo: str
+    env_id: str
+    env_steps: int | None = Field(None, description="Env steps of the latest metrics record.")
+    episode_return: float | None = Field(
+        None, description="rollout/episode_return_mean of the latest record."
+    )
+    eval_return: float | None = Field(None, description="The latest greedy evaluation mean return.")
+    error: str | None = None
+
+
 class JobList(BaseModel):
-    jobs: list[JobOut]
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next (older) page; null: no more."
+    )
 
 
 class MetricsPage(BaseModel):
@@ -67,11 +96,15 @@ class PolicyList(BaseModel):
 class ActRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     observations: list[Any] = Field(
-        description="A batch of observations, each of the policy's observation shape."
+        min_length=1,
+        description="A batch of observations, each of the policy's observation shape; finite numbers within "
+        "the float32 range (or 0..255 integers for image policies).",
     )
-    deterministic: bool = Field(True, description="Greedy actions (true) or sampled ones.")
-    return_values: bool = Field(False, description="Also return V(s) for each observation.")
-    return_probs: bool = Field(False, description="Also return action probabilities (Discrete actions only).")
+    deterministic: StrictBool = Field(True, description="Greedy actions (true) or sampled ones.")
+    return_values: StrictBool = Field(False, description="Also return V(s) for each observation.")
+    return_probs: StrictBool = Field(
+        False, description="Also return action probabilities (Discrete actions only)."
+    )
 
 
 class ActResponse(BaseModel):
@@ -80,5 +113,29 @@ class ActResponse(BaseModel):
     probs: list[list[float]] | None = None
 
 
-class Problem(BaseModel):
-    detail: str
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What is wrong, for people.")
+
+
+class FieldError(BaseModel):
+    field: str = Field(
+        description="The dotted field, e.g. config.algo.gamma ('body' for the body as a whole)."
+    )
+    msg: str
+
+
+class ValidationErrorBody(BaseModel):
+    detail: str = Field(description="Every problem on one line: '<field>: <problem>; …'.")
+    errors: list[FieldError]
+
+
+def _error(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+UNAUTHORIZED = {401: _error("Missing or wrong bearer token, or more than one Authorization header")}
+NOT_FOUND = {404: _error("No such job or policy")}
+INVALID = {422: _error("A field is invalid: each problem names its field", ValidationErrorBody)}
+TOO_LARGE = {413: _error("Request body over RAYAC_MAX_REQUEST_BYTES")}
+UNAVAILABLE = {503: _error("The Ray cluster cannot be reached")}
+CONFLICT = {409: _error("The job has already ended")}

@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class Settings(BaseModel):
@@ -37,6 +37,49 @@ class Settings(BaseModel):
     train_command: str | None = Field(
         None, description="Job entrypoint prefix (default: this Python -m rayac.cli)."
     )
+    public_docs: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json without the token (they describe every route).",
+    )
+    # Admission control: a job that can never run is refused at submit (422), not left pending.
+    max_workers_per_job: int = Field(
+        64, ge=0, description="Most rollout workers (resources.num_workers) a job may ask for."
+    )
+    max_rollout_bytes: int = Field(
+        4 * 2**30,
+        ge=0,
+        description="Most memory a job's rollouts may take, estimated as workers × num_envs × rollout_steps × "
+        "observation bytes (one rollout in flight per worker).",
+    )
+    check_cluster_resources: bool = Field(
+        True,
+        description="Refuse jobs that need more CPUs or custom resources than the cluster has now (turn off on an "
+        "autoscaling cluster whose nodes come on demand).",
+    )
+    placement_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="A job still pending after this long is stopped and marked failed with Ray's reason.",
+    )
+    time_limit_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="A job with run.stop.time_limit_s is stopped by the service this long after its limit.",
+    )
+    cluster_lost_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="The Ray cluster not answering for this long ends its unfinished jobs (see README).",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _printable_ascii(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+            raise ValueError(
+                "RAYAC_API_TOKEN must be printable ASCII without spaces (it travels in an HTTP header)"
+            )
+        return value
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

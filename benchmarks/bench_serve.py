@@ -47,7 +47,7 @@ def wait_up(url: str, timeout: float = 60) -> None:
 def prepare_policy(storage: Path) -> str:
     """Train a small CartPole policy into the service's storage and register it as a finished job."""
     import rayac
-    from api.services.jobs import JobRecord, JobStore
+    from api.services.store import JobRecord, JobStore
 
     job_id = "job-bench"
     cfg = rayac.build_config(preset="a2c_cartpole", overrides=["run.stop.total_env_steps=3000", "run.progress_bar=false",

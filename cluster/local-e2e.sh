@@ -12,10 +12,18 @@ export RAY_AUTH_MODE=disabled
 "$here/local-sshd.sh" "$venv" "$state" >/dev/null
 /usr/sbin/sshd -f "$state/sshd_config"
 cd "$here/.."
-# The local provider keeps its node state in /tmp/ray/cluster-<name>.{state,lock}, written by `ray up` (here,
-# root) and by the autoscaler on the head (the ssh user). On one machine both must be able to write them.
-mkdir -p /tmp/ray
-for f in /tmp/ray/cluster-rayac-local.state /tmp/ray/cluster-rayac-local.lock; do touch "$f"; chmod 666 "$f"; done
+# The local provider keeps its node state in <ray temp dir>/cluster-<name>.{state,lock}, written by `ray up`
+# (here, root) and by the autoscaler on the head (the ssh user, whose temp dir is /tmp/ray). Both must use the
+# same files, so this side drops any RAY_TMPDIR/TMPDIR it inherited. /tmp/ray is a tmpfs private to this
+# namespace: nothing an earlier run left there is read, and nothing this run writes outlives it. The state file
+# starts as valid JSON (an empty one fails to parse) and both files are writable by both users.
+unset RAY_TMPDIR TMPDIR
+mkdir -p /tmp/ray && mount -t tmpfs -o mode=1777 rayac-e2e /tmp/ray || { echo "UP rc=1 (cannot mount /tmp/ray)"; exit 1; }
+echo '{}' > /tmp/ray/cluster-rayac-local.state
+touch /tmp/ray/cluster-rayac-local.lock
+chmod 666 /tmp/ray/cluster-rayac-local.state /tmp/ray/cluster-rayac-local.lock
+# The head's service keeps its job registry in the ssh user's home: start from an empty one.
+rm -rf "$(getent passwd rayac | cut -d: -f6)/rayac-data"
 t0=$(date +%s)
 timeout 300 ray up -y cluster/local.yaml --no-config-cache > "$state/ray-up.log" 2>&1
 echo "UP rc=$? in $(( $(date +%s) - t0 ))s"

@@ -180,10 +180,11 @@ class InferencePolicy:
             )
         if obs.shape[0] == 0:
             raise ValueError("observations is an empty batch")
-        if np.issubdtype(obs.dtype, np.floating) and not np.all(np.isfinite(obs)):
-            raise ValueError("observations contain NaN or infinity")
         if not self.spec.is_image:
-            return obs.astype(np.float32, copy=False)
+            obs = obs.astype(np.float32, copy=False)
+            if not np.all(np.isfinite(obs)):  # after the cast: 1e39 → inf
+                raise ValueError("observations contain NaN, infinity or numbers beyond the float32 range")
+            return obs
         # images stay uint8 to the CNN (which scales them by 1/255): JSON integers 0..255 are exact in uint8
         if obs.dtype != np.uint8:
             if obs.min() < 0 or obs.max() > 255 or not np.array_equal(obs, np.round(obs)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ def _train_config(args: argparse.Namespace) -> Config:
     return parse_config(apply_overrides(data, overrides))
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -127,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         runner = Runner(cfg, resume=bool(args.resume), console=console)
     except ConfigError as err:
         return _fail(str(err))
+    # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
+    signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
     out = Console()
     out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "

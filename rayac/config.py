@@ -10,10 +10,20 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -25,8 +35,70 @@ class ConfigError(ValueError):
         self.message = message
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_FREE_FORM_VALUES = 1000  # dict/list fields such as env.kwargs: values counted through every level
+
+
+def json_safety_problem(value: Any) -> str | None:
+    """What keeps ``value`` from being stored and sent as JSON and used as float32, or None.
+
+    Non-finite or float32-overflowing numbers, strings that are not valid Unicode (lone surrogates) and
+    free-form containers of more than MAX_FREE_FORM_VALUES values are refused before anything is written. A
+    problem inside a container names where: ``x[1]: must be a finite number``."""
+    found = _unsafe(value, [MAX_FREE_FORM_VALUES])
+    if found is None:
+        return None
+    path, problem = found
+    return f"{path.lstrip('.')}: {problem}" if path else problem
+
+
+def _unsafe(value: Any, budget: list[int]) -> tuple[str, str] | None:
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "", "must be a finite number (NaN and Infinity are not allowed)"
+        if abs(value) > FLOAT32_MAX:
+            return "", f"{value:g} is beyond the float32 range (±{FLOAT32_MAX:.4g})"
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "", "is not valid Unicode (it contains a lone surrogate)"
+    elif isinstance(value, dict | list | tuple):
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            return "", f"is too large: at most {MAX_FREE_FORM_VALUES} values in all"
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            where = f"[{key}]" if isinstance(value, list | tuple) else f".{key}"
+            bad_key = _unsafe(key, budget) if isinstance(key, str) else None
+            if bad_key:
+                return "", f"a key {bad_key[1]}"
+            found = _unsafe(item, budget)
+            if found:
+                return where + found[0], found[1]
+    return None
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` is no number: pydantic would take it as 1 for an int or float field."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            accepted = set(get_args(annotation)) or {annotation}
+            if bool not in accepted and accepted & {int, float}:
+                raise ValueError("must be a number, not a boolean")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _json_safe(cls, value: Any) -> Any:
+        problem = None if isinstance(value, BaseModel) else json_safety_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class EnvConfig(_Section):
@@ -47,7 +119,7 @@ class EnvConfig(_Section):
         description="Engine of the training envs: gymnasium vector envs, or envpool (C++ threads; needs "
         "rayac[envpool]). Evaluation always runs the gymnasium pipeline, so scores compare across backends.",
     )
-    atari: bool | Literal["auto"] = Field(
+    atari: StrictBool | Literal["auto"] = Field(
         "auto",
         description="The Atari pipeline (no-op reset, frame skip, 84x84 grayscale, frame stack, fire on reset, "
         "life loss and reward clipping in training); 'auto': on for ALE/* ids.",
@@ -57,10 +129,10 @@ class EnvConfig(_Section):
         4, ge=1, le=16, description="Atari: frames each action repeats (max over the last two)."
     )
     noop_max: int = Field(30, ge=0, description="Atari: up to this many no-op actions after a reset.")
-    terminal_on_life_loss: bool = Field(
+    terminal_on_life_loss: StrictBool = Field(
         True, description="Atari, training only: a lost life ends the episode for the learner (no bootstrap)."
     )
-    clip_rewards: bool = Field(
+    clip_rewards: StrictBool = Field(
         True, description="Atari, training only: rewards clipped to their sign; metrics report the raw score."
     )
 
@@ -80,6 +152,13 @@ class EnvConfig(_Section):
         close = difflib.get_close_matches(value, list(gym.registry), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ValueError(f"unknown env id '{value}'{hint}")
+
+    @field_validator("atari", mode="before")
+    @classmethod
+    def _atari_choice(cls, value: Any) -> Any:
+        if value is True or value is False or value == "auto":
+            return value
+        raise ValueError("must be true, false or 'auto' (on for ALE/* ids)")
 
     @property
     def is_atari(self) -> bool:
@@ -102,11 +181,11 @@ class ModelConfig(_Section):
         "auto",
         description="Observation encoder: 'cnn' (Nature CNN) for images, 'mlp' for vectors; auto picks.",
     )
-    ortho_init: bool = Field(
+    ortho_init: StrictBool = Field(
         True, description="Orthogonal initialisation (gain sqrt(2), 0.01 policy head, 1 value)."
     )
     log_std_init: float = Field(0.0, description="Initial log standard deviation of Gaussian (Box) actions.")
-    normalize_obs: bool = Field(
+    normalize_obs: StrictBool = Field(
         False,
         description="Normalise observations by a running mean/variance (continuous control). The statistics "
         "are buffers of the policy: merged by the learner from every worker's rollouts, frozen in evaluation, "
@@ -170,10 +249,10 @@ class AlgoConfig(_Section):
     max_grad_norm: float | None = Field(
         0.5, gt=0, description="Clip the global gradient norm (None: no clipping)."
     )
-    normalize_advantages: bool = Field(
+    normalize_advantages: StrictBool = Field(
         False, description="Normalise advantages to zero mean, unit std per batch."
     )
-    scale_rewards: bool = Field(
+    scale_rewards: StrictBool = Field(
         False,
         description="Divide training rewards by the running std of the discounted return (as SB3's VecNormalize); "
         "episode returns and evaluation stay raw.",
@@ -233,7 +312,7 @@ class ResourcesConfig(_Section):
     learner_cpus: float = Field(
         1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
     )
-    learner_resources: dict[str, float] = Field(
+    learner_resources: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field(
         default_factory=dict,
         description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
         "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
@@ -279,9 +358,11 @@ class RunConfig(_Section):
     keep_checkpoints: int = Field(3, ge=1, description="How many periodic checkpoints to keep.")
     run_dir: str | None = Field(None, description="Run directory (default: runs/<algo>-<env>-<time>).")
     log_interval_s: float = Field(5.0, gt=0, description="Seconds between console summary tables.")
-    progress_bar: bool = Field(True, description="Show a rich progress bar.")
-    tensorboard: bool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")
-    wandb: bool = Field(False, description="Log to Weights & Biases if wandb is installed (offline works).")
+    progress_bar: StrictBool = Field(True, description="Show a rich progress bar.")
+    tensorboard: StrictBool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")
+    wandb: StrictBool = Field(
+        False, description="Log to Weights & Biases if wandb is installed (offline works)."
+    )
 
 
 class Config(_Section):
@@ -312,23 +393,26 @@ class Config(_Section):
 # ----------------------------------------------------------------------------- loading & overrides
 
 
-def _describe(e: dict[str, Any]) -> tuple[str, str]:
-    """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field."""
-    loc = ".".join(str(p) for p in e["loc"])
+def describe_error(
+    e: dict[str, Any], *, skip: frozenset[str] = frozenset(), prefix: str = "", root: str = "config"
+) -> tuple[str, str]:
+    """(dotted field, message) of one pydantic error; a ConfigError raised in a validator names its own field
+    (under ``prefix``). ``skip``: location parts that are not fields (an HTTP request's 'body', 'query' …)."""
+    loc = ".".join(str(p) for p in e["loc"] if p not in skip)
     msg = e["msg"]
     ctx_err = (e.get("ctx") or {}).get("error")
     if isinstance(ctx_err, ConfigError):
-        return ctx_err.field, ctx_err.message
+        return prefix + ctx_err.field, ctx_err.message
     if msg.startswith(("Value error, ", "Assertion failed, ")):
         msg = msg.split(", ", 1)[1]
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
-    return loc or "config", msg
+    return loc or root, msg
 
 
 def format_validation_error(err: ValidationError) -> str:
     """All problems on one line, each naming its dotted field: ``algo.gamma: Input should be less than 1``."""
-    return "; ".join(f"{loc}: {msg}" for loc, msg in map(_describe, err.errors()))
+    return "; ".join(f"{loc}: {msg}" for loc, msg in map(describe_error, err.errors()))
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -336,7 +420,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(*_describe(err.errors()[0])) from None
+        raise ConfigError(*describe_error(err.errors()[0])) from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
@@ -12,84 +11,108 @@ from fastapi.responses import PlainTextResponse
 from sse_starlette.sse import EventSourceResponse
 
 from api.deps import Authorized, Jobs
-from api.schemas import JobCreate, JobList, JobOut, MetricsPage
-from api.services.jobs import TERMINAL, JobRecord, JobService, iter_new_lines, skip_lines
-from rayac.metrics import last_record, read_metrics
+from api.schemas import (
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    JobCreate,
+    JobList,
+    JobOut,
+    JobSummary,
+    MetricsPage,
+)
+from api.services.jobs import JobService
+from api.services.store import TERMINAL, JobRecord
+from rayac.metrics import read_metrics
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
-STREAM_POLL_S = 0.25
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized, responses=UNAUTHORIZED)
+STOP_WAIT_S = 10.0
 
 
 def _out(jobs: JobService, rec: JobRecord) -> JobOut:
     return JobOut(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at, updated_at=rec.updated_at,
-                  config=rec.config, latest_metrics=last_record(Path(rec.run_dir) / "metrics.jsonl"),
-                  checkpoints=jobs.checkpoints(rec), error=rec.error)  # fmt: skip
+                  config=rec.config, latest_metrics=jobs.latest_metrics(rec), checkpoints=jobs.checkpoints(rec),
+                  error=rec.error)  # fmt: skip
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, summary="Submit a training job")
+def _summary(jobs: JobService, rec: JobRecord) -> JobSummary:
+    latest = jobs.latest_metrics(rec) or {}
+    return JobSummary(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at,
+                      updated_at=rec.updated_at, algo=rec.config.get("algo", {}).get("name", "?"), env_id=rec.config.get("env", {}).get("id", "?"),
+                      env_steps=latest.get("time/env_steps"), episode_return=latest.get("rollout/episode_return_mean"),
+                      eval_return=latest.get("eval/return_mean"), error=rec.error)  # fmt: skip
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, summary="Submit a training job",
+             responses={**INVALID, **TOO_LARGE, **UNAVAILABLE})  # fmt: skip
 def submit_job(body: JobCreate, jobs: Jobs) -> JobOut:
+    """422 when the config is invalid or the job could never run here (operator caps, the cluster's resources),
+    naming the field and the numbers; 503 when the Ray cluster cannot be reached (nothing is registered then)."""
     return _out(jobs, jobs.submit(body.config, body.name))
 
 
-@router.post("/validate", response_model=JobCreate, summary="Check a job body without submitting it")
+@router.post("/validate", response_model=JobCreate, summary="Check a job body without submitting it",
+             responses={**INVALID, **TOO_LARGE})  # fmt: skip
 def validate_job(body: JobCreate, jobs: Jobs) -> JobCreate:
-    """The same checks as submitting (schema, env id allow-list, estimator vs action space); 200 echoes the
-    config with every default filled in."""
+    """The same checks as submitting (schema, env id allow-list, estimator vs action space, operator caps) but
+    the cluster's resources; 200 echoes the config with every default filled in."""
     jobs.validate(body.config)
     return body
 
 
-@router.get("", response_model=JobList, summary="List jobs")
-def list_jobs(jobs: Jobs) -> JobList:
-    return JobList(jobs=[_out(jobs, r) for r in jobs.list()])
+@router.get("", response_model=JobList, summary="List jobs, newest first, a page at a time",
+            responses=INVALID)  # fmt: skip
+def list_jobs(
+    jobs: Jobs,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    ] = None,
+) -> JobList:
+    recs, next_cursor = jobs.page(limit=limit, cursor=cursor)
+    return JobList(jobs=[_summary(jobs, r) for r in recs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, summary="A job: status, config, latest metrics, checkpoints")
+@router.get("/{job_id}", response_model=JobOut, summary="A job: status, config, latest metrics, checkpoints",
+            responses=NOT_FOUND)  # fmt: skip
 def get_job(job_id: str, jobs: Jobs) -> JobOut:
     return _out(jobs, jobs.get(job_id))
 
 
-@router.post("/{job_id}/stop", response_model=JobOut, summary="Stop a running job")
-def stop_job(job_id: str, jobs: Jobs) -> JobOut:
-    return _out(jobs, jobs.stop(job_id))
+@router.post("/{job_id}/stop", response_model=JobOut, summary="Stop a running job",
+             responses={**NOT_FOUND, **CONFLICT, **UNAVAILABLE})  # fmt: skip
+async def stop_job(job_id: str, jobs: Jobs) -> JobOut:
+    """Asks Ray to stop the job, then waits up to 10 s for it to end (on the event loop: no thread is held)."""
+    rec = await asyncio.to_thread(jobs.request_stop, job_id)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while rec.status not in TERMINAL and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        rec = await asyncio.to_thread(jobs.get, job_id)
+    return await asyncio.to_thread(_out, jobs, rec)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The job's driver log")
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The job's driver log",
+            responses={**NOT_FOUND, **UNAVAILABLE})  # fmt: skip
 def job_logs(job_id: str, jobs: Jobs) -> str:
     return jobs.logs(job_id)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage, summary="Metric records so far")
+@router.get("/{job_id}/metrics", response_model=MetricsPage, summary="Metric records so far",
+            responses={**NOT_FOUND, **INVALID})  # fmt: skip
 def job_metrics(job_id: str, jobs: Jobs, since: Annotated[int, Query(ge=0, le=10**9)] = 0) -> MetricsPage:
     records = read_metrics(jobs.metrics_path(job_id), since=since)
     return MetricsPage(since=since, next=since + len(records), records=records)
 
 
 @router.get("/{job_id}/metrics/stream", summary="Live metrics (Server-Sent Events, resumable with Last-Event-ID)",
-            response_class=EventSourceResponse)  # fmt: skip
+            response_class=EventSourceResponse, responses={**NOT_FOUND, **INVALID})  # fmt: skip
 async def stream_metrics(
     job_id: str, jobs: Jobs, last_event_id: Annotated[int | None, Header(ge=-1, le=10**9)] = None
 ) -> EventSourceResponse:
-    """One `metrics` event per record (id = record index), then one `status` event with the final status."""
-    path = await asyncio.to_thread(jobs.metrics_path, job_id)  # 404 before the stream starts
-
-    async def events():
-        offset, next_id = await asyncio.to_thread(skip_lines, path, (last_event_id or -1) + 1)
-        while True:
-            lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
-            for line in lines:
-                yield {"id": str(next_id), "event": "metrics", "data": line}
-                next_id += 1
-            if lines:
-                continue
-            rec = await asyncio.to_thread(jobs.get, job_id)
-            if rec.status in TERMINAL:
-                lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
-                for line in lines:
-                    yield {"id": str(next_id), "event": "metrics", "data": line}
-                    next_id += 1
-                yield {"event": "status", "data": json.dumps({"status": rec.status, "error": rec.error})}
-                return
-            await asyncio.sleep(STREAM_POLL_S)
-
-    return EventSourceResponse(events(), ping=15)
+    """One `metrics` event per record (id = record index), then one `status` event with the final status.
+    `Last-Event-ID: N` resumes with record N + 1."""
+    await asyncio.to_thread(jobs.metrics_path, job_id)  # 404 before the stream starts
+    return EventSourceResponse(jobs.metric_events(job_id, last_event_id), ping=15)

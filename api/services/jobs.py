@@ -1,117 +1,72 @@
-"""Training jobs: a SQLite registry in the storage dir, each job a Ray job running ``rayac train``.
+"""Training jobs: each a Ray job running ``rayac train``, registered in the SQLite store of the storage dir.
 
-Services never import FastAPI: they raise the errors below and the routes turn them into HTTP codes.
+The service owns three promises: a job that can never run is refused at submit (admission), a job that is
+accepted but never placed — or overruns its time limit — is ended with the reason, and when the Ray cluster
+goes away every unfinished job gets a final status from its run directory (``result.json``) within seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import shlex
-import sqlite3
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.store import TERMINAL, JobRecord, JobStore
 from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
-from rayac.envs import check_config_against_env
+from rayac.envs import SpaceSpec, check_config_against_env
+from rayac.metrics import last_record
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "stopped"}
 AGENT_WAIT_S = 60.0  # how long a submission waits for a freshly started head's job agent
+WATCH_INTERVAL_S = 1.0  # how often the watcher checks the cluster and unfinished jobs
+STREAM_POLL_S = 0.25
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "stopped"}  # fmt: skip
 
 
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(RuntimeError):
-    pass
-
-
-class Unavailable(RuntimeError):
-    """The Ray cluster cannot be reached (HTTP 503)."""
-
-
-@dataclass
-class JobRecord:
-    id: str
-    name: str | None
-    status: str
-    config: dict[str, Any]
-    run_dir: str
-    created_at: float
-    updated_at: float
-    error: str | None
-
-
-class JobStore:
-    """The registry. One short connection per call; a lock keeps writers in order."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lock = threading.Lock()
-        with self._db() as db:
-            db.execute("""CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, config TEXT NOT NULL, run_dir TEXT NOT NULL,
-                created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT)""")
-
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
-
-    @staticmethod
-    def _row(row: tuple) -> JobRecord:
-        return JobRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
-
-    def insert(self, rec: JobRecord) -> None:
-        with self.lock, self._db() as db:
-            db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?)", (rec.id, rec.name, rec.status,
-                       json.dumps(rec.config), rec.run_dir, rec.created_at, rec.updated_at, rec.error))  # fmt: skip
-
-    def update(self, job_id: str, *, status: str, error: str | None = None) -> None:
-        with self.lock, self._db() as db:
-            db.execute("UPDATE jobs SET status=?, error=COALESCE(?, error), updated_at=? WHERE id=?",
-                       (status, error, time.time(), job_id))  # fmt: skip
-
-    def get(self, job_id: str) -> JobRecord:
-        with self._db() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"no job '{job_id}'")
-        return self._row(row)
-
-    def all(self) -> list[JobRecord]:
-        with self._db() as db:
-            return [self._row(r) for r in db.execute("SELECT * FROM jobs ORDER BY created_at")]
+def _unknown_to_ray(err: Exception) -> bool:
+    return "does not exist" in str(err) or "404" in str(err)
 
 
 class JobService:
-    def __init__(self, settings: Any, client_factory: Any):
+    def __init__(self, settings: Any, cluster: Any):
+        """``cluster``: where jobs run (``api.services.ray_cluster.RayCluster``, or a fake in unit tests)."""
         self.settings = settings
+        self.cluster = cluster
         self.storage = Path(settings.storage_dir).resolve()
         self.storage.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.storage / "jobs.db")
-        self._client_factory = client_factory
-        self._client = None
+        self._down_since: float | None = None
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- Ray
-    def client(self):
-        if self._client is None:
-            try:
-                self._client = self._client_factory(self.settings)
-            except Exception as err:
-                raise Unavailable(f"Ray cluster unavailable: {err}") from err
-        return self._client
+    def _ray(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One Jobs API call; an unreachable cluster is Unavailable (503), whatever the client raised."""
+        try:
+            client = self.cluster.client()
+        except Unavailable:
+            raise
+        except Exception as err:
+            raise Unavailable(f"Ray cluster unavailable: {err}") from err
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except OSError as err:  # requests' ConnectionError and timeouts are OSErrors
+            raise Unavailable(f"the Ray cluster does not answer: {err}") from err
 
     def _train_command(self) -> str:
         return self.settings.train_command or f"{shlex.quote(sys.executable)} -m rayac.cli"
@@ -125,15 +80,66 @@ class JobService:
                 raise ConfigError("config.env.id", f"'{env_id}' would import module '{module}', which the service "
                                   "does not allow (settings: RAYAC_ALLOWED_ENV_MODULES)")  # fmt: skip
 
-    def validate(self, cfg: Config) -> None:
+    def validate(self, cfg: Config) -> SpaceSpec:
         self.check_env_allowed(cfg)
         try:
-            check_config_against_env(cfg)
+            spec = check_config_against_env(cfg)
         except ConfigError as err:
             raise ConfigError(f"config.{err.field}", err.message) from None
+        self._check_caps(cfg, spec)
+        return spec
+
+    def _check_caps(self, cfg: Config, spec: SpaceSpec) -> None:
+        """The operator's caps (settings), checked without Ray."""
+        res, s = cfg.resources, self.settings
+        if res.num_workers > s.max_workers_per_job:
+            raise ConfigError("config.resources.num_workers", f"{res.num_workers} rollout workers asked; this service "
+                              f"allows at most {s.max_workers_per_job} per job (RAYAC_MAX_WORKERS_PER_JOB)")  # fmt: skip
+        steps = cfg.algo.rollout_steps
+        if cfg.algo.episodic:
+            steps = cfg.env.max_episode_steps or _registered_max_steps(cfg.env.id) or 0
+        obs_bytes = (
+            math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype if spec.is_image else np.float32).itemsize
+        )
+        workers = max(1, res.num_workers)
+        estimate = workers * cfg.env.num_envs * steps * obs_bytes
+        if estimate > s.max_rollout_bytes:
+            raise ConfigError("config.env.num_envs", (
+                f"rollouts would take about {estimate / 2**20:,.0f} MiB (workers {workers} × num_envs "
+                f"{cfg.env.num_envs} × rollout steps {steps} × {obs_bytes:,} observation bytes), over this service's "
+                f"cap of {s.max_rollout_bytes / 2**20:,.0f} MiB (RAYAC_MAX_ROLLOUT_BYTES)"))  # fmt: skip
+
+    def _check_cluster(self, cfg: Config) -> None:
+        """What the job needs against what the cluster has now: a job that can never be placed is refused."""
+        res = cfg.resources
+        needs: dict[str, tuple[str, float, str]] = {}
+        cpus = res.num_workers * res.worker_cpus + (
+            res.learner_cpus if cfg.algo.name == "a3c" and res.num_workers else 0
+        )
+        if cpus:
+            needs["CPU"] = ("config.resources.num_workers", cpus, f"num_workers {res.num_workers} × worker_cpus "
+                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if cfg.algo.name == "a3c" else ""))  # fmt: skip
+        if res.device == "cuda":
+            needs["GPU"] = ("config.resources.device", 1.0, "device cuda")
+        for key, amount in res.learner_resources.items():
+            needs[key] = (f"config.resources.learner_resources.{key}", amount, f"learner_resources.{key}")
+        if not needs or not self.settings.check_cluster_resources:
+            return
+        try:
+            total = self.cluster.total_resources()
+        except Unavailable:
+            raise
+        except Exception as err:
+            raise Unavailable(f"the Ray cluster's resources are unavailable: {err}") from err
+        for key, (field, amount, why) in needs.items():
+            have = total.get(key, 0.0)
+            if amount > have + 1e-9:
+                raise ConfigError(field, f"the job needs {amount:g} {key} ({why}); the Ray cluster has {have:g} in all"
+                                  + ("" if have else f" (no node offers '{key}')"))  # fmt: skip
 
     def submit(self, cfg: Config, name: str | None) -> JobRecord:
         self.validate(cfg)
+        self._check_cluster(cfg)
         job_id = f"job-{uuid.uuid4().hex[:12]}"
         run_dir = self.storage / "runs" / job_id
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir),
@@ -143,54 +149,98 @@ class JobService:
         atomic_write_text(config_path, cfg.model_dump_json(indent=2))
         now = time.time()
         rec = JobRecord(job_id, name, "pending", cfg.model_dump(mode="json"), str(run_dir), now, now, None)
-        client = self.client()
         self.store.insert(rec)
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
         # an A2C job's driver hosts its learner: pin the driver where the learner should run
         pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
         deadline = time.monotonic() + AGENT_WAIT_S
-        while True:
-            try:
-                client.submit_job(entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
-                                  metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
-                break
-            except Exception as err:
-                # A head that just started has no job agent yet; Ray says to try again later.
-                if "No available agent" in str(err) and time.monotonic() < deadline:
-                    time.sleep(1.0)
-                    continue
-                self.store.update(job_id, status="failed", error=f"submission to Ray failed: {err}")
-                raise Unavailable(f"submission to Ray failed: {err}") from err
+        try:
+            while True:
+                try:
+                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
+                              metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
+                    break
+                except Unavailable:
+                    raise
+                except Exception as err:
+                    # A head that just started has no job agent yet; Ray says to try again later.
+                    if "No available agent" in str(err) and time.monotonic() < deadline:
+                        time.sleep(1.0)
+                        continue
+                    raise Unavailable(f"submission to Ray failed: {err}") from err
+        except Unavailable:
+            self.store.delete(job_id)  # a refused submission leaves nothing behind
+            config_path.unlink(missing_ok=True)
+            raise
         return rec
 
     # -- status
     def refresh(self, rec: JobRecord) -> JobRecord:
-        """Ask Ray for a job that is not finished yet; record what changed."""
+        """Ask Ray about a job that is not finished yet; record what changed, and enforce the deadlines."""
         if rec.status in TERMINAL:
             return rec
         try:
-            info = self.client().get_job_info(rec.id)
+            info = self._ray("get_job_info", rec.id)
         except Unavailable:
-            return rec
-        except Exception as err:  # Ray no longer knows it (its cluster was replaced)
-            if "does not exist" in str(err) or "404" in str(err):
-                self.store.update(rec.id, status="failed", error="the Ray cluster no longer knows this job")
-                return self.store.get(rec.id)
+            return rec  # the watcher decides when an unreachable cluster counts as gone
+        except Exception as err:
+            if _unknown_to_ray(err):
+                if rec.status == "pending" and time.time() - rec.created_at < AGENT_WAIT_S + 30:
+                    return rec  # registered a moment ago; its submission to Ray is still under way
+                return self.finish_from_run_dir(
+                    rec, "the Ray cluster no longer knows this job"
+                )  # a replaced cluster
             log.warning("status of %s unavailable: %s", rec.id, err)
             return rec
         status = RAY_STATUS.get(str(info.status).split(".")[-1], rec.status)
+        error = None
+        if status == "failed":
+            error = (info.message or "the job failed") + self._log_tail(rec.id)
+        elif status == "pending" and time.time() - rec.created_at > self.settings.placement_timeout_s:
+            status, error = "failed", (f"not placed within {self.settings.placement_timeout_s:g} s "
+                                       f"(RAYAC_PLACEMENT_TIMEOUT_S): {info.message or 'Ray gave no reason'}")  # fmt: skip
+            self._stop_quietly(rec.id)
+        elif status == "running" and self._over_time_limit(rec, info):
+            limit = rec.config["run"]["stop"]["time_limit_s"]
+            status, error = "stopped", (f"stopped by the service: run.stop.time_limit_s={limit:g} was exceeded by "
+                                        f"more than {self.settings.time_limit_grace_s:g} s")  # fmt: skip
+            self._stop_quietly(rec.id)
         if status != rec.status:
-            error = None
-            if status == "failed":
-                error = (info.message or "the job failed") + self._log_tail(rec.id)
-            self.store.update(rec.id, status=status, error=error)
+            self.store.update(rec.id, status=status, error=error, only_unfinished=True)
             rec = self.store.get(rec.id)
         return rec
 
+    def _over_time_limit(self, rec: JobRecord, info: Any) -> bool:
+        limit = rec.config["run"]["stop"].get("time_limit_s")
+        started = (info.start_time or 0) / 1000 or rec.created_at
+        return limit is not None and time.time() - started > limit + self.settings.time_limit_grace_s
+
+    def _stop_quietly(self, job_id: str) -> None:
+        try:
+            self._ray("stop_job", job_id)
+        except Exception as err:
+            log.warning("could not stop %s: %s", job_id, err)
+
+    def finish_from_run_dir(self, rec: JobRecord, reason: str) -> JobRecord:
+        """The final status of a job Ray cannot tell about: what its run wrote, else failed with ``reason``."""
+        result_path = Path(rec.run_dir) / "result.json"
+        try:
+            result = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            result = None
+        if result is None:
+            status, error = "failed", reason
+        elif result.get("stop_reason") == "interrupted":
+            status, error = "stopped", None
+        else:
+            status, error = "succeeded", None
+        self.store.update(rec.id, status=status, error=error, only_unfinished=True)
+        return self.store.get(rec.id)
+
     def _log_tail(self, job_id: str, lines: int = 20) -> str:
         try:
-            tail = self.client().get_job_logs(job_id).strip().splitlines()[-lines:]
+            tail = self._ray("get_job_logs", job_id).strip().splitlines()[-lines:]
         except Exception:  # logs are a courtesy here
             return ""
         return "\n" + "\n".join(tail) if tail else ""
@@ -198,34 +248,88 @@ class JobService:
     def get(self, job_id: str) -> JobRecord:
         return self.refresh(self.store.get(job_id))
 
-    def list(self) -> list[JobRecord]:
-        return [self.refresh(r) for r in self.store.all()]
+    def page(self, *, limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
+        try:
+            recs, next_cursor = self.store.page(limit=limit, cursor=cursor)
+        except ValueError as err:
+            raise ConfigError("cursor", str(err)) from None
+        return [self.refresh(r) for r in recs], next_cursor
 
-    def stop(self, job_id: str) -> JobRecord:
+    def request_stop(self, job_id: str) -> JobRecord:
+        """Ask Ray to stop the job and return at once (the caller polls; no thread waits here)."""
         rec = self.get(job_id)
         if rec.status in TERMINAL:
             raise Conflict(f"job '{job_id}' already {rec.status}")
-        self.client().stop_job(job_id)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            rec = self.get(job_id)
-            if rec.status in TERMINAL:
-                break
-            time.sleep(0.2)
+        self._ray("stop_job", job_id)
         return rec
 
     def logs(self, job_id: str) -> str:
         self.store.get(job_id)
         try:
-            return self.client().get_job_logs(job_id)
+            return self._ray("get_job_logs", job_id)
         except Unavailable:
             raise
         except Exception as err:
+            if _unknown_to_ray(err):
+                raise NotFound(
+                    f"the Ray cluster no longer knows job '{job_id}', so it has no logs of it"
+                ) from None
             raise Unavailable(f"logs unavailable: {err}") from err
+
+    # -- the watcher: the cluster's health, placement deadlines and time limits, without any request
+    def start_watching(self) -> None:
+        if self._watcher is None or not self._watcher.is_alive():
+            self._stop_watch.clear()
+            self._watcher = threading.Thread(target=self._watch, name="rayac-job-watcher", daemon=True)
+            self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop_watch.set()
+
+    def _watch(self) -> None:
+        while not self._stop_watch.wait(WATCH_INTERVAL_S):
+            try:
+                self.watch_once()
+            except Exception:  # never let the watcher die
+                log.exception("job watcher")
+
+    def watch_once(self) -> None:
+        unfinished = self.store.unfinished()
+        if not unfinished:
+            return
+        try:
+            self.cluster.client()  # (re)connect — for a service without RAY_ADDRESS, a new head of its own
+            alive = self.cluster.alive()
+        except Exception:
+            alive = False
+        if not alive:
+            now = time.monotonic()
+            self._down_since = self._down_since or now
+            if (
+                now - self._down_since >= self.settings.cluster_lost_after_s
+                or not self.cluster.alive_processes()
+            ):
+                self._cluster_lost(
+                    f"the Ray cluster at {self.cluster.dashboard_url or '?'} went away", unfinished
+                )
+            return
+        self._down_since = None
+        for rec in unfinished:
+            self.refresh(rec)
+
+    def _cluster_lost(self, reason: str, unfinished: list[JobRecord]) -> None:
+        log.warning("%s: ending %d unfinished job(s) from their run directories", reason, len(unfinished))
+        for rec in unfinished:
+            self.finish_from_run_dir(rec, reason)
+        self.cluster.lost()  # the next call reconnects, or starts a new head of the service's own
+        self._down_since = None
 
     # -- results
     def metrics_path(self, job_id: str) -> Path:
         return Path(self.store.get(job_id).run_dir) / "metrics.jsonl"
+
+    def latest_metrics(self, rec: JobRecord) -> dict[str, Any] | None:
+        return last_record(Path(rec.run_dir) / "metrics.jsonl")
 
     def checkpoints(self, rec: JobRecord) -> list[dict[str, Any]]:
         out = []
@@ -234,6 +338,38 @@ class JobService:
             out.append({"name": path.name, "env_steps": state["env_steps"], "version": state["version"],
                         "eval_return": state.get("eval_return")})  # fmt: skip
         return out
+
+    async def metric_events(self, job_id: str, last_event_id: int | None) -> AsyncIterator[dict[str, str]]:
+        """SSE events: one ``metrics`` event per record after ``last_event_id`` (id = record index), then one
+        ``status`` event once the job has ended. File reads run in threads."""
+        path = await asyncio.to_thread(self.metrics_path, job_id)  # NotFound before the stream starts
+        first = 0 if last_event_id is None else last_event_id + 1
+        offset, next_id = await asyncio.to_thread(skip_lines, path, first)
+        while True:
+            lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
+            for line in lines:
+                yield {"id": str(next_id), "event": "metrics", "data": line}
+                next_id += 1
+            if lines:
+                continue
+            rec = await asyncio.to_thread(self.get, job_id)
+            if rec.status in TERMINAL:
+                lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
+                for line in lines:
+                    yield {"id": str(next_id), "event": "metrics", "data": line}
+                    next_id += 1
+                yield {"event": "status", "data": json.dumps({"status": rec.status, "error": rec.error})}
+                return
+            await asyncio.sleep(STREAM_POLL_S)
+
+
+def _registered_max_steps(env_id: str) -> int | None:
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except Exception:
+        return None
 
 
 def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from rayac.checkpoint import InferencePolicy, latest_checkpoint, load_policy
+from rayac.config import ConfigError
 
-from .jobs import JobService, NotFound
+from .errors import NotFound
+from .jobs import JobService
 
 RESOLVE_TTL_S = 1.0  # how long "which checkpoint is latest" is trusted before looking at the disk again
 
@@ -103,6 +105,7 @@ class PolicyService:
         self.jobs = jobs
         self.cache: collections.OrderedDict[str, tuple[Path, MicroBatcher]] = collections.OrderedDict()
         self._resolved: dict[str, tuple[float, Path]] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
 
     def _checkpoint_of(self, policy_id: str) -> Path:
         hit = self._resolved.get(policy_id)
@@ -115,13 +118,23 @@ class PolicyService:
         self._resolved[policy_id] = (time.monotonic(), ckpt)
         return ckpt
 
-    def batcher(self, policy_id: str) -> MicroBatcher:
-        ckpt = self._checkpoint_of(policy_id)
+    async def batcher(self, policy_id: str) -> MicroBatcher:
+        """The cached batcher of a policy. Finding and loading its checkpoint (SQLite, disk, safetensors) runs in a
+        thread, never on the event loop, and one load per policy at a time: concurrent misses wait for it."""
+        resolved = self._resolved.get(policy_id)
+        if resolved is not None and time.monotonic() - resolved[0] < RESOLVE_TTL_S:
+            ckpt = resolved[1]
+        else:
+            ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id)
         hit = self.cache.get(policy_id)
         if hit is not None and hit[0] == ckpt:
             self.cache.move_to_end(policy_id)
             return hit[1]
-        policy = load_policy(ckpt)  # safetensors + JSON: no pickle
+        async with self._loading.setdefault(policy_id, asyncio.Lock()):
+            hit = self.cache.get(policy_id)
+            if hit is not None and hit[0] == ckpt:  # loaded while this request waited
+                return hit[1]
+            policy = await asyncio.to_thread(load_policy, ckpt)  # safetensors + JSON: no pickle
         batcher = MicroBatcher(
             policy, wait_s=self.settings.batch_wait_ms / 1000, max_batch=self.settings.max_batch
         )
@@ -156,12 +169,15 @@ class PolicyService:
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
                   probs: bool) -> ActResult:  # fmt: skip
-        batcher = self.batcher(policy_id)
-        obs = batcher.policy.check_observations(observations)  # ValueError names the problem → 422
+        batcher = await self.batcher(policy_id)
+        try:
+            obs = batcher.policy.check_observations(observations)
+        except ValueError as err:
+            raise ConfigError("observations", str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
-            raise ValueError(
-                f"observations: at most {self.settings.max_act_batch} per request, got {len(obs)}"
+            raise ConfigError(
+                "observations", f"at most {self.settings.max_act_batch} per request, got {len(obs)}"
             )
         if probs and not batcher.policy.spec.discrete:
-            raise ValueError("return_probs: action probabilities exist only for Discrete action spaces")
+            raise ConfigError("return_probs", "action probabilities exist only for Discrete action spaces")
         return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)

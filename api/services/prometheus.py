@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 from prometheus_client import (
@@ -30,7 +29,7 @@ class PrometheusMetrics:
         self.latency.labels(method, route).observe(seconds)
 
     def render(self, jobs: Any) -> tuple[bytes, str]:
-        counts = collections.Counter(r.status for r in jobs.store.all())
+        counts = jobs.store.count_by_status()
         for state in ("pending", "running", "succeeded", "failed", "stopped"):
             self.jobs.labels(state).set(counts.get(state, 0))
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -7,6 +7,8 @@ which would kill every Ray process on the host. Its address is kept in ``<storag
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -46,15 +49,31 @@ def dashboard_alive(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _head_lock(storage_dir: Path):
+    """One head per storage dir, also across processes (two services, or `serve --stop-head` beside one)."""
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    with open(storage_dir / "ray_head.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def start_local_head(storage_dir: Path, *, num_cpus: int | None = None) -> dict:
     """Reuse the head recorded in ``storage_dir`` if it answers, else start one (loopback only, no auth)."""
-    storage_dir.mkdir(parents=True, exist_ok=True)
+    with _head_lock(storage_dir):
+        return _start_local_head(storage_dir, num_cpus=num_cpus)
+
+
+def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
     record_path = storage_dir / HEAD_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if dashboard_alive(record["dashboard_url"]):
             return record
-        stop_local_head(storage_dir)
+        _stop_local_head(storage_dir)
     gcs_port, dash_port, agent_port, client_port = _free_port(), _free_port(), _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: socket paths must stay under 107 chars
     cpus = num_cpus or max(4, 2 * (os.cpu_count() or 1))
@@ -78,6 +97,7 @@ def start_local_head(storage_dir: Path, *, num_cpus: int | None = None) -> dict:
             raise RuntimeError("the local Ray head started but its dashboard (Jobs API) never answered")
         time.sleep(0.5)
     atomic_write_text(record_path, json.dumps(record, indent=2))
+    log.warning("started a local Ray head: %s (dashboard %s)", record["gcs_address"], record["dashboard_url"])
     return record
 
 
@@ -96,47 +116,149 @@ def _find_pgid(temp_dir: str) -> int | None:
 
 
 def stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
-    """Stop the head this service started (its process group only). Returns True if one was running."""
+    """Stop the head this service started and everything that runs on it: its own process group, and each
+    process group whose processes belong to that head — Ray's workers and the job drivers, which Ray starts in
+    sessions of their own. Nothing else on the host is touched. Returns True if a head was recorded."""
+    with _head_lock(storage_dir):
+        return _stop_local_head(storage_dir, grace_s=grace_s)
+
+
+def _stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
     record_path = storage_dir / HEAD_FILE
     if not record_path.is_file():
         return False
     record = json.loads(record_path.read_text())
-    pgid = record.get("pgid")
-    if pgid and pgid > 1:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
+    groups = head_process_groups(record)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and _group_alive(pgid):
-                time.sleep(0.2)
-            if not _group_alive(pgid):
-                break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            time.sleep(0.2)
+        groups = [g for g in groups if _group_alive(g)]
+        if not groups:
+            break
     shutil.rmtree(record.get("temp_dir", ""), ignore_errors=True)
     record_path.unlink(missing_ok=True)
     return True
 
 
+def head_process_groups(record: dict) -> list[int]:
+    """Process groups with a live process of this head: the head's own, and any whose process names the head's
+    temp dir on its command line (raylet, workers) or has the head's GCS address as RAY_ADDRESS (job drivers)."""
+    temp_dir = (record.get("temp_dir") or "\0").encode()
+    address = f"RAY_ADDRESS={record.get('gcs_address')}".encode()
+    own = os.getpgid(0)
+    groups = set()
+    for pid, pgid in _live_processes():
+        if pgid <= 1 or pgid == own:
+            continue
+        if pgid == record.get("pgid"):
+            groups.add(pgid)
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if temp_dir in cmdline or address in environ.split(b"\0"):
+            groups.add(pgid)
+    return sorted(groups)
+
+
+def _live_processes() -> list[tuple[int, int]]:
+    """(pid, process group) of every process that is not a zombie (a zombie no one reaps still answers kill 0)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":
+            out.append((int(pid), int(fields[2])))
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    return any(group == pgid for _, group in _live_processes())
 
 
-def jobs_client(settings):
-    """A Ray JobSubmissionClient for the configured cluster (starting the local head if needed)."""
-    from ray.job_submission import JobSubmissionClient
+class RayCluster:
+    """The Ray cluster the service's jobs run on: connected to (or, without RAY_ADDRESS, started) once, under a
+    lock, however many requests arrive first; told to forget a cluster that went away, so the next call
+    reconnects — or starts a new head of its own."""
 
-    if settings.dashboard_url:
-        return JobSubmissionClient(settings.dashboard_url)
-    if settings.ray_address:
-        address = settings.ray_address
-        if not address.startswith("http"):
-            host = address.removeprefix("ray://").split(":")[0]
-            address = f"http://{host}:8265"
-        return JobSubmissionClient(address)
-    record = start_local_head(Path(settings.storage_dir), num_cpus=settings.head_cpus)
-    return JobSubmissionClient(record["dashboard_url"])
+    def __init__(self, settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client = None
+        self.dashboard_url: str | None = None
+        self.owned_head: dict | None = None  # the record of the head this service started
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        with self._lock:
+            if self._client is None:
+                url, self.owned_head = self._resolve()
+                self._client = JobSubmissionClient(url)
+                self.dashboard_url = url
+            return self._client
+
+    def _resolve(self) -> tuple[str, dict | None]:
+        settings = self.settings
+        if settings.dashboard_url:
+            return settings.dashboard_url, None
+        if settings.ray_address:
+            address = settings.ray_address
+            if not address.startswith("http"):
+                address = f"http://{address.removeprefix('ray://').split(':')[0]}:8265"
+            return address, None
+        record = start_local_head(Path(settings.storage_dir), num_cpus=settings.head_cpus)
+        return record["dashboard_url"], record
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def alive(self) -> bool:
+        """Whether the connected cluster answers (an owned head whose process group is gone is dead at once)."""
+        url, head = self.dashboard_url, self.owned_head
+        if url is None:
+            return False
+        if head and head.get("pgid") and not _group_alive(head["pgid"]):
+            return False
+        return dashboard_alive(url)
+
+    def alive_processes(self) -> bool:
+        """For a head of the service's own: whether its process group still exists (else: True, unknown)."""
+        head = self.owned_head
+        return not (head and head.get("pgid")) or _group_alive(head["pgid"])
+
+    def lost(self) -> None:
+        """The cluster went away: forget it, and stop what is left of a head of the service's own (its job
+        drivers included), so nothing trains on unobserved. The next call reconnects or starts a new head."""
+        with self._lock:
+            head, self._client, self.dashboard_url, self.owned_head = self.owned_head, None, None, None
+        if head:
+            storage = Path(self.settings.storage_dir)
+            record_path = storage / HEAD_FILE
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(record_path.read_text()).get("gcs_address") == head["gcs_address"]:
+                    stop_local_head(storage)
+
+    def total_resources(self) -> dict[str, float]:
+        """Sum of ``resourcesTotal`` over the cluster's alive nodes (from the dashboard)."""
+        self.client()
+        with urllib.request.urlopen(f"{self.dashboard_url}/nodes?view=summary", timeout=10) as resp:
+            nodes = json.loads(resp.read())["data"]["summary"]
+        total: dict[str, float] = {}
+        for node in nodes:
+            raylet = node.get("raylet") or {}
+            if raylet.get("state") != "ALIVE":
+                continue
+            for key, value in (raylet.get("resourcesTotal") or {}).items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total

@@ -27,15 +27,17 @@ def free_port() -> int:
 class Service:
     """Starts/stops `rayac serve`; the storage dir (and so the jobs and the Ray head) outlives restarts."""
 
-    def __init__(self, storage: Path, port: int):
+    def __init__(self, storage: Path, port: int, **settings: str):
+        """``settings``: extra RAYAC_* variables, e.g. ``RAYAC_PLACEMENT_TIMEOUT_S="5"``."""
         self.storage = storage
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
+        self.settings = settings
 
     def start(self) -> None:
         env = {**os.environ, "RAYAC_STORAGE_DIR": str(self.storage), "RAYAC_API_TOKEN": TOKEN,
-               "RAYAC_PORT": str(self.port), "RAYAC_HOST": "127.0.0.1"}  # fmt: skip
+               "RAYAC_PORT": str(self.port), "RAYAC_HOST": "127.0.0.1", **self.settings}  # fmt: skip
         env.pop("RAY_ADDRESS", None)
         self.log = open(self.storage / f"service-{time.time():.0f}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "rayac.cli", "serve"], env=env, stdout=self.log,
@@ -63,6 +65,18 @@ class Service:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def log_text(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.storage.glob("service-*.log")))
+
+    def stop_unfinished_jobs(self) -> None:
+        try:
+            with self.client() as c:
+                for job in c.get("/v1/jobs", params={"limit": 200}).json()["jobs"]:
+                    if job["status"] in ("pending", "running"):
+                        c.post(f"/v1/jobs/{job['id']}/stop")
+        except (httpx.HTTPError, KeyError):
+            pass
+
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory):
@@ -71,15 +85,35 @@ def service(tmp_path_factory):
     svc = Service(storage, free_port())
     svc.start()
     yield svc
-    try:
-        with svc.client() as c:  # leave no job running behind
-            for job in c.get("/v1/jobs").json()["jobs"]:
-                if job["status"] in ("pending", "running"):
-                    c.post(f"/v1/jobs/{job['id']}/stop")
-    except httpx.HTTPError:
-        pass
+    svc.stop_unfinished_jobs()  # leave no job running behind
     svc.stop()
     stop_local_head(storage)
+
+
+@pytest.fixture
+def extra_service(service):
+    """Another service on the session's storage and Ray head, with other settings: ``extra_service(**env)``."""
+    started = []
+
+    def start(**settings: str) -> Service:
+        svc = Service(service.storage, free_port(), **settings)
+        svc.start()
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+
+
+def wait_for(predicate, *, timeout: float, every: float = 0.25):
+    """Poll until ``predicate()`` is truthy; returns its value, or the last (falsy) one at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 def small_job(steps: int = 30_000, **extra) -> dict:

@@ -128,7 +128,7 @@ def test_bad_observations_get_422(service):
             ({"observations": [[0.0, 0.1, 0.2]]}, "shape"),
             ({"observations": [[0.0, 0.1, 0.2, "x"]]}, "numbers"),
             ({"observations": [[0.0, 0.1], [0.2]]}, "numbers"),
-            ({"observations": []}, "shape"),
+            ({"observations": []}, "observations: List should have at least 1 item"),
             ({"observations": [[0, 0, 0, 0]] * 1025}, "at most 1024"),
             ({"observations": [[0, 0, 0, 0]], "return_probs": "maybe"}, "return_probs"),
             ({}, "observations"),
@@ -140,15 +140,18 @@ def test_bad_observations_get_422(service):
             assert resp.status_code == 422, (body, resp.text)
             assert words in resp.json()["detail"], (body, resp.json())
         for raw, words in (
-            (b"{not json", "not valid JSON"),
-            (b"[1, 2]", "JSON object"),
-            (b"", "not valid JSON"),
+            (b"{not json", "body: Invalid JSON"),
+            (b"[1, 2]", "body: Input should be an object"),
+            (b"", "body: Invalid JSON"),
+            (b'{"observations": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "recursion limit"),
         ):
             resp = c.post(url, content=raw, headers={"content-type": "application/json"})
             assert resp.status_code == 422 and words in resp.json()["detail"], resp.text
-        for raw in (b'{"observations": [[NaN, 0, 0, 0]]}', b'{"observations": [[1e400, 0, 0, 0]]}'):
+        for raw in (b'{"observations": [[NaN, 0, 0, 0]]}', b'{"observations": [[1e400, 0, 0, 0]]}',
+                    b'{"observations": [[-Infinity, 0, 0, 0]]}', b'{"observations": [[1e39, 0, 0, 0]]}'):  # fmt: skip
             resp = c.post(url, content=raw, headers={"content-type": "application/json"})
-            assert resp.status_code == 422 and "NaN or infinity" in resp.json()["detail"], resp.text
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["detail"].startswith("observations: ") and "float32" in resp.json()["detail"]
 
 
 def test_auth_is_required_everywhere_but_healthz(service):
@@ -174,12 +177,12 @@ def test_serve_refuses_a_public_address_without_a_token(capsys, monkeypatch):
     assert "without RAYAC_API_TOKEN" in capsys.readouterr().err
 
 
-def test_token_constant_is_what_the_fixture_uses():
-    assert TOKEN and len(TOKEN) > 8
-
-
 def test_schemathesis_finds_no_server_error(service, tmp_path):
-    """Property-based requests from the OpenAPI schema (bounded), checked for 5xx and schema conformance.
+    """Property-based requests from the OpenAPI schema (bounded), checked for 5xx and for conformance: status
+    codes, content types, headers and bodies as documented, and schema-violating requests refused.
+
+    Not checked: that every schema-valid request is accepted (positive_data_acceptance). A policy's observation
+    shape and an opaque page cursor cannot be said in a static schema, so some schema-valid values are 422s.
 
     Excluded: POST /v1/jobs, which would start real training runs (/v1/jobs/validate takes the same body and
     checks), and the SSE stream, which stays open by design (its 404 is covered above)."""
@@ -194,7 +197,7 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
         f'[parameters]\n"path.job_id" = "{job["id"]}"\n"path.policy_id" = "{job["id"]}"\n'
     )
     cli = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "not_a_server_error",
+    cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
            "--max-examples", "25", "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30",
            "--exclude-operation-id", "submit_job_v1_jobs_post",
            "--exclude-operation-id", "stream_metrics_v1_jobs__job_id__metrics_stream_get",

@@ -1,10 +1,14 @@
-"""What the service hands to Ray's job submission (a fake client records it; no Ray needed)."""
+"""What the service hands to Ray's job submission, and its bookkeeping (a fake cluster records it; no Ray)."""
 
+import asyncio
+import json
 from types import SimpleNamespace
 
 import pytest
 
+from api.services.errors import Unavailable
 from api.services.jobs import JobService
+from api.settings import Settings
 from rayac.config import Config, ConfigError
 
 
@@ -17,14 +21,26 @@ class FakeJobs:
         return kwargs["submission_id"]
 
 
-def service(tmp_path, **settings):
+class FakeCluster:
+    def __init__(self, client, total=None):
+        self._client, self.total = client, total or {"CPU": 4.0}
+        self.connected, self.owned_head, self.dashboard_url = True, None, "http://fake"
+
+    def client(self):
+        return self._client
+
+    def total_resources(self):
+        return self.total
+
+
+def service(tmp_path, total=None, **settings):
     fake = FakeJobs()
-    cfg = SimpleNamespace(storage_dir=tmp_path, train_command=None, allowed_env_modules=[], **settings)
-    return JobService(cfg, lambda _: fake), fake
+    cfg = Settings(storage_dir=tmp_path, **settings)
+    return JobService(cfg, FakeCluster(fake, total)), fake
 
 
 def test_a2c_driver_is_pinned_where_the_learner_should_run(tmp_path):
-    jobs, fake = service(tmp_path)
+    jobs, fake = service(tmp_path, total={"CPU": 4, "learner": 1})
     rec = jobs.submit(Config(resources={"learner_resources": {"learner": 1}}), "pinned")
     call = fake.submitted[0]
     assert call["entrypoint_resources"] == {"learner": 1} and call["submission_id"] == rec.id
@@ -33,7 +49,7 @@ def test_a2c_driver_is_pinned_where_the_learner_should_run(tmp_path):
 
 
 def test_a3c_pins_its_parameter_server_not_the_driver(tmp_path):
-    jobs, fake = service(tmp_path)
+    jobs, fake = service(tmp_path, total={"CPU": 4, "learner": 1})
     jobs.submit(Config(algo={"name": "a3c"}, resources={"learner_resources": {"learner": 1}}), None)
     assert fake.submitted[0]["entrypoint_resources"] is None
 
@@ -61,3 +77,96 @@ def test_submission_waits_for_a_fresh_heads_job_agent(tmp_path, monkeypatch):
     fake.submit_job = flaky
     rec = jobs.submit(Config(), None)
     assert len(calls) == 3 and fake.submitted[0]["submission_id"] == rec.id
+
+
+@pytest.mark.parametrize(
+    ("cfg", "settings", "total", "field", "words"),
+    [
+        ({"resources": {"num_workers": 9}}, {"max_workers_per_job": 8}, None, "config.resources.num_workers",
+         "at most 8 per job"),
+        ({"resources": {"num_workers": 5}}, {}, {"CPU": 4}, "config.resources.num_workers", "needs 5 CPU"),
+        ({"algo": {"name": "a3c"}, "resources": {"num_workers": 4}}, {}, {"CPU": 4}, "config.resources.num_workers",
+         "+ learner_cpus 1"),
+        ({"resources": {"num_workers": 1, "learner_resources": {"gpu_box": 1}}}, {}, {"CPU": 4},
+         "config.resources.learner_resources.gpu_box", "no node offers 'gpu_box'"),
+        ({"env": {"num_envs": 64}, "algo": {"rollout_steps": 1000}}, {"max_rollout_bytes": 500_000}, None,
+         "config.env.num_envs", "× num_envs 64 × rollout steps 1000 × 16 observation bytes"),
+    ],
+)  # fmt: skip
+def test_admission_refuses_jobs_that_can_never_run(tmp_path, cfg, settings, total, field, words):
+    jobs, fake = service(tmp_path, total=total, **settings)
+    with pytest.raises(ConfigError) as exc:
+        jobs.submit(Config.model_validate(cfg), None)
+    assert exc.value.field == field and words in exc.value.message, exc.value
+    assert not fake.submitted and jobs.store.all() == []
+
+
+def test_an_unreachable_cluster_leaves_no_job_behind(tmp_path):
+    jobs, fake = service(tmp_path)
+
+    def refuse(**_):
+        raise ConnectionError("connection refused")
+
+    fake.submit_job = refuse
+    with pytest.raises(Unavailable):
+        jobs.submit(Config(), "doomed")
+    assert jobs.store.all() == [] and list((tmp_path / "jobs").iterdir()) == []
+
+
+def test_the_run_directory_decides_when_ray_cannot(tmp_path):
+    jobs, _ = service(tmp_path)
+    done, cut, lost = (jobs.submit(Config(), n) for n in ("done", "cut", "lost"))
+    for rec, reason in ((done, "total_env_steps"), (cut, "interrupted")):
+        run = tmp_path / "runs" / rec.id
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"stop_reason": reason}))
+    got = {r.name: jobs.finish_from_run_dir(r, "the cluster went away") for r in (done, cut, lost)}
+    assert got["done"].status == "succeeded" and got["done"].error is None
+    assert got["cut"].status == "stopped"
+    assert got["lost"].status == "failed" and got["lost"].error == "the cluster went away"
+    # a final status is never overwritten
+    assert jobs.finish_from_run_dir(got["lost"], "again").error == "the cluster went away"
+
+
+def test_job_list_pages_newest_first(tmp_path):
+    jobs, _ = service(tmp_path)
+    ids = [jobs.submit(Config(), f"j{i}").id for i in range(5)]
+    first, cursor = jobs.page(limit=2, cursor=None)
+    second, cursor2 = jobs.page(limit=2, cursor=cursor)
+    third, cursor3 = jobs.page(limit=2, cursor=cursor2)
+    assert [r.id for r in first + second + third] == ids[::-1] and cursor3 is None
+    with pytest.raises(ConfigError) as exc:
+        jobs.page(limit=2, cursor="garbage")
+    assert exc.value.field == "cursor"
+
+
+def test_a_policy_is_loaded_once_however_many_requests_miss_the_cache(tmp_path, monkeypatch):
+    """Concurrent cache misses wait for one load, which runs off the event loop."""
+    import threading
+
+    import api.services.policies as policies_module
+    from api.services.policies import PolicyService
+
+    jobs, _ = service(tmp_path)
+    rec = jobs.submit(Config(), "p")
+    ckpt = tmp_path / "runs" / rec.id / "checkpoints" / "ckpt_1"
+    monkeypatch.setattr(policies_module, "latest_checkpoint", lambda run_dir: ckpt)
+    loads, loop_thread = [], []
+
+    def slow_load(path):
+        loads.append(threading.current_thread())
+        import time
+
+        time.sleep(0.2)
+        return SimpleNamespace(path=path)
+
+    monkeypatch.setattr(policies_module, "load_policy", slow_load)
+    policies = PolicyService(jobs.settings, jobs)
+
+    async def main():
+        loop_thread.append(threading.current_thread())
+        return await asyncio.gather(*(policies.batcher(rec.id) for _ in range(10)))
+
+    batchers = asyncio.run(main())
+    assert len(loads) == 1 and loads[0] is not loop_thread[0]
+    assert all(b is batchers[0] for b in batchers)
