@@ -8,7 +8,7 @@ so a long sweep can be stopped and continued. The final policy of each run is sc
 (``common.greedy_eval``: 10 episodes at once, fixed seeds, raw observations) for both systems.
 
 - LunarLander-v3, 300k steps: rayac `a2c_lunarlander` vs SB3 A2C (RL-Zoo: 8 envs, n_steps 5, gamma 0.995,
-  lr lin_8.3e-4, ent 1e-5). rayac keeps the lr constant.
+  lr lin_8.3e-4, ent 1e-5); both anneal the lr linearly.
 - HalfCheetah-v5, 1M steps: rayac `a2c_halfcheetah` vs SB3 A2C (RL-Zoo MuJoCo: SB3 defaults + VecNormalize).
 """
 

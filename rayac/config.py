@@ -214,6 +214,10 @@ class OptimConfig(_Section):
         None, gt=0, le=1, description="Critic learning rate (separate nets only)."
     )
     eps: float = Field(1e-5, gt=0, description="Optimiser epsilon.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="'linear' anneals every learning rate to 0 over run.stop.total_env_steps (RL-Zoo's lin_<lr>; A2C).",
+    )
     rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
 
 
@@ -381,6 +385,15 @@ class Config(_Section):
                     raise ConfigError(
                         f"optim.{name}", "needs model.architecture=separate (a shared trunk has one lr)"
                     )
+        if self.optim.lr_schedule == "linear":
+            if self.run.stop.total_env_steps is None:
+                raise ConfigError(
+                    "optim.lr_schedule", "'linear' needs run.stop.total_env_steps to anneal over"
+                )
+            if self.algo.name == "a3c":
+                raise ConfigError(
+                    "optim.lr_schedule", "'linear' is not supported with algo.name=a3c yet (use a2c)"
+                )
         if self.algo.name == "a3c":
             # The parameter server does not merge normaliser statistics yet: A3C workers would each drift.
             if self.model.normalize_obs:

@@ -79,6 +79,7 @@ class Learner:
 
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
         batch = to_tensors(make_batch(rollouts, self.cfg.algo), self.device)
+        lr = self._anneal(sum(r.num_steps for r in rollouts))
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
         loss.backward()
@@ -87,7 +88,23 @@ class Learner:
         )
         self.merge_statistics(rollouts)
         self.version += 1
+        if lr is not None:
+            metrics["train/lr"] = lr
         return metrics
+
+    def _anneal(self, num_steps: int) -> float | None:
+        """optim.lr_schedule=linear: lr = lr₀ · (1 − env steps so far / total), counting this batch, as SB3 does.
+
+        The count lives in the optimiser's param groups, so it is saved in optimizer.pt and a resumed run
+        continues the schedule where it stopped."""
+        total = self.cfg.run.stop.total_env_steps
+        if self.cfg.optim.lr_schedule != "linear" or total is None:
+            return None
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["env_steps"] = group.get("env_steps", 0) + num_steps
+            group["lr"] = group["initial_lr"] * max(0.0, 1.0 - group["env_steps"] / total)
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def merge_statistics(self, rollouts: list[Rollout]) -> None:
         """Fold every worker's observation / return moments into the policy's normalisers, after the update:

@@ -184,3 +184,17 @@ def test_a_missing_extra_is_one_line_naming_it_and_exit_2(module, env_id, extra)
     assert len(lines) == 1 and f"pip install 'rayac[{extra}]'" in lines[0] and "env.id" in lines[0], (
         proc.stderr
     )
+
+
+def test_linear_lr_schedule_anneals_to_zero_and_survives_a_checkpoint():
+    cfg = build_config(overrides=["optim.lr_schedule=linear", "optim.lr=0.01", "run.stop.total_env_steps=400",
+                                  "env.num_envs=4", "algo.rollout_steps=25"])  # fmt: skip
+    spec = check_config_against_env(cfg)
+    learner, worker = Learner(cfg, spec), RolloutWorker(cfg, spec)
+    lrs = [learner.update([worker.sample()])["train/lr"] for _ in range(2)]
+    assert lrs == pytest.approx([0.01 * 0.75, 0.01 * 0.5])  # 100 steps per update of 400
+    resumed = Learner(cfg, spec)
+    resumed.optimizer.load_state_dict(learner.optimizer.state_dict())
+    assert resumed.update([worker.sample()])["train/lr"] == pytest.approx(0.01 * 0.25)
+    with pytest.raises(ConfigError, match="optim.lr_schedule"):
+        build_config(overrides=["optim.lr_schedule=linear", "algo.name=a3c"])
