@@ -84,17 +84,18 @@ def report() -> None:
         f"Machine: {machine()}; written {date.today()}. Greedy check: {EVAL_EPISODES} episodes, fixed seeds, the "
         "final policy of each run. Only finished runs are listed.",
         "",
-        "| env | budget | system | seeds | returns | mean | train s (mean) |",
+        "| env | budget (env steps) | system | seeds | final greedy return per seed | mean | train s (mean) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for env_id, (_, budget) in PRESETS.items():
+    for env_id, budget in sorted({(r["env"], r["budget"]) for r in rows}):
         for system in ("rayac", "sb3"):
-            got = [r for r in rows if r["env"] == env_id and r["system"] == system]
+            got = [r for r in rows if (r["env"], r["budget"], r["system"]) == (env_id, budget, system)]
             if not got:
                 continue
             rets = [r["return"] for r in got]
-            lines.append(f"| {env_id} | {budget:,} | {system} | {len(got)} | {', '.join(f'{x:.1f}' for x in rets)} "
-                         f"| {np.mean(rets):.1f} | {np.mean([r['train_s'] for r in got]):.0f} |")  # fmt: skip
+            lines.append(f"| {env_id} | {budget:,} | {system} | {', '.join(str(r['seed']) for r in got)} "
+                         f"| {', '.join(f'{x:.1f}' for x in rets)} | {np.mean(rets):.1f} "
+                         f"| {np.mean([r['train_s'] for r in got]):.0f} |")  # fmt: skip
     write_section("bench_learning", "\n".join(lines))
 
 
@@ -103,7 +104,9 @@ def main() -> None:
     p.add_argument("--env", choices=list(PRESETS), default="LunarLander-v3")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--systems", default="rayac,sb3")
-    p.add_argument("--steps", type=int, help="override the budget (for a quick try; not for RESULTS.md)")
+    p.add_argument(
+        "--steps", type=int, help="override the budget (recorded with each result and in the table)"
+    )
     p.add_argument("--report", action="store_true")
     p.add_argument("--one", nargs=2, metavar=("SYSTEM", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args()
