@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.fast_act import FastAct
 from api.routes import jobs, policies, system
+from api.routes.dashboard import add_dashboard
 from api.services.jobs import Conflict, JobService, NotFound, Unavailable
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
@@ -99,8 +100,9 @@ class RequestMetrics:
             self.metrics.observe(scope["method"], route, status_code, time.perf_counter() - start)
 
 
-def _field_message(errors: list[dict]) -> str:
-    parts = []
+def _field_errors(errors: list[dict]) -> list[dict[str, Any]]:
+    """One {loc, field, msg} per problem: ``field`` is the dotted path a form can put the message next to."""
+    out = []
     for e in errors:
         loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "header", "path")]
         ctx = (e.get("ctx") or {}).get("error")
@@ -110,8 +112,8 @@ def _field_message(errors: list[dict]) -> str:
         msg = msg.removeprefix("Value error, ")
         if e.get("type") == "extra_forbidden":
             msg = "unknown field"
-        parts.append(f"{'.'.join(loc) or 'body'}: {msg}")
-    return "; ".join(parts)
+        out.append({"loc": list(e.get("loc", ())), "field": ".".join(loc) or "body", "msg": msg})
+    return out
 
 
 def _plain_handler(code: int):
@@ -139,13 +141,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg"))} for e in exc.errors()]
-        return JSONResponse({"detail": _field_message(exc.errors()), "errors": errors},
+        errors = _field_errors(exc.errors())
+        return JSONResponse({"detail": "; ".join(f"{e['field']}: {e['msg']}" for e in errors), "errors": errors},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
 
     @app.exception_handler(ConfigError)
     async def bad_config(_: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        errors = [{"loc": exc.field.split("."), "field": exc.field, "msg": exc.message}]
+        return JSONResponse(
+            {"detail": str(exc), "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
 
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
                            (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
@@ -154,4 +159,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(jobs.router)
     app.include_router(policies.router)
+    add_dashboard(app)  # GET / and /static: the web page; its schema, presets and episode GIF routes
     return app

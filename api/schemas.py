@@ -38,8 +38,27 @@ class JobOut(BaseModel):
     error: str | None = None
 
 
+class JobSummary(BaseModel):
+    """A row of the jobs list: what a table shows, without the config (GET /v1/jobs/{id} has it)."""
+
+    id: str
+    name: str | None
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    algo: str
+    env_id: str
+    env_steps: int | None = Field(None, description="Env steps of the latest metrics record.")
+    episode_return: float | None = Field(None, description="Latest mean training-episode return.")
+    eval_return: float | None = Field(None, description="Latest greedy evaluation mean return.")
+    error: str | None = None
+
+
 class JobList(BaseModel):
-    jobs: list[JobOut]
+    jobs: list[JobSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next (older) page; null: no more."
+    )
 
 
 class MetricsPage(BaseModel):

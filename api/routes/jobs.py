@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import PlainTextResponse
 from sse_starlette.sse import EventSourceResponse
 
 from api.deps import Authorized, Jobs
-from api.schemas import JobCreate, JobList, JobOut, MetricsPage
-from api.services.jobs import TERMINAL, JobRecord, JobService, iter_new_lines, skip_lines
+from api.schemas import JobCreate, JobList, JobOut, JobSummary, MetricsPage
+from api.services.jobs import TERMINAL, JobRecord, JobService, iter_new_lines, latest_returns, skip_lines
 from rayac.metrics import last_record, read_metrics
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized)
@@ -39,9 +39,28 @@ def validate_job(body: JobCreate, jobs: Jobs) -> JobCreate:
     return body
 
 
-@router.get("", response_model=JobList, summary="List jobs")
-def list_jobs(jobs: Jobs) -> JobList:
-    return JobList(jobs=[_out(jobs, r) for r in jobs.list()])
+def _summary(rec: JobRecord) -> JobSummary:
+    last, eval_return = latest_returns(Path(rec.run_dir))
+    last = last or {}
+    return JobSummary(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at,
+                      updated_at=rec.updated_at, algo=rec.config["algo"]["name"], env_id=rec.config["env"]["id"],
+                      env_steps=last.get("time/env_steps"), episode_return=last.get("rollout/episode_return_mean"),
+                      eval_return=eval_return, error=rec.error)  # fmt: skip
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first, a page at a time")
+def list_jobs(
+    jobs: Jobs,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page.")
+    ] = None,
+) -> JobList:
+    try:
+        recs, next_cursor = jobs.page(limit, cursor)
+    except ValueError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(err)) from None
+    return JobList(jobs=[_summary(r) for r in recs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job: status, config, latest metrics, checkpoints")

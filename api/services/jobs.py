@@ -5,6 +5,7 @@ Services never import FastAPI: they raise the errors below and the routes turn t
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shlex
@@ -93,6 +94,16 @@ class JobStore:
     def all(self) -> list[JobRecord]:
         with self._db() as db:
             return [self._row(r) for r in db.execute("SELECT * FROM jobs ORDER BY created_at")]
+
+    def page(self, limit: int, after: tuple[float, str] | None) -> list[JobRecord]:
+        """Up to ``limit`` jobs, newest first, strictly older than ``after`` = (created_at, id)."""
+        query, args = "SELECT * FROM jobs", []
+        if after is not None:
+            query += " WHERE created_at < ? OR (created_at = ? AND id < ?)"
+            args = [after[0], after[0], after[1]]
+        with self._db() as db:
+            rows = db.execute(f"{query} ORDER BY created_at DESC, id DESC LIMIT ?", [*args, limit]).fetchall()
+        return [self._row(r) for r in rows]
 
 
 class JobService:
@@ -201,6 +212,17 @@ class JobService:
     def list(self) -> list[JobRecord]:
         return [self.refresh(r) for r in self.store.all()]
 
+    def page(self, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """A page of jobs, newest first, and the cursor of the next page (None: this was the last).
+
+        The cursor is opaque to clients: the (created_at, id) of the page's last job, so pages stay
+        stable while new jobs arrive. Raises ValueError for a cursor this service did not hand out."""
+        after = decode_cursor(cursor) if cursor else None
+        recs = self.store.page(limit + 1, after)
+        more = len(recs) > limit
+        recs = [self.refresh(r) for r in recs[:limit]]
+        return recs, encode_cursor(recs[-1]) if more else None
+
     def stop(self, job_id: str) -> JobRecord:
         rec = self.get(job_id)
         if rec.status in TERMINAL:
@@ -234,6 +256,53 @@ class JobService:
             out.append({"name": path.name, "env_steps": state["env_steps"], "version": state["version"],
                         "eval_return": state.get("eval_return")})  # fmt: skip
         return out
+
+
+def encode_cursor(rec: JobRecord) -> str:
+    raw = json.dumps([rec.created_at, rec.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if (
+            isinstance(created_at, bool)
+            or not isinstance(created_at, int | float)
+            or not isinstance(job_id, str)
+        ):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise ValueError("cursor: not a cursor this service handed out (use next_cursor as given)") from None
+    return float(created_at), job_id
+
+
+def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:
+    """(last metrics record, last greedy eval return) from the tail of ``metrics.jsonl``.
+
+    Evaluation runs every K steps, so the last record often has no eval: look back through the tail,
+    then fall back to the latest checkpoint's state (which keeps the last eval return)."""
+    last, eval_return = None, None
+    try:
+        with open(Path(run_dir) / "metrics.jsonl", "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().split(b"\n")[:-1]  # after the last newline: a line still being written
+        if size > tail_bytes:
+            lines = lines[1:]  # the tail cut its first line
+    except FileNotFoundError:
+        lines = []
+    for line in reversed(lines):
+        record = json.loads(line)
+        last = last or record
+        if "eval/return_mean" in record:
+            eval_return = float(record["eval/return_mean"])
+            break
+    if eval_return is None:
+        ckpts = checkpoint_dirs(Path(run_dir))
+        if ckpts:
+            eval_return = json.loads((ckpts[-1] / "state.json").read_text()).get("eval_return")
+    return last, eval_return
 
 
 def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
