@@ -56,7 +56,8 @@ class EpisodeRenderer:
         return ckpt
 
     async def gif(self, policy_id: str, seed: int) -> EpisodeGif:
-        ckpt = await asyncio.to_thread(self._checkpoint, policy_id)
+        # no await before the future is registered: admission (cache, sharing, the cap) is one atomic step
+        ckpt = self._checkpoint(policy_id)  # a SQLite row and a directory listing, as the act route does
         key = (policy_id, ckpt.name, seed)
         hit = self.cache.get(key)
         if hit is not None:

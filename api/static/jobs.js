@@ -97,7 +97,8 @@ export function jobPage(view, jobId) {
     error, charts,
     h("div", { class: "cols" },
       h("section", {}, h("h2", {}, "Checkpoints"), h("table", {}, h("thead", {}, h("tr", {},
-        ["Checkpoint", "Env steps", "Version", "Eval return"].map((t) => h("th", {}, t)))), ckpts)),
+        ["Checkpoint", "Env steps", "Version", "Eval return"].map((t, i) => h("th", { class: i ? "num" : null }, t)))),
+      ckpts)),
       h("section", {}, h("h2", {}, "Config"), config)),
     h("section", {}, h("h2", {}, "Log tail"), logs));
 
