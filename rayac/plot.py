@@ -34,14 +34,17 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    curves = {}
-    for run in runs:
+    names = [Path(run).resolve().name for run in runs]
+    # a run is labelled by its directory name, or by the path given when two names are the same
+    labels = [name if names.count(name) == 1 else str(run) for name, run in zip(names, runs, strict=True)]
+    curves = []
+    for run, label in zip(runs, labels, strict=True):
         xs, ys = load_curve(run, metric)
         if not xs:
             raise ConfigError("--metric", f"{run}: no records with '{metric}'")
-        curves[Path(run).resolve().name] = (xs, ys)
+        curves.append((label, xs, ys))
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for label, (xs, ys) in curves.items():
+    for label, xs, ys in curves:
         ax.plot(xs, ys, label=label, linewidth=1.6, marker="o" if len(xs) < 30 else None, markersize=3)
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)

@@ -181,9 +181,8 @@ def test_episode_renders_are_capped_shared_and_off_the_event_loop(app, trained_r
         return same, busy, ticks
 
     same, busy, ticks = asyncio.run(scenario())
-    assert (
-        same[0] is same[1] and renderer.renders == 2
-    )  # one render for both waiters on a key; one for seed 6
+    # one render for both waiters on a key, one for seed 6
+    assert same[0] is same[1] and renderer.renders == 2
     assert isinstance(busy[1], Busy) and busy[0].length >= 1  # a second distinct render over the cap: refused
     assert ticks > 0  # the loop kept running while frames were drawn in a thread
     assert not renderer.inflight

@@ -70,3 +70,11 @@ def test_plot_legend_names_every_run(tmp_path, n):
     runs = [fake_run(tmp_path, f"r{i}", float(i)) for i in range(n)]
     fig = plot_runs(runs, metric="eval/return_mean", out=tmp_path / "c.png")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [f"r{i}" for i in range(n)]
+
+
+def test_runs_with_the_same_directory_name_get_their_own_lines(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    runs = [fake_run(tmp_path / "a", "run", 1.0), fake_run(tmp_path / "b", "run", 2.0)]
+    fig = plot_runs(runs, metric="eval/return_mean", out=tmp_path / "c.png")
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [str(r) for r in runs]
