@@ -23,11 +23,13 @@ import uvicorn
 
 import rayac
 from api.app import create_app
+from api.services.jobs import JobRecord
 from api.settings import Settings
 from tests.api.conftest import TOKEN, free_port, small_job
 
 pytestmark = [pytest.mark.timeout(600)]
 
+WRONG_TOKEN = "not-the-token"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1400,1100"]  # fmt: skip
@@ -106,6 +108,9 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
 
     # -- the token: asked once, kept in sessionStorage
     wait(d, lambda d: css(d, "#token-dialog").is_displayed(), what="the token dialog")
+    css(d, "#token-input").send_keys(WRONG_TOKEN)
+    css(d, "#token-submit").click()
+    wait(d, lambda d: "refused" in css(d, "#token-error").text, what="a wrong token refused, and asked again")
     css(d, "#token-input").send_keys(TOKEN)
     css(d, "#token-submit").click()
     wait(d, lambda d: not css(d, "#token-dialog").is_displayed(), what="the dialog to close")
@@ -214,7 +219,7 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
     # -- every request: this service only; the token only ever in the Authorization header
     drain_logs(d)
     origin = f"127.0.0.1:{service.port}"
-    api_calls = set()
+    api_calls, sent = set(), {}
     for method, url, headers, doc in d.requests:
         parts = urlsplit(url)
         # nothing leaves for the network but this service (chrome:// pages are the browser's own files:
@@ -225,9 +230,12 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
         assert TOKEN not in url
         if parts.scheme == "http" and parts.path.startswith("/v1/"):
             api_calls.add((method, parts.path + (f"?{parts.query}" if parts.query else "")))
-            if headers.get("Authorization") is None:  # only the first calls, before the token was entered
-                continue
-            assert headers["Authorization"] == f"Bearer {TOKEN}"
+            # none before the token was entered, the wrong one while it was refused, then the right one
+            assert headers.get("Authorization") in (None, f"Bearer {WRONG_TOKEN}", f"Bearer {TOKEN}"), headers
+            sent[headers.get("Authorization")] = sent.get(headers.get("Authorization"), 0) + 1
+    assert 0 < sent[f"Bearer {WRONG_TOKEN}"] < 5 < sent[f"Bearer {TOKEN}"], (
+        sent
+    )  # asked again once, then kept
     paths = {p.split("?")[0] for _, p in api_calls}
     assert {"/v1/jobs", "/v1/config/schema", "/v1/presets", "/v1/jobs/validate", "/v1/policies",
             f"/v1/jobs/{job_id}/metrics/stream", f"/v1/jobs/{long_job['id']}/stop",
@@ -251,7 +259,8 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
 def open_service(tmp_path):
     """The service without a token, on loopback, in this process (no Ray needed: no job is submitted)."""
     settings = Settings(storage_dir=tmp_path / "storage", host="127.0.0.1", port=free_port())
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
                                            log_level="warning"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -259,22 +268,28 @@ def open_service(tmp_path):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{settings.port}"
+    yield f"http://127.0.0.1:{settings.port}", app
     server.should_exit = True
     thread.join(timeout=10)
 
 
 def test_dashboard_without_a_token_just_works(open_service, browser, tmp_path):
+    url, app = open_service
     d = browser
-    d.get(f"{open_service}/")
+    d.get(f"{url}/")
     wait(d, lambda d: css(d, "#jobs-note").text == "No jobs yet.", 30, "the empty jobs list")
-    d.get(f"{open_service}/#/submit")
+    now = time.time()  # a job appears (recorded directly: this service has no Ray): the table updates itself
+    rec = JobRecord("job-appears", "appears", "failed", rayac.Config().model_dump(mode="json"),
+                    str(tmp_path / "nowhere"), now, now, "boom")  # fmt: skip
+    app.state.jobs.store.insert(rec)
+    wait(d, lambda d: d.find_elements("css selector", 'tr[data-job-id="job-appears"]'), 30, "the new row")
+    d.get(f"{url}/#/submit")
     wait(d, lambda d: css(d, '[id="f-env.id"]').get_attribute("value") == "CartPole-v1", 30, "the form")
     set_field(d, "env.id", "CartPol-v1")
     wait(
         d, lambda d: "did you mean 'CartPole-v1'" in css(d, '[data-error-for="env.id"]').text, 30, "the hint"
     )
-    d.get(f"{open_service}/#/policies")
+    d.get(f"{url}/#/policies")
     wait(d, lambda d: "No trained policies yet" in css(d, "#policies").text, 30, "the empty policies list")
     assert not css(d, "#token-dialog").is_displayed()
     assert d.execute_script("return sessionStorage.length") == 0
