@@ -4,11 +4,13 @@ per-field 422 errors, presets and schema, the public page vs the token, and the 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import imageio.v2 as imageio
 import pytest
 from fastapi.testclient import TestClient
 
@@ -147,6 +149,9 @@ def test_episode_gif_is_bounded_and_cached(app, client, trained_run):
     )
     assert 1 <= int(resp.headers["x-episode-length"]) <= renderer.max_steps and renderer.renders == 1
     assert resp.headers["x-checkpoint"].startswith("ckpt_")
+    frames = imageio.mimread(io.BytesIO(resp.content))
+    assert frames[0].shape[:2] == (200, 300)  # CartPole's 600x400 at half resolution
+    assert 2 <= len(frames) <= int(resp.headers["x-episode-length"]) + 1
     assert client.get("/v1/policies/job-p/episode.gif", params={"seed": 1}).content == resp.content
     assert renderer.renders == 1  # the same (policy, checkpoint, seed): from the cache
     renderer.max_steps = 3
