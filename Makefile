@@ -25,9 +25,12 @@ demo: setup
 	$(VENV)/bin/rayac evaluate $(DEMO_DIR) --episodes 10 --gif $(DEMO_DIR)/agent.gif
 
 # The local-cluster test (tests/e2e) runs `ray up` over ssh on loopback: it needs sshd and rsync (Debian).
+# The dashboard's browser test (tests/api/test_dashboard.py) drives Debian's headless chromium + chromedriver.
 system-deps:
 	@command -v /usr/sbin/sshd >/dev/null && command -v rsync >/dev/null || \
 	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq openssh-server rsync >/dev/null)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium chromium-driver >/dev/null)
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -213,7 +213,7 @@ class JobService:
 
     def _over_time_limit(self, rec: JobRecord, info: Any) -> bool:
         limit = rec.config["run"]["stop"].get("time_limit_s")
-        started = (info.start_time or 0) / 1000 or rec.created_at
+        started = (getattr(info, "start_time", None) or 0) / 1000 or rec.created_at
         return limit is not None and time.time() - started > limit + self.settings.time_limit_grace_s
 
     def _stop_quietly(self, job_id: str) -> None:
@@ -370,6 +370,34 @@ def _registered_max_steps(env_id: str) -> int | None:
         return gym.spec(env_id).max_episode_steps
     except Exception:
         return None
+
+
+def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:
+    """(last metrics record, last greedy eval return) from the tail of ``metrics.jsonl``.
+
+    Evaluation runs every K steps, so the last record often has no eval: look back through the tail,
+    then fall back to the latest checkpoint's state (which keeps the last eval return)."""
+    last, eval_return = None, None
+    try:
+        with open(Path(run_dir) / "metrics.jsonl", "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().split(b"\n")[:-1]  # after the last newline: a line still being written
+        if size > tail_bytes:
+            lines = lines[1:]  # the tail cut its first line
+    except FileNotFoundError:
+        lines = []
+    for line in reversed(lines):
+        record = json.loads(line)
+        last = last or record
+        if "eval/return_mean" in record:
+            eval_return = float(record["eval/return_mean"])
+            break
+    if eval_return is None:
+        ckpts = checkpoint_dirs(Path(run_dir))
+        if ckpts:
+            eval_return = json.loads((ckpts[-1] / "state.json").read_text()).get("eval_return")
+    return last, eval_return
 
 
 def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
