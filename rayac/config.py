@@ -261,9 +261,9 @@ class ResourcesConfig(_Section):
     )
     learner_resources: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field(
         default_factory=dict,
-        description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
-        "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
-        "--resources='{\"learner\": 1}'.",
+        description="Custom Ray resources that place the learner: the A3C parameter server, or the A2C learner, "
+        "which then runs as an actor (also with device=cuda) while the driver stays put and writes the run's files. "
+        "E.g. {learner: 1} on a node started with --resources='{\"learner\": 1}'.",
     )
     learner_threads: int = Field(
         1,

@@ -152,13 +152,13 @@ class JobService:
         self.store.insert(rec)
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
-        # an A2C job's driver hosts its learner: pin the driver where the learner should run
-        pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
         deadline = time.monotonic() + AGENT_WAIT_S
         try:
             while True:
                 try:
-                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
+                    # The driver runs where Ray runs job drivers (the head), so the run's files land where the
+                    # service reads them; learner_resources place the learner / parameter server actors instead.
+                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id,
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
                     break
                 except Unavailable:

@@ -116,3 +116,14 @@ def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
             f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have:g}. "
             "Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
         ) from None
+
+
+def make_learner(cfg: Config, spec: SpaceSpec):
+    """The A2C learner as an actor, placed like the A3C parameter server (``learner_resources``, a GPU for
+    ``device: cuda``), so the driver — which writes the run's files — stays where it was started."""
+    from rayac.workers.learner import Learner
+
+    res = cfg.resources
+    actor_cls = _remote(Learner, num_cpus=res.learner_cpus, num_gpus=1 if res.device == "cuda" else 0,
+                        max_restarts=0, resources=dict(res.learner_resources))  # fmt: skip
+    return actor_cls.remote(cfg, spec)
