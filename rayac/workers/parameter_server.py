@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,11 @@ def _reconstructed() -> bool:
     if ray is None or not ray.is_initialized():
         return False
     try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with (
+            warnings.catch_warnings()
+        ):  # Ray flags the property's internals as deprecated; it is the documented API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not inside an actor
         return False
 

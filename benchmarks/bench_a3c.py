@@ -1,0 +1,136 @@
+"""A3C parameter-server capacity: pushes/s of K = 1, 2, 4 shards next to the bare-call floor with the same payload.
+
+Payloads: the a3c_cartpole policy (separate 64-64 MLPs) and a Nature-CNN policy built by rayac.policy for
+84x84x4 uint8 observations and 6 actions (shared trunk: the CNN of the Atari work, ~1.7M float32 parameters).
+No env is stepped: the gradients are synthetic, pushed from this process with N calls in flight, the replies
+carrying the new weight slices as a worker's do.
+
+Floor: the same bytes through bare Ray actor calls — K "echo" actors, each getting its slice and returning it
+(what a shard receives and replies), K calls at once per push. push ÷ floor is what the server costs on top of
+moving the bytes; the target on a 2-core machine is ≥ 0.8.
+
+    python benchmarks/bench_a3c.py [--seconds 3] [--shards 1,2,4] [--in-flight 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _configs():
+    from rayac.config import build_config
+    from rayac.envs import SpaceSpec, describe_env
+
+    mlp = build_config(
+        preset="a3c_cartpole", overrides=["resources.num_workers=2", "resources.learner_cpus=0"]
+    )
+    cnn = build_config(preset="a3c_cartpole", overrides=[
+        "resources.num_workers=2", "resources.learner_cpus=0", "model.architecture=shared", "model.encoder=cnn",
+        "optim.actor_lr=null", "optim.critic_lr=null",
+    ])  # fmt: skip
+    cnn_spec = SpaceSpec(obs_shape=(84, 84, 4), obs_dtype="uint8", obs_low=None, obs_high=None,
+                         action_kind="discrete", action_n=6, action_shape=(), action_low=None, action_high=None)  # fmt: skip
+    return [
+        ("CartPole MLP (a3c_cartpole)", mlp, describe_env(mlp.env)),
+        ("Nature CNN 84x84x4, 6 actions", cnn, cnn_spec),
+    ]
+
+
+class Echo:
+    def echo(self, payload):
+        return payload
+
+
+def _rate(submit, in_flight: int, seconds: float) -> float:
+    """Calls/s with ``in_flight`` calls outstanding (each ``submit()`` returns a list of refs for one call)."""
+    import ray
+
+    for _ in range(3):
+        ray.get(submit())
+    n, t0, pending = 0, time.perf_counter(), []
+    while time.perf_counter() - t0 < seconds:
+        pending.append(submit())
+        if len(pending) >= in_flight:
+            ray.get([r for refs in pending for r in refs])
+            n += len(pending)
+            pending = []
+    ray.get([r for refs in pending for r in refs])
+    return (n + len(pending)) / (time.perf_counter() - t0)
+
+
+def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> str:
+    import numpy as np
+    import ray
+    import torch
+
+    from rayac.policy import build_policy
+    from rayac.workers.flat import FlatLayout, encode, shard_bounds
+    from rayac.workers.ps_client import ShardClient
+    from rayac.workers.ps_messages import WorkerStats
+    from rayac.workers.remote import _remote, init_ray, kill_actors, make_parameter_servers
+
+    init_ray(num_cpus=8)
+    stats = WorkerStats(40, np.zeros(0), np.zeros(0, dtype=np.int64), {})
+    rows = []
+    for label, cfg, spec in _configs():
+        total = FlatLayout.of(build_policy(spec, cfg.model, estimator=cfg.algo.estimator)).total
+        for dtype in ("float32", "bfloat16") if "CNN" in label else ("float32",):
+            cfg_d = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"ps_transfer_dtype": dtype})})
+            grad = torch.from_numpy(np.random.default_rng(0).normal(size=total).astype(np.float32) * 1e-4)
+            for k in shard_counts:
+                shards = make_parameter_servers(cfg_d, spec, num_shards=k)
+                echoes = [_remote(Echo, num_cpus=0).remote() for _ in range(k)]
+                ray.get([s.start.remote(0) for s in shards])
+                client = ShardClient(shards, total, dtype)
+                slices = [encode(grad[lo:hi], dtype) for lo, hi in shard_bounds(total, k)]
+
+                def floor_call(echoes=echoes, slices=slices):
+                    return [e.echo.remote(p) for e, p in zip(echoes, slices, strict=True)]
+
+                def push_call(client=client, grad=grad):
+                    return client.submit_push(grad, 0, 1.0, stats)
+
+                for in_flight in in_flights:
+                    floor = _rate(floor_call, in_flight, seconds)
+                    push = _rate(push_call, in_flight, seconds)
+                    rows.append(f"| {label} | {total:,} | {dtype} | {k} | {in_flight} | {floor:,.0f} | {push:,.0f} | "
+                                f"{push / floor:.2f} |")  # fmt: skip
+                    print(rows[-1], flush=True)
+                kill_actors([*shards, *echoes])
+    ray.shutdown()
+    return (
+        "| payload | parameters | on the wire | shards K | pushes in flight | floor: K bare calls with the slices/s "
+        "| pushes/s | push ÷ floor |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--shards", default="1,2,4")
+    p.add_argument("--in-flight", default="1,8")
+    args = p.parse_args()
+    from common import machine, write_section
+
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    load = os.getloadavg()
+    table = measure(args.seconds, [int(k) for k in args.shards.split(",")],
+                    [int(n) for n in args.in_flight.split(",")])  # fmt: skip
+    body = (
+        f"## A3C parameter server: shards vs the payload floor (bench_a3c.py)\n\nMachine: {machine()}; load average "
+        f"{load[0]:.1f} / {load[1]:.1f} at the start (shared machine). Run: `{' '.join(sys.argv)}` on "
+        f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n"
+    )
+    print(body)
+    write_section("bench_a3c", body)
+
+
+if __name__ == "__main__":
+    main()
