@@ -71,7 +71,7 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     import torch
 
     from rayac.policy import build_policy
-    from rayac.workers.flat import FlatLayout, encode, shard_bounds
+    from rayac.workers.flat import FlatLayout, encode
     from rayac.workers.ps_client import ShardClient
     from rayac.workers.ps_messages import WorkerStats
     from rayac.workers.remote import _remote, init_ray, kill_actors, make_parameter_servers
@@ -80,7 +80,8 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     stats = WorkerStats(40, np.zeros(0), np.zeros(0, dtype=np.int64), {})
     rows = []
     for label, cfg, spec in _configs():
-        total = FlatLayout.of(build_policy(spec, cfg.model, estimator=cfg.algo.estimator)).total
+        layout = FlatLayout.of(build_policy(spec, cfg.model, estimator=cfg.algo.estimator))
+        total = layout.total
         for dtype in ("float32", "bfloat16") if "CNN" in label else ("float32",):
             cfg_d = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"ps_transfer_dtype": dtype})})
             grad = torch.from_numpy(np.random.default_rng(0).normal(size=total).astype(np.float32) * 1e-4)
@@ -88,8 +89,8 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
                 shards = make_parameter_servers(cfg_d, spec, num_shards=k)
                 echoes = [_remote(Echo, num_cpus=0).remote() for _ in range(k)]
                 ray.get([s.start.remote(0) for s in shards])
-                client = ShardClient(shards, total, dtype)
-                slices = [encode(grad[lo:hi], dtype) for lo, hi in shard_bounds(total, k)]
+                client = ShardClient(shards, layout, dtype)
+                slices = [encode(grad[lo:hi], dtype) for lo, hi in layout.shard_bounds(k)]
 
                 def floor_call(echoes=echoes, slices=slices):
                     return [e.echo.remote(p) for e, p in zip(echoes, slices, strict=True)]

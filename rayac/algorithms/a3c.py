@@ -27,7 +27,6 @@ from rayac.workers.flat import (
     from_checkpoint,
     join_states,
     resolve_ps_shards,
-    shard_bounds,
     slice_state,
     to_checkpoint,
 )
@@ -50,7 +49,7 @@ class A3C:
         self.layout = FlatLayout.of(self.template)
         self.num_shards = resolve_ps_shards(cfg.algo.ps_shards, num_params=self.layout.total,
                                             num_workers=cfg.resources.num_workers)  # fmt: skip
-        self.bounds = shard_bounds(self.layout.total, self.num_shards)
+        self.bounds = self.layout.shard_bounds(self.num_shards)
         self.worker_restarts = 0
         self.ps_restarts = 0
         self.epoch = 0
@@ -204,7 +203,7 @@ class A3C:
 
     def _flat_weights(self) -> np.ndarray:
         out = torch.zeros(self.layout.total)
-        client = ShardClient(self.shards, self.layout.total, self.cfg.algo.ps_transfer_dtype)
+        client = ShardClient(self.shards, self.layout, self.cfg.algo.ps_transfer_dtype)
         self._last_version = client.pull_into(out)
         return out.numpy()
 

@@ -55,7 +55,7 @@ class A3CWorker(RolloutWorker):
         push's replies. With ``algo.push_pipelining`` the next rollout is sampled (and backpropagated, on the
         weights it was sampled with) while the previous push is in flight. Ends when the server says stop, after
         ``max_pushes``, or when a shard is lost (``server_error``)."""
-        client = ShardClient(shards, self.layout.total, self.cfg.algo.ps_transfer_dtype)
+        client = ShardClient(shards, self.layout, self.cfg.algo.ps_transfer_dtype)
         pipelining = self.cfg.algo.push_pipelining and client.remote
         result = LoopResult(self.worker_index, 0, 0)
         pending: list[Any] | None = None

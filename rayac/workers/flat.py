@@ -45,6 +45,12 @@ class FlatLayout:
         """The optimiser's parameter groups as ranges of the flat vector: actor, critic."""
         return [(0, self.actor_size), (self.actor_size, self.total)]
 
+    def shard_bounds(self, num_shards: int) -> list[tuple[int, int]]:
+        """K contiguous slices, as equal as possible, each boundary a multiple of ``ALIGN`` elements from the start
+        of its optimiser group: vectorised optimiser kernels (fused Adam) then treat every element exactly as
+        they do with one server — the same vector lanes, the scalar tail only at a group's end."""
+        return shard_bounds(self.total, num_shards, group_starts=(0, self.actor_size))
+
     def to_state_dict(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         return {
             name: flat[o : o + math.prod(shape)].reshape(shape)
@@ -67,17 +73,24 @@ def ordered_parameters(policy: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def shard_bounds(total: int, num_shards: int) -> list[tuple[int, int]]:
-    """K contiguous slices as equal as possible (the first ``total % K`` one element longer)."""
-    if not 1 <= num_shards <= max(total, 1):
-        raise ValueError(f"cannot split {total} parameters into {num_shards} shards")
-    base, extra = divmod(total, num_shards)
-    bounds, lo = [], 0
-    for i in range(num_shards):
-        hi = lo + base + (i < extra)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
+ALIGN = 64  # elements: a multiple of every CPU vector width and of fused Adam's 16-float work unit
+
+
+def shard_bounds(
+    total: int, num_shards: int, *, group_starts: tuple[int, ...] = (0,), align: int = ALIGN
+) -> list[tuple[int, int]]:
+    """K contiguous slices; each inner boundary snapped to a multiple of ``align`` past the start of the group
+    (a range starting at one of ``group_starts``) it falls in."""
+    cuts = [0]
+    for i in range(1, num_shards):
+        ideal = round(i * total / num_shards)
+        start = max(g for g in group_starts if g <= ideal)
+        cut = start + round((ideal - start) / align) * align
+        cuts.append(min(cut, total))
+    cuts.append(total)
+    if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+        raise ValueError(f"{total} parameters are too few for {num_shards} shards of at least {align}")
+    return list(zip(cuts, cuts[1:], strict=False))
 
 
 def bind_flat(policy: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,5 +259,5 @@ def resolve_ps_shards(value: int | str, *, num_params: int, num_workers: int) ->
     """``algo.ps_shards``; 'auto': one shard per 4 workers, none smaller than 256k parameters, at most 8 — below
     that a slice saves less apply time than the extra call per push costs."""
     if value != "auto":
-        return min(int(value), max(num_params, 1))
+        return min(int(value), max(num_params // ALIGN, 1))
     return max(1, min(num_workers // 4, num_params // 262_144, 8))

@@ -43,7 +43,6 @@ from rayac.workers.flat import (
     load_segment_state,
     ordered_parameters,
     segment_state,
-    shard_bounds,
 )
 from rayac.workers.learner import build_optimizer, resolve_device
 from rayac.workers.ps_messages import PullResult, PushResult, ShardState, ShardStats, Ticket, WorkerStats
@@ -108,7 +107,7 @@ class ParameterServer:
         self.device = resolve_device(cfg.resources.device)
         policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
         self.layout = FlatLayout.of(policy)
-        self.lo, self.hi = shard_bounds(self.layout.total, num_shards)[shard]
+        self.lo, self.hi = self.layout.shard_bounds(num_shards)[shard]
         full = torch.cat([p.detach().reshape(-1) for p in ordered_parameters(policy)])
         self.flat = full[self.lo : self.hi].clone().to(self.device)
         self.grad = torch.zeros_like(self.flat)
@@ -123,6 +122,11 @@ class ParameterServer:
             groups.append(segment)
         self.params = groups[0] + groups[1]
         self.optimizer = build_optimizer(_Segments(*groups), cfg.optim)  # type: ignore[arg-type]
+        if isinstance(self.optimizer, torch.optim.Adam):
+            # fused: one pass over the slice, ~3.7x faster than foreach for a 1.7M-parameter slice on one thread
+            # (bench_a3c.py); element-wise like foreach, so K shards still equal one server bit for bit
+            for group in self.optimizer.param_groups:
+                group["foreach"], group["fused"] = False, True
         run_dir = cfg.run.run_dir
         self.store = ShardStore(Path(run_dir) / "ps" if run_dir else None, shard, num_shards)
         self.publish = publish

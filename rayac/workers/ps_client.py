@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from rayac.workers.flat import decode_into, encode, shard_bounds
+from rayac.workers.flat import FlatLayout, decode_into, encode
 from rayac.workers.ps_messages import PullResult, PushResult, WorkerStats
 
 CALL_TIMEOUT_S = 120.0
@@ -22,9 +22,9 @@ def _is_ref(value: Any) -> bool:
 
 
 class ShardClient:
-    def __init__(self, shards: list[Any], total: int, transfer_dtype: str):
+    def __init__(self, shards: list[Any], layout: FlatLayout, transfer_dtype: str):
         self.shards = list(shards)
-        self.bounds = shard_bounds(total, len(self.shards))
+        self.bounds = layout.shard_bounds(len(self.shards))
         self.dtype = transfer_dtype
         self.remote = hasattr(self.shards[0].pull, "remote")
 

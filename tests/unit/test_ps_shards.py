@@ -59,7 +59,8 @@ def test_k_shards_equal_one_server_bit_for_bit(optimizer, k):
     total = one[0].layout.total
     assert [s.hi - s.lo for s in many] != [total] and one[0].layout.actor_size not in [s.lo for s in many]
     rng = np.random.default_rng(0)
-    clients = [ShardClient(one, total, "float32"), ShardClient(many, total, "float32")]
+    layout = one[0].layout
+    clients = [ShardClient(one, layout, "float32"), ShardClient(many, layout, "float32")]
     outs = [torch.zeros(total), torch.zeros(total)]
     applied_log = [[], []]
     for _ in range(40):
@@ -210,7 +211,11 @@ def test_16_bit_transfer_round_trips_with_16_bit_precision(dtype):
 
 
 def test_shard_bounds_and_auto():
-    assert shard_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert shard_bounds(1000, 3, align=1) == [(0, 333), (333, 667), (667, 1000)]
+    # every cut a multiple of 64 past the start of the group it falls in (groups at 0 and 300)
+    assert shard_bounds(1000, 3, group_starts=(0, 300)) == [(0, 364), (364, 684), (684, 1000)]
+    with pytest.raises(ValueError, match="too few"):
+        shard_bounds(100, 3)
     assert resolve_ps_shards("auto", num_params=9_155, num_workers=16) == 1  # CartPole MLP: one is enough
     assert resolve_ps_shards("auto", num_params=1_700_000, num_workers=16) == 4
     assert resolve_ps_shards("auto", num_params=1_700_000, num_workers=2) == 1
