@@ -9,19 +9,24 @@ Floor: the same bytes through bare Ray actor calls — K "echo" actors, each get
 (what a shard receives and replies), K calls at once per push. push ÷ floor is what the server costs on top of
 moving the bytes; the target on a 2-core machine is ≥ 0.8.
 
-    python benchmarks/bench_a3c.py [--seconds 3] [--shards 1,2,4] [--in-flight 1,8]
+Each cell: 3 alternating rounds of floor and push, ``--seconds`` each; the medians are shown.
+
+    python benchmarks/bench_a3c.py [--seconds 2] [--shards 1,2,4] [--in-flight 1,8]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+ROUNDS = 3
 
 
 def _configs():
@@ -99,8 +104,11 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
                     return client.submit_push(grad, 0, 1.0, stats)
 
                 for in_flight in in_flights:
-                    floor = _rate(floor_call, in_flight, seconds)
-                    push = _rate(push_call, in_flight, seconds)
+                    # alternate floor and push rounds, medians: the machine is shared, its load drifts
+                    rounds = [(_rate(floor_call, in_flight, seconds), _rate(push_call, in_flight, seconds))
+                              for _ in range(ROUNDS)]  # fmt: skip
+                    floor = statistics.median(r[0] for r in rounds)
+                    push = statistics.median(r[1] for r in rounds)
                     rows.append(f"| {label} | {total:,} | {dtype} | {k} | {in_flight} | {floor:,.0f} | {push:,.0f} | "
                                 f"{push / floor:.2f} |")  # fmt: skip
                     print(rows[-1], flush=True)
@@ -114,7 +122,7 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--shards", default="1,2,4")
     p.add_argument("--in-flight", default="1,8")
     args = p.parse_args()

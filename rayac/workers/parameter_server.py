@@ -45,7 +45,7 @@ from rayac.workers.flat import (
     segment_state,
 )
 from rayac.workers.learner import build_optimizer, resolve_device
-from rayac.workers.ps_messages import PullResult, PushResult, ShardState, ShardStats, Ticket, WorkerStats
+from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, ShardState, ShardStats, Ticket
 from rayac.workers.ps_store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ class ParameterServer:
             return PullResult(self.version, self._encoded(put=self.publish))
 
     # ------------------------------------------------------------------ pushes
-    def ticket(self, version: int, clip_coef: float, stats: WorkerStats | None = None) -> Ticket:
-        """Leader only: decide once whether a push computed from ``version`` is applied, and as which version."""
+    def ticket(self, msg: GradientPush) -> Ticket:
+        """Leader only: decide once whether a push computed from ``msg.version`` is applied, and as which version."""
+        version, clip_coef, stats = msg.version, msg.clip_coef, msg.stats
         with self._cond:
             if self._paused:  # the driver is gathering a consistent checkpoint; it unpauses in a finally
                 self._cond.wait_for(lambda: not self._paused, timeout=ORDER_TIMEOUT_S)
@@ -235,13 +236,10 @@ class ParameterServer:
             weights = self._encoded(put=False) if return_weights else None
             return PushResult(self.version, False, ticket.stop, weights)
 
-    def push(self, grad: Payload | np.ndarray, version: int, clip_coef: float = 1.0,
-             stats: WorkerStats | None = None, *, return_weights: bool = False) -> PushResult:  # fmt: skip
+    def push(self, msg: GradientPush, *, return_weights: bool = False) -> PushResult:
         """One shard (K = 1): decide and apply in one call."""
         with self._cond:
-            return self.push_slice(
-                grad, self.ticket(version, clip_coef, stats), return_weights=return_weights
-            )
+            return self.push_slice(msg.grad, self.ticket(msg), return_weights=return_weights)
 
     # ------------------------------------------------------------------ driver side
     def get_stats(self) -> ShardStats:

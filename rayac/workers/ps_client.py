@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from rayac.workers.flat import FlatLayout, decode_into, encode
-from rayac.workers.ps_messages import PullResult, PushResult, WorkerStats
+from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, WorkerStats
 
 CALL_TIMEOUT_S = 120.0
 
@@ -63,10 +63,9 @@ class ShardClient:
         """Send one push; returns what ``wait_push`` takes (ObjectRefs under Ray, results in-process)."""
         if len(self.shards) == 1:
             payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
-            return [
-                self._call(self.shards[0], "push", payload, version, clip_coef, stats, return_weights=True)
-            ]
-        ticket = self._call(self.shards[0], "ticket", version, clip_coef, stats)
+            return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats),
+                               return_weights=True)]  # fmt: skip
+        ticket = self._call(self.shards[0], "ticket", GradientPush(version, None, clip_coef, stats))
         return [
             self._call(
                 shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket, return_weights=True

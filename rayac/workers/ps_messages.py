@@ -23,6 +23,16 @@ class WorkerStats:
 
 
 @dataclass
+class GradientPush:
+    """One push, in one argument (every argument of a Ray call costs its own serialisation)."""
+
+    version: int  # the weights' version the gradient was computed from
+    grad: Any = None  # Payload of the whole gradient (one shard); None when asking the leader for a ticket
+    clip_coef: float = 1.0  # global-norm clip factor of the whole gradient, computed by the worker
+    stats: WorkerStats | None = None
+
+
+@dataclass
 class Ticket:
     """The leader shard's one decision on a push, which every shard follows: applied everywhere or nowhere."""
 

@@ -12,6 +12,7 @@ from rayac.workers.a3c_worker import A3CWorker
 from rayac.workers.flat import FlatLayout, ordered_parameters
 from rayac.workers.learner import Learner, apply_gradients, build_optimizer
 from rayac.workers.parameter_server import ParameterServer
+from rayac.workers.ps_messages import GradientPush
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_pushes_apply_exactly_once_in_order(setup):
     ps = ParameterServer(cfg, spec)
     grads = synthetic_grads(ps, 6)
     for i, g in enumerate(grads):
-        result = ps.push(g, ps.version)
+        result = ps.push(GradientPush(ps.version, g))
         assert result.applied and result.version == i + 1
     # the same gradients applied by hand to the whole policy, in the same order, give bit-identical weights
     torch.manual_seed(cfg.env.seed)
@@ -54,7 +55,7 @@ def test_pushes_apply_exactly_once_in_order(setup):
     # a different order (or a doubled push) gives different weights: the check above has teeth
     other = ParameterServer(cfg, spec)
     for g in [grads[1], grads[0], *grads[2:]]:
-        other.push(g, other.version)
+        other.push(GradientPush(other.version, g))
     assert not torch.equal(ps.flat, other.flat)
     assert ps.total_pushes == 6 and ps.get_stats().metrics["a3c/pushes"] == 6
 
@@ -64,11 +65,11 @@ def test_staleness_is_server_version_minus_gradient_version(setup):
     ps = ParameterServer(cfg, spec)
     g = synthetic_grads(ps, 1)[0]
     for _ in range(3):
-        ps.push(g, ps.version)  # staleness 0, version → 3
+        ps.push(GradientPush(ps.version, g))  # staleness 0, version → 3
     ps.get_stats()
-    ps.push(g, 1)  # 3 − 1 = 2
-    ps.push(g, 4)  # 4 − 4 = 0
-    ps.push(g, 0)  # 5 − 0 = 5
+    ps.push(GradientPush(1, g))  # 3 − 1 = 2
+    ps.push(GradientPush(4, g))  # 4 − 4 = 0
+    ps.push(GradientPush(0, g))  # 5 − 0 = 5
     m = ps.get_stats().metrics
     assert m["a3c/staleness_max"] == 5 and m["a3c/staleness_mean"] == pytest.approx(7 / 3)
     assert ps.version == 6
@@ -80,10 +81,10 @@ def test_max_staleness_drops_exactly_the_stale_ones(setup):
     ps = ParameterServer(cfg, spec)
     g = synthetic_grads(ps, 1)[0]
     for _ in range(5):
-        ps.push(g, ps.version)
+        ps.push(GradientPush(ps.version, g))
     before = weights(ps)
     lags = [0, 1, 2, 3, 7, 2]  # relative to the server version at each push
-    applied = [ps.push(g, ps.version - lag).applied for lag in lags]
+    applied = [ps.push(GradientPush(ps.version - lag, g)).applied for lag in lags]
     assert applied == [True, True, True, False, False, True]
     assert ps.version == 5 + 4 and ps.total_dropped == 2
     assert ps.get_stats().metrics["a3c/dropped"] == 2
@@ -94,7 +95,9 @@ def test_a_gradient_from_before_a_server_restart_is_never_applied(setup):
     cfg, spec = setup
     ps = ParameterServer(cfg, spec)
     g = synthetic_grads(ps, 1)[0]
-    result = ps.push(g, 10)  # the server is at 0: this worker pulled from a previous incarnation
+    result = ps.push(
+        GradientPush(10, g)
+    )  # the server is at 0: this worker pulled from a previous incarnation
     assert not result.applied and ps.version == 0
 
 

@@ -24,7 +24,7 @@ from rayac.workers.flat import (
 from rayac.workers.learner import build_optimizer
 from rayac.workers.parameter_server import ParameterServer
 from rayac.workers.ps_client import ShardClient
-from rayac.workers.ps_messages import WorkerStats
+from rayac.workers.ps_messages import GradientPush, WorkerStats
 
 
 def a3c_cfg(*overrides):
@@ -85,9 +85,9 @@ def test_a_push_is_applied_on_every_shard_or_on_none():
     cfg = a3c_cfg("algo.max_staleness=1")
     lead, other = shards(cfg, 2)
     g = np.ones(other.hi - other.lo, dtype=np.float32)
-    t1 = lead.ticket(0, 1.0)  # version 0 → applied as version 1
-    t2 = lead.ticket(0, 1.0)  # staleness 1: applied as version 2
-    t3 = lead.ticket(0, 1.0)  # staleness 2 > 1: dropped, decided once for every shard
+    t1 = lead.ticket(GradientPush(0))  # version 0 → applied as version 1
+    t2 = lead.ticket(GradientPush(0))  # staleness 1: applied as version 2
+    t3 = lead.ticket(GradientPush(0))  # staleness 2 > 1: dropped, decided once for every shard
     assert (t1.applied, t1.seq, t2.applied, t2.seq, t3.applied) == (True, 1, True, 2, False)
     # shard 1 gets the slices out of order: push 2 waits for push 1 instead of being applied as version 1
     reply = {}
@@ -104,7 +104,7 @@ def test_a_push_is_applied_on_every_shard_or_on_none():
     # a ticket from before a resync (another epoch) is never applied
     lead.rollback(2, 1, from_checkpoint=False)
     other.rollback(2, 1, from_checkpoint=False)
-    stale = lead.ticket(2, 1.0)
+    stale = lead.ticket(GradientPush(2))
     stale.epoch = 0
     assert not other.push_slice(g, stale).applied and other.version == 2
     # the same out-of-order arrival gives what in-order application gives
@@ -189,7 +189,7 @@ def test_optimizer_state_of_older_checkpoints_converts_to_the_flat_format():
         for p, o in zip(ordered_parameters(policy), layout.offsets, strict=True):
             p.grad = torch.tensor(g[o : o + p.numel()].reshape(p.shape))
         opt.step()
-        ps.push(g, ps.version)
+        ps.push(GradientPush(ps.version, g))
     converted = from_checkpoint(opt.state_dict(), layout)
     ours = ps.get_state().optimizer
     assert converted["scalars"] == ours["scalars"]
