@@ -54,6 +54,7 @@ class A3C:
         self.ps_restarts = 0
         self.epoch = 0
         self._failures = 0
+        self._failed_this_step = False
         self._last_version = 0
         self._start_ids: list[str | None] = [None] * self.num_shards
         if not self.remote:
@@ -141,6 +142,7 @@ class A3C:
 
     def _count_failure(self, what: str) -> None:
         self._failures += 1
+        self._failed_this_step = True
         if self._failures > MAX_FAILURES_WITHOUT_PROGRESS:
             raise RuntimeError(f"A3C worker loops keep failing with no push in between; last: {what}")
 
@@ -181,6 +183,7 @@ class A3C:
         return self._last_version
 
     def train_step(self) -> StepResult:
+        self._failed_this_step = False
         if not self.remote:
             result = self.local_worker.run(self.shards, max_pushes=1)
             if result.server_error is not None or result.pushes != 1:
@@ -190,7 +193,9 @@ class A3C:
         stats = self._each("get_stats")
         lead = stats[0]
         metrics = dict(lead.metrics)
-        if lead.metrics["a3c/pushes"]:
+        if (
+            lead.metrics["a3c/pushes"] and not self._failed_this_step
+        ):  # a shard that keeps raising is not progress
             self._failures = 0
         self._last_version = lead.version
         metrics.update(self._check_starts(stats))

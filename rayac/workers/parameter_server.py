@@ -50,7 +50,7 @@ from rayac.workers.ps_store import ShardStore
 
 log = logging.getLogger(__name__)
 
-ORDER_TIMEOUT_S = 30.0  # a ticket whose predecessor never arrives (its worker died mid-push): out of step
+ORDER_TIMEOUT_S = 15.0  # a ticket whose predecessor never arrives (its worker died mid-push): out of step
 
 
 @dataclass
@@ -216,6 +216,7 @@ class ParameterServer:
                 )
                 if not turn:
                     self.in_sync = False  # the driver sees it in get_stats and rolls every shard back
+                    self._cond.notify_all()  # later tickets waiting here give up now, not one timeout each
                     raise RuntimeError(f"shard {self.shard}: push {ticket.seq} waited {ORDER_TIMEOUT_S:.0f}s for "
                                        f"push {self.version + 1}, which never came; out of step until resynced")  # fmt: skip
                 if ticket.epoch == self.epoch and self.in_sync:
@@ -308,6 +309,7 @@ class ParameterServer:
             self.epoch, self.in_sync = epoch, True
             self.store.clear()
             self.save()
+            self._last_save = time.monotonic()
             self._cond.notify_all()
 
     def saved_versions(self) -> list[int]:

@@ -231,3 +231,14 @@ def test_ps_shards_config_errors_name_the_field():
             ConfigError, match="algo.ps_shards: must be an integer between 1 and 64, or 'auto'"
         ):
             a3c_cfg(f"algo.ps_shards={bad}")
+
+
+def test_16_bit_transfer_trains_and_the_server_keeps_float32():
+    algo = A3C(a3c_cfg("algo.ps_shards=2", "algo.ps_transfer_dtype=bfloat16"), describe_env(a3c_cfg().env))
+    for _ in range(5):
+        algo.train_step()
+    assert algo.version == 5 and all(s.flat.dtype == torch.float32 for s in algo.shards)
+    server = flat_of(algo.shards)
+    assert not torch.equal(server, server.to(torch.bfloat16).float())  # more precision than the wire carries
+    worker = algo.local_worker.flat_params
+    assert torch.equal(worker, server.to(torch.bfloat16).float())  # the worker holds the bf16-rounded weights
