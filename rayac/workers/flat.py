@@ -151,17 +151,21 @@ def encode(flat: torch.Tensor, dtype: str, *, copy: bool = True) -> Payload:
     return Payload((flat.detach() * scale).to(torch.float16).cpu().numpy(), dtype, scale)
 
 
-def decode_into(payload: Payload | np.ndarray, out: torch.Tensor) -> None:
-    """Write a payload (or a bare float32 array) into the float32 tensor ``out``."""
+def decode_into(payload: Payload | np.ndarray, out: torch.Tensor, *, factor: float = 1.0) -> None:
+    """Write a payload (or a bare float32 array) times ``factor`` into the float32 tensor ``out``."""
     if isinstance(payload, np.ndarray):
-        out.copy_(_tensor(payload))
-        return
+        payload = Payload(payload)
     src = _tensor(payload.data)
     if payload.dtype == "bfloat16":
         src = src.view(torch.bfloat16)
+    if payload.dtype == "float32" and factor != 1.0:
+        torch.mul(src, factor, out=out)  # one pass over the slice instead of copy, then scale
+        return
     out.copy_(src)
     if payload.scale != 1.0:
         out.div_(payload.scale)
+    if factor != 1.0:
+        out.mul_(factor)
 
 
 # ----------------------------------------------------------------------------- optimiser state as flat arrays

@@ -224,9 +224,7 @@ class ParameterServer:
                         raise RuntimeError(
                             f"shard {self.shard}: ticket {ticket.seq} at version {self.version}"
                         )
-                    decode_into(grad, self.grad)
-                    if ticket.clip_coef != 1.0:
-                        self.grad.mul_(ticket.clip_coef)
+                    decode_into(grad, self.grad, factor=ticket.clip_coef)
                     self.optimizer.step()
                     self.version = ticket.seq
                     self._cond.notify_all()
