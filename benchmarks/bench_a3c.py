@@ -120,15 +120,82 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     )
 
 
+VARIANTS = {
+    "K = 1": "algo.ps_shards=1",
+    "K = 2": "algo.ps_shards=2",
+    "K = 1, push_pipelining": "algo.push_pipelining=true",
+}
+
+
+def run_learning(root: Path, seeds: list[int]) -> None:
+    """One ``rayac train --preset a3c_cartpole`` per variant and seed, one at a time (the preset's 2 workers)."""
+    import subprocess
+
+    for name, override in VARIANTS.items():
+        for seed in seeds:
+            run_dir = root / f"{name.replace(' ', '').replace(',', '-')}-s{seed}"
+            subprocess.run([sys.executable, "-m", "rayac.cli", "train", "--preset", "a3c_cartpole", "--seed",
+                            str(seed), "--set", override, "--run-dir", str(run_dir), "--no-progress"],
+                           capture_output=True, timeout=900, check=False)  # fmt: skip
+
+
+def learning_table(runs: dict[str, list[Path]]) -> str:
+    """Seeds, env steps to solve and staleness of finished runs (their result.json and metrics.jsonl)."""
+    import json
+
+    from rayac.metrics import read_metrics
+
+    rows = []
+    for name, dirs in runs.items():
+        cells, solved, stale = [], 0, []
+        for d in dirs:
+            res = json.loads((d / "result.json").read_text())
+            solved += res["solved"]
+            cells.append(
+                f"{d.name.rsplit('-s', 1)[1]}: {res['env_steps']:,}"
+                + ("" if res["solved"] else " (not solved)")
+            )
+            stale += [
+                r["a3c/staleness_mean"] for r in read_metrics(d / "metrics.jsonl") if r.get("a3c/pushes")
+            ]
+        steps = sorted(json.loads((d / "result.json").read_text())["env_steps"] for d in dirs)
+        rows.append(f"| {name} | {solved}/{len(dirs)} | {'; '.join(cells)} | {steps[len(steps) // 2]:,} | "
+                    f"{sum(stale) / max(len(stale), 1):.2f} |")  # fmt: skip
+    return ("| variant | solved | seed: env steps at the solving evaluation | median env steps | staleness mean |\n"
+            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--shards", default="1,2,4")
     p.add_argument("--in-flight", default="1,8")
+    p.add_argument("--learning", metavar="DIR", help="run the a3c_cartpole seed sweep into DIR (sequentially) and "
+                   "write its table instead of the push table")  # fmt: skip
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument(
+        "--no-run", action="store_true", help="with --learning: only tabulate the runs already in DIR"
+    )
     args = p.parse_args()
     from common import machine, write_section
 
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    if args.learning:
+        root, seeds = Path(args.learning), [int(s) for s in args.seeds.split(",")]
+        load = os.getloadavg()
+        if not args.no_run:
+            run_learning(root, seeds)
+        runs = {
+            name: [root / f"{name.replace(' ', '').replace(',', '-')}-s{s}" for s in seeds]
+            for name in VARIANTS
+        }
+        body = (f"## A3C learning with shards and pipelining (bench_a3c.py --learning)\n\nMachine: {machine()}; load "
+                f"average {load[0]:.1f} at the start (shared machine). Each run: `rayac train --preset a3c_cartpole "
+                f"--seed S --set <variant>` (2 workers, target greedy return 475 checked every 5,000 env steps), "
+                f"one at a time.\n\n{learning_table(runs)}\n")  # fmt: skip
+        print(body)
+        write_section("bench_a3c_learning", body)
+        return
     load = os.getloadavg()
     table = measure(args.seconds, [int(k) for k in args.shards.split(",")],
                     [int(n) for n in args.in_flight.split(",")])  # fmt: skip
