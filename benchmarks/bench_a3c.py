@@ -147,10 +147,11 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
 
     rows = []
     for name, dirs in runs.items():
-        cells, solved, stale = [], 0, []
+        cells, solved, stale, sps = [], 0, [], []
         for d in dirs:
             res = json.loads((d / "result.json").read_text())
             solved += res["solved"]
+            sps.append(res["env_steps"] / res["elapsed_s"])
             cells.append(
                 f"{d.name.rsplit('-s', 1)[1]}: {res['env_steps']:,}"
                 + ("" if res["solved"] else " (not solved)")
@@ -160,9 +161,9 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
             ]
         steps = sorted(json.loads((d / "result.json").read_text())["env_steps"] for d in dirs)
         rows.append(f"| {name} | {solved}/{len(dirs)} | {'; '.join(cells)} | {steps[len(steps) // 2]:,} | "
-                    f"{sum(stale) / max(len(stale), 1):.2f} |")  # fmt: skip
-    return ("| variant | solved | seed: env steps at the solving evaluation | median env steps | staleness mean |\n"
-            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows))  # fmt: skip
+                    f"{sum(stale) / max(len(stale), 1):.2f} | {sorted(sps)[len(sps) // 2]:,.0f} |")  # fmt: skip
+    return ("| variant | solved | seed: env steps at the solving evaluation | median env steps | staleness mean "
+            "| median env steps/s |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))  # fmt: skip
 
 
 def main() -> None:
@@ -189,8 +190,9 @@ def main() -> None:
             name: [root / f"{name.replace(' ', '').replace(',', '-')}-s{s}" for s in seeds]
             for name in VARIANTS
         }
+        when = "at tabulation (the runs were made earlier)" if args.no_run else "at the start"
         body = (f"## A3C learning with shards and pipelining (bench_a3c.py --learning)\n\nMachine: {machine()}; load "
-                f"average {load[0]:.1f} at the start (shared machine). Each run: `rayac train --preset a3c_cartpole "
+                f"average {load[0]:.1f} {when} (shared machine). Each run: `rayac train --preset a3c_cartpole "
                 f"--seed S --set <variant>` (2 workers, target greedy return 475 checked every 5,000 env steps), "
                 f"one at a time.\n\n{learning_table(runs)}\n")  # fmt: skip
         print(body)
