@@ -158,7 +158,7 @@ def decode_into(payload: Payload | np.ndarray, out: torch.Tensor, *, factor: flo
     src = _tensor(payload.data)
     if payload.dtype == "bfloat16":
         src = src.view(torch.bfloat16)
-    if payload.dtype == "float32" and factor != 1.0:
+    if payload.dtype == "float32" and factor != 1.0 and out.device.type == "cpu":
         torch.mul(src, factor, out=out)  # one pass over the slice instead of copy, then scale
         return
     out.copy_(src)
