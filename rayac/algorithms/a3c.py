@@ -100,7 +100,9 @@ class A3C:
                             type(err).__name__)  # fmt: skip
                 time.sleep(0.2)
 
-    def _check_starts(self, stats: list[ShardStats], *, count: bool = True) -> dict[str, float]:
+    def _check_starts(
+        self, stats: list[ShardStats], *, count: bool = True, known_version: int = 0
+    ) -> dict[str, float]:
         """Count every shard whose process restarted (a new start id) and resync all shards if needed."""
         metrics: dict[str, float] = {}
         restarted = []
@@ -111,14 +113,14 @@ class A3C:
         if count:
             self.ps_restarts += len(restarted)
         if restarted or not all(s.in_sync for s in stats) or len({s.epoch for s in stats}) > 1:
-            metrics.update(self._resync(stats, restarted))
+            metrics.update(self._resync(stats, restarted, known_version))
         return metrics
 
-    def _resync(self, stats: list[ShardStats], restarted: list[int]) -> dict[str, float]:
+    def _resync(self, stats: list[ShardStats], restarted: list[int], known_version: int) -> dict[str, float]:
         """Every shard back to the last version all of them saved, in a new epoch (pushes of the old one in
         flight are dropped). Without a common checkpoint (no run directory) the restarted shard keeps the fresh
         weights it came back with, and this is logged as an error."""
-        before = max(s.version for s in stats)
+        before = max(known_version, *(s.version for s in stats))  # the newest version the run had reached
         saved = [set(v) for v in self._each("saved_versions")]
         common = set.intersection(*saved) if saved else set()
         self.epoch += 1
@@ -192,13 +194,16 @@ class A3C:
             self._watch_loops()
         stats = self._each("get_stats")
         lead = stats[0]
+        known = (
+            self._last_version
+        )  # before a restarted leader's version (the one it came back with) replaces it
         metrics = dict(lead.metrics)
         if (
             lead.metrics["a3c/pushes"] and not self._failed_this_step
         ):  # a shard that keeps raising is not progress
             self._failures = 0
         self._last_version = lead.version
-        metrics.update(self._check_starts(stats))
+        metrics.update(self._check_starts(stats, known_version=known))
         metrics["a3c/ps_restarts"] = self.ps_restarts
         metrics["a3c/ps_shards"] = self.num_shards
         if self.remote:
