@@ -166,6 +166,42 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
             "| median env steps/s |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))  # fmt: skip
 
 
+def server_work(shard_counts: list[int], pushes: int = 30) -> str:
+    """Milliseconds one shard spends per push in-process (decode + clip, optimiser step, encode the reply slice):
+    the compute a push costs on top of moving its bytes."""
+    import numpy as np
+    import torch
+
+    from rayac.workers.flat import encode
+    from rayac.workers.parameter_server import ParameterServer
+    from rayac.workers.ps_messages import GradientPush
+
+    rows = []
+    for label, cfg, spec in _configs():
+        for dtype in ("float32", "bfloat16") if "CNN" in label else ("float32",):
+            cfg_d = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"ps_transfer_dtype": dtype})})
+            cells = []
+            for k in shard_counts:
+                ps = ParameterServer(cfg_d, spec, shard=0, num_shards=k)
+                grad = encode(
+                    torch.from_numpy(np.random.default_rng(0).normal(size=ps.hi - ps.lo).astype(np.float32)),
+                    dtype,
+                )
+                msg = GradientPush(0, grad, 0.5, None)  # a clipped gradient: the scale pass included
+                for _ in range(3):
+                    ps.push(msg, return_weights=True)
+                times = []
+                for _ in range(pushes):  # the median push: robust to the other processes of a shared machine
+                    t0 = time.perf_counter()
+                    ps.push(msg, return_weights=True)
+                    times.append(time.perf_counter() - t0)
+                cells.append(f"{statistics.median(times) * 1e3:.2f}")
+            rows.append(f"| {label} | {dtype} | " + " | ".join(cells) + " |")
+    head = " | ".join(f"K = {k}" for k in shard_counts)
+    return (f"| payload | on the wire | {head} |\n| --- | --- |" + " --- |" * len(shard_counts) + "\n"
+            + "\n".join(rows))  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=2.0)
@@ -199,12 +235,13 @@ def main() -> None:
         write_section("bench_a3c_learning", body)
         return
     load = os.getloadavg()
-    table = measure(args.seconds, [int(k) for k in args.shards.split(",")],
-                    [int(n) for n in args.in_flight.split(",")])  # fmt: skip
+    shards = [int(k) for k in args.shards.split(",")]
+    table = measure(args.seconds, shards, [int(n) for n in args.in_flight.split(",")])
     body = (
         f"## A3C parameter server: shards vs the payload floor (bench_a3c.py)\n\nMachine: {machine()}; load average "
         f"{load[0]:.1f} / {load[1]:.1f} at the start (shared machine). Run: `{' '.join(sys.argv)}` on "
-        f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n"
+        f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n\nServer work per push, in-process, one torch thread (median ms for shard 0 of "
+        f"K: decode and clip the slice, fused Adam step, encode the reply slice):\n\n{server_work(shards)}\n"
     )
     if (os.cpu_count() or 1) < 16:
         body += (f"\nNot measured here ({os.cpu_count()} cores, no GPU): the 16-core targets — ≥ 2,000 pushes/s aggregate "
