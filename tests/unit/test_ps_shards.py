@@ -243,3 +243,30 @@ def test_16_bit_transfer_trains_and_the_server_keeps_float32():
     assert not torch.equal(server, server.to(torch.bfloat16).float())  # more precision than the wire carries
     worker = algo.local_worker.flat_params
     assert torch.equal(worker, server.to(torch.bfloat16).float())  # the worker holds the bf16-rounded weights
+
+
+def test_a_slice_that_never_arrives_puts_the_shards_out_of_step_and_the_driver_rolls_them_back(
+    tmp_path, monkeypatch
+):
+    import rayac.workers.parameter_server as ps_module
+
+    monkeypatch.setattr(ps_module, "ORDER_TIMEOUT_S", 0.2)
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    lead, other = algo.shards
+    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    lost = lead.ticket(GradientPush(4))  # its worker died after the leader's slice, before shard 1's
+    lead.push_slice(zeros[0], lost)
+    after = lead.ticket(GradientPush(4))
+    lead.push_slice(zeros[0], after)
+    with pytest.raises(RuntimeError, match="never came"):
+        other.push_slice(zeros[1], after)  # waits for the lost one, then gives up
+    assert not other.in_sync and other.version == 4
+    result = algo.train_step()  # its push reaches shard 0 only; then every shard goes back to version 4
+    assert result.metrics["a3c/ps_restarts"] == 0  # nothing restarted: out of step is not a crash
+    assert result.metrics["a3c/ps_restored_version"] == 4 and result.metrics["a3c/ps_rollback_updates"] == 3
+    assert all(s.version == 4 and s.in_sync for s in algo.shards)
+    algo.train_step()
+    assert algo.version == 5 and {s.version for s in algo.shards} == {5}
