@@ -216,7 +216,9 @@ class ResourcesConfig(_Section):
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
     learner_cpus: float = Field(
-        1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
+        1.0,
+        ge=0,
+        description="CPUs Ray reserves for the A3C parameter server (split among its algo.ps_shards).",
     )
     learner_resources: dict[str, float] = Field(
         default_factory=dict,

@@ -319,9 +319,7 @@ class ParameterServer:
         with self._cond:
             if from_checkpoint:
                 self._load(self.store.load(version))
-                for v in self.store.versions():
-                    if v > version:
-                        self.store._path(v).unlink(missing_ok=True)
+                self.store.drop_after(version)
             else:
                 self.version = self.assigned = version
                 self._cache = None

@@ -72,6 +72,12 @@ class ShardStore:
         }
         return ShardState(meta["lo"], meta["hi"], meta["version"], tensors["params"], opt)
 
+    def drop_after(self, version: int) -> None:
+        """After a rollback to ``version``, later checkpoints belong to another timeline: never come back to them."""
+        for v in self.versions():
+            if v > version:
+                self._path(v).unlink(missing_ok=True)
+
     def clear(self) -> None:
         """A fresh run (or a --resume, which restores from the driver's checkpoint) starts a new history."""
         for version in self.versions():
