@@ -212,9 +212,40 @@ class AlgoConfig(_Section):
     ps_checkpoint_interval: int = Field(
         500,
         ge=0,
-        description="A3C: the parameter server checkpoints itself every K updates and restarts from "
-        "there if it dies (0: never).",
+        description="A3C: the parameter server (every shard, at the same version) checkpoints itself every K "
+        "updates, besides at its start and every ps_checkpoint_interval_s; a restarted shard comes back from "
+        "the last version all shards saved (0: no update-count checkpoints).",
     )
+    ps_checkpoint_interval_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="A3C: the parameter server also checkpoints every this many seconds (None: only by update "
+        "count), so a restart early in a run loses at most this much time of updates.",
+    )
+    ps_shards: int | Literal["auto"] = Field(
+        1,
+        description="A3C: parameter-server actors, each owning a contiguous slice of the flat parameters and its "
+        "optimiser state; a push goes to all of them in parallel. 'auto' sizes it from the model and the "
+        "worker count (see README).",
+    )
+    push_pipelining: bool = Field(
+        False,
+        description="A3C: a worker samples and backprops its next rollout while its push is in flight (one more "
+        "version of staleness).",
+    )
+    ps_transfer_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="A3C: dtype of the gradients and weights on the wire; the parameter server keeps float32.",
+    )
+
+    @field_validator("ps_shards", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+            raise ValueError("must be an integer between 1 and 64, or 'auto'")
+        return value
 
     @property
     def episodic(self) -> bool:
@@ -257,7 +288,9 @@ class ResourcesConfig(_Section):
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
     learner_cpus: float = Field(
-        1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
+        1.0,
+        ge=0,
+        description="CPUs Ray reserves for the A3C parameter server (split among its algo.ps_shards).",
     )
     learner_resources: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field(
         default_factory=dict,

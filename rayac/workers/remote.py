@@ -72,14 +72,24 @@ def kill_actors(handles: list) -> None:
             ray.kill(h, no_restart=True)
 
 
-def make_parameter_server(cfg: Config, spec: SpaceSpec):
-    """The A3C parameter server; Ray restarts it if its process dies, and it reloads its own checkpoint."""
+def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> list:
+    """The A3C parameter-server shards. Together they reserve what one server did (``learner_cpus`` and
+    ``learner_resources`` split evenly), so changing K never makes a run unschedulable. Ray restarts a shard whose
+    process dies; the driver then rolls every shard back to their last common checkpoint.
+
+    K > 1: a threaded actor, so a slice that arrives before its predecessor can wait for it (see
+    parameter_server.py); the threads beyond the workers' pushes are for the driver's calls."""
     from rayac.workers.parameter_server import ParameterServer
 
-    gpus = 1 if cfg.resources.device == "cuda" else 0
-    actor_cls = _remote(ParameterServer, num_cpus=cfg.resources.learner_cpus, num_gpus=gpus, max_restarts=-1,
-                        max_task_retries=0, resources=dict(cfg.resources.learner_resources))  # fmt: skip
-    return actor_cls.remote(cfg, spec, publish=True)
+    res = cfg.resources
+    gpus = 1 / num_shards if res.device == "cuda" else 0
+    concurrency = 1 if num_shards == 1 else 2 * res.num_workers + 8
+    actor_cls = _remote(ParameterServer, num_cpus=res.learner_cpus / num_shards, num_gpus=gpus, max_restarts=-1,
+                        max_task_retries=0, max_concurrency=concurrency,
+                        resources={k: v / num_shards for k, v in res.learner_resources.items()})  # fmt: skip
+    return [
+        actor_cls.remote(cfg, spec, shard=i, num_shards=num_shards, publish=True) for i in range(num_shards)
+    ]
 
 
 def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
