@@ -8,7 +8,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench soak clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_core.py
+
+# ~3 min: act at 64 connections for 60 s while jobs are submitted, listed and stopped; exits 1 on any 5xx.
+# Not part of `make test` (timing lives in benchmarks/). Needs wrk (Debian: apt-get install wrk).
+soak: setup
+	$(PY) benchmarks/bench_soak.py
 
 clean:
 	rm -rf $(VENV) runs
