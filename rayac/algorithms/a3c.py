@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from rayac.workers.flat import (
 from rayac.workers.parameter_server import ParameterServer
 from rayac.workers.ps_client import ShardClient
 from rayac.workers.ps_messages import LoopResult, ShardState, ShardStats
+from rayac.workers.ps_store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,30 @@ class A3C:
             self.workers = make_a3c_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
             self.loops: dict[Any, int] = {}  # loop ObjectRef → worker index
             wait_for_actors([*self.shards, *self.workers], what="A3C parameter server and workers", cfg=cfg)
-        self._each("start", lambda i: (self.epoch,))  # the version-0 checkpoint every later restart can reach
+        run_dir = cfg.run.run_dir
+        self.ps_stores = [ShardStore(Path(run_dir) / "ps" if run_dir else None, i, self.num_shards)
+                          for i in range(self.num_shards)]  # fmt: skip
+        self._start_shards(lambda i: (self.epoch,))  # the version-0 checkpoint every later restart can reach
         self._check_starts(self._each("get_stats"), count=False)
+
+    def _start_shards(self, args: Any) -> None:
+        """A new history on every shard (a fresh run, or a --resume): older shard checkpoints are forgotten."""
+        for store in self.ps_stores:
+            store.clear()
+        self._each("start", args)
+        self._persist_checkpoints()
+
+    def _persist_checkpoints(self) -> None:
+        """Take the shards' new checkpoints and write them here: a shard on another node writes nothing, and a
+        shard that restarts (remembering nothing) is handed its slice back from these files."""
+        if not self.ps_stores[0].enabled:
+            return
+        newest = [max(store.versions(), default=-1) for store in self.ps_stores]
+        for store, states in zip(
+            self.ps_stores, self._each("checkpoints_since", lambda i: (newest[i],)), strict=True
+        ):
+            for state in states:
+                store.save(state)
 
     # ------------------------------------------------------------------ calls to every shard
     def _each(self, method: str, args: Any = lambda i: (), kwargs: Any = lambda i: {}) -> list[Any]:
@@ -121,12 +145,19 @@ class A3C:
         flight are dropped). Without a common checkpoint (no run directory) the restarted shard keeps the fresh
         weights it came back with, and this is logged as an error."""
         before = max(known_version, *(s.version for s in stats))  # the newest version the run had reached
-        saved = [set(v) for v in self._each("saved_versions")]
+        in_memory = [set(v) for v in self._each("saved_versions")]
+        saved = [mem | set(store.versions()) for mem, store in zip(in_memory, self.ps_stores, strict=True)]
         common = set.intersection(*saved) if saved else set()
         self.epoch += 1
         if common:
             version = max(common)
-            self._each("rollback", lambda i: (version, self.epoch), lambda i: {"from_checkpoint": True})
+            # a shard that no longer has it in memory (it restarted) gets it from the driver's files
+            states = [None if version in mem else store.load(version)
+                      for mem, store in zip(in_memory, self.ps_stores, strict=True)]  # fmt: skip
+            self._each("rollback", lambda i: (version, self.epoch),
+                       lambda i: {"from_checkpoint": True, "state": states[i]})  # fmt: skip
+            for store in self.ps_stores:
+                store.drop_after(version)
             log.warning("parameter-server shard(s) %s restarted; every shard rolled back from version %d to its "
                         "checkpoint at %d (%d updates lost)", restarted or "out of step", before, version,
                         before - version)  # fmt: skip
@@ -204,6 +235,7 @@ class A3C:
             self._failures = 0
         self._last_version = lead.version
         metrics.update(self._check_starts(stats, known_version=known))
+        self._persist_checkpoints()
         metrics["a3c/ps_restarts"] = self.ps_restarts
         metrics["a3c/ps_shards"] = self.num_shards
         if self.remote:
@@ -253,7 +285,7 @@ class A3C:
         states = [
             ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi)) for lo, hi in self.bounds
         ]
-        self._each("start", lambda i: (self.epoch, states[i]))
+        self._start_shards(lambda i: (self.epoch, states[i]))
         self._last_version = version
 
     def ps_pids(self) -> list[int]:

@@ -25,7 +25,6 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ from rayac.workers.flat import (
 )
 from rayac.workers.learner import build_optimizer, resolve_device
 from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, ShardState, ShardStats, Ticket
-from rayac.workers.ps_store import ShardStore
+from rayac.workers.ps_store import ShardMemory
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +126,8 @@ class ParameterServer:
             # (bench_a3c.py); element-wise like foreach, so K shards still equal one server bit for bit
             for group in self.optimizer.param_groups:
                 group["foreach"], group["fused"] = False, True
-        run_dir = cfg.run.run_dir
-        self.store = ShardStore(Path(run_dir) / "ps" if run_dir else None, shard, num_shards)
+        # checkpoints stay in memory until the driver takes them (checkpoints_since): it alone writes files
+        self.store = ShardMemory(enabled=cfg.run.run_dir is not None)
         self.publish = publish
         self.start_id = uuid.uuid4().hex
         self.restarted = _reconstructed() if restarted is None else restarted
@@ -313,12 +312,20 @@ class ParameterServer:
     def saved_versions(self) -> list[int]:
         return self.store.versions()
 
-    def rollback(self, version: int, epoch: int, *, from_checkpoint: bool) -> None:
-        """Come back to ``version`` (from this shard's checkpoint of it, if ``from_checkpoint``) in a new epoch;
-        pushes of the old epoch still in flight are dropped, and later checkpoints (another timeline) deleted."""
+    def checkpoints_since(self, version: int) -> list[ShardState]:
+        """The checkpoints newer than ``version``, for the driver to write to the run directory."""
+        with self._cond:
+            return self.store.since(version)
+
+    def rollback(
+        self, version: int, epoch: int, *, from_checkpoint: bool, state: ShardState | None = None
+    ) -> None:
+        """Come back to ``version`` (from the checkpoint ``state`` the driver kept, or this shard's own, if
+        ``from_checkpoint``) in a new epoch; pushes of the old epoch still in flight are dropped, and later
+        checkpoints (another timeline) deleted."""
         with self._cond:
             if from_checkpoint:
-                self._load(self.store.load(version))
+                self._load(state if state is not None else self.store.load(version))
                 self.store.drop_after(version)
             else:
                 self.version = self.assigned = version

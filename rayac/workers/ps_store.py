@@ -1,4 +1,7 @@
-"""A parameter-server shard's own checkpoints: one safetensors file per saved version, written atomically.
+"""Parameter-server shard checkpoints. A shard keeps its last few in memory (``ShardMemory``); the driver takes
+them every step and writes them to its run directory (``ShardStore``), since only the driver writes a run's files
+and a shard may run on another node. A restarted shard, which remembers nothing, is handed its slice back by
+the driver.
 
 ``<run_dir>/ps/shard-<i>-of-<K>/v<version>.safetensors`` holds the shard's slice of the parameters and of the
 optimiser state; the last few versions are kept so that a version every shard saved still exists when one
@@ -82,3 +85,36 @@ class ShardStore:
         """A fresh run (or a --resume, which restores from the driver's checkpoint) starts a new history."""
         for version in self.versions():
             self._path(version).unlink(missing_ok=True)
+
+
+class ShardMemory:
+    """A shard's own checkpoints, in memory: the last ``keep`` versions, until the driver takes them to disk."""
+
+    def __init__(self, *, enabled: bool, keep: int = KEEP):
+        self.enabled = enabled
+        self.keep = keep
+        self.states: dict[int, ShardState] = {}
+
+    def versions(self) -> list[int]:
+        return sorted(self.states)
+
+    def save(self, state: ShardState) -> None:
+        if not self.enabled:
+            return
+        self.states[state.version] = state
+        for old in self.versions()[: -self.keep]:
+            del self.states[old]
+
+    def load(self, version: int) -> ShardState:
+        return self.states[version]
+
+    def since(self, version: int) -> list[ShardState]:
+        return [self.states[v] for v in self.versions() if v > version]
+
+    def drop_after(self, version: int) -> None:
+        for v in self.versions():
+            if v > version:
+                del self.states[v]
+
+    def clear(self) -> None:
+        self.states.clear()

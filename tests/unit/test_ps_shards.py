@@ -270,3 +270,26 @@ def test_a_slice_that_never_arrives_puts_the_shards_out_of_step_and_the_driver_r
     assert all(s.version == 4 and s.in_sync for s in algo.shards)
     algo.train_step()
     assert algo.version == 5 and {s.version for s in algo.shards} == {5}
+
+
+def test_shards_write_no_files_the_driver_keeps_their_checkpoints(tmp_path):
+    """Only the driver writes a run's files: a shard on another node keeps its checkpoints in memory until the
+    driver takes them, and a restarted shard (empty memory) is handed its slice back from the driver's files."""
+    run_dir = tmp_path / "run"
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={run_dir}")
+    shard = ParameterServer(cfg, describe_env(cfg.env), shard=0, num_shards=2)
+    shard.start(0)
+    shard.save()
+    assert shard.saved_versions() == [0] and not run_dir.exists()  # a shard alone writes nothing
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    on_disk = [sorted(p.name for p in (run_dir / "ps" / f"shard-{i}-of-2").iterdir()) for i in range(2)]
+    assert (
+        on_disk
+        == [["v000000000000.safetensors", "v000000000002.safetensors", "v000000000004.safetensors"]] * 2
+    )
+    algo.shards[0] = ParameterServer(cfg, algo.spec, shard=0, num_shards=2, restarted=True)
+    assert algo.shards[0].saved_versions() == []
+    result = algo.train_step()
+    assert result.metrics["a3c/ps_restored_version"] == 4 and algo.version == 4
