@@ -83,13 +83,20 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """``true`` is no number: pydantic would take it as 1 for an int or float field."""
-        if isinstance(value, bool):
-            annotation = cls.model_fields[info.field_name].annotation
-            accepted = set(get_args(annotation)) or {annotation}
-            if bool not in accepted and accepted & {int, float}:
-                raise ValueError("must be a number, not a boolean")
+    def _bools_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` is no number and ``0`` no boolean (pydantic's lax mode would take either for the other)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        accepted = set(get_args(annotation)) or {annotation}
+        numbers = bool(accepted & {int, float})
+        if isinstance(value, bool) and bool not in accepted and numbers:
+            raise ValueError("must be a number, not a boolean")
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and bool in accepted
+            and not numbers
+        ):
+            raise ValueError("must be true or false, not a number")
         return value
 
     @field_validator("*", mode="after")

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from api.deps import Authorized
+from api.schemas import INVALID, NOT_FOUND, UNAUTHORIZED, ErrorBody
 from api.services.episodes import Busy, EpisodeRenderer
 from rayac.config import Config, list_presets, load_preset, parse_config
 
@@ -24,7 +25,7 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")  # fmt: skip
 
 page = APIRouter(include_in_schema=False)
-api = APIRouter(prefix="/v1", dependencies=Authorized)
+api = APIRouter(prefix="/v1", dependencies=Authorized, responses=UNAUTHORIZED)
 
 
 class Preset(BaseModel):
@@ -61,7 +62,9 @@ def presets() -> PresetList:
          summary="One greedy episode of the policy, rendered as an animated GIF (bounded, cached)",
          responses={200: {"content": {"image/gif": {}}, "description": "The GIF; X-Episode-Return and "
                           "X-Episode-Length headers say how it went"},
-                    429: {"description": "too many renders at once; retry after Retry-After seconds"}})  # fmt: skip
+                    **NOT_FOUND, **INVALID,
+                    429: {"model": ErrorBody, "description": "too many renders at once; retry after Retry-After "
+                          "seconds"}})  # fmt: skip
 async def episode_gif(
     policy_id: str,
     request: Request,

@@ -113,15 +113,18 @@ class JobService:
         """What the job needs against what the cluster has now: a job that can never be placed is refused."""
         res = cfg.resources
         needs: dict[str, tuple[str, float, str]] = {}
-        cpus = res.num_workers * res.worker_cpus + (
-            res.learner_cpus if cfg.algo.name == "a3c" and res.num_workers else 0
+        learner_actor = bool(res.num_workers) and (
+            cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
         )
+        cpus = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
         if cpus:
             needs["CPU"] = ("config.resources.num_workers", cpus, f"num_workers {res.num_workers} × worker_cpus "
-                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if cfg.algo.name == "a3c" else ""))  # fmt: skip
+                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
         if res.device == "cuda":
             needs["GPU"] = ("config.resources.device", 1.0, "device cuda")
-        for key, amount in res.learner_resources.items():
+        for key, amount in (
+            res.learner_resources.items() if res.num_workers else ()
+        ):  # 0 workers: all in the driver
             needs[key] = (f"config.resources.learner_resources.{key}", amount, f"learner_resources.{key}")
         if not needs or not self.settings.check_cluster_resources:
             return
@@ -158,7 +161,9 @@ class JobService:
                 try:
                     # The driver runs where Ray runs job drivers (the head), so the run's files land where the
                     # service reads them; learner_resources place the learner / parameter server actors instead.
-                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id,
+                    # Its actors that Ray cannot place fail the job after the service's placement deadline.
+                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}"}
+                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env},
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
                     break
                 except Unavailable:

@@ -39,12 +39,13 @@ class A2C:
             from rayac.workers.remote import init_ray, make_learner, make_rollout_workers, wait_for_actors
 
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
-            self.workers = make_rollout_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
-            actors = self.workers
-            if self.remote_learner:
+            if (
+                self.remote_learner
+            ):  # placed first: a SPREAD worker must not take the CPU of the learner's node
                 self.learner = make_learner(cfg, spec)
-                actors = [*self.workers, self.learner]
-            wait_for_actors(actors, what="A2C rollout workers and learner", cfg=cfg)
+                wait_for_actors([self.learner], what="the A2C learner", cfg=cfg)
+            self.workers = make_rollout_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
+            wait_for_actors(self.workers, what="A2C rollout workers", cfg=cfg)
         if not self.remote_learner:
             self.learner = Learner(cfg, spec)
         self._version = 0

@@ -74,9 +74,11 @@ class A3C:
             res = cfg.resources
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus + res.learner_cpus)))
             self.shards = make_parameter_servers(cfg, spec, num_shards=self.num_shards)
+            # placed first: a SPREAD worker must not take the CPU of the parameter server's node
+            wait_for_actors(self.shards, what="A3C parameter server", cfg=cfg)
             self.workers = make_a3c_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
             self.loops: dict[Any, int] = {}  # loop ObjectRef → worker index
-            wait_for_actors([*self.shards, *self.workers], what="A3C parameter server and workers", cfg=cfg)
+            wait_for_actors(self.workers, what="A3C workers", cfg=cfg)
         run_dir = cfg.run.run_dir
         self.ps_stores = [ShardStore(Path(run_dir) / "ps" if run_dir else None, i, self.num_shards)
                           for i in range(self.num_shards)]  # fmt: skip

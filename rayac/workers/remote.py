@@ -119,12 +119,15 @@ def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
     except GetTimeoutError:
         kill_actors(handles)  # pending actors would otherwise take their CPUs the moment some free up
         res = cfg.resources
-        need = res.num_workers * res.worker_cpus + (res.learner_cpus if cfg.algo.name == "a3c" else 0)
-        have = ray.cluster_resources().get("CPU", 0)
+        learner_actor = cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
+        need = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
+        have = ray.cluster_resources()
+        custom = "".join(f"; learner_resources.{key}: {amount:g} needed, the cluster has {have.get(key, 0):g}"
+                         for key, amount in res.learner_resources.items())  # fmt: skip
         raise RuntimeError(
             f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s: they need {need:g} CPUs "
-            f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have:g}. "
-            "Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
+            f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have.get('CPU', 0):g}"
+            f"{custom}. Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
         ) from None
 
 
