@@ -29,7 +29,14 @@ def next_values(
 
 
 def td_errors(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float
+    rewards: np.ndarray,
+    values: np.ndarray,
+    last_value: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    final_values: np.ndarray,
+    *,
+    gamma: float,
 ) -> np.ndarray:
     """δ_t = r_t + γ V(s_{t+1}) − V(s_t): the one-step TD error (batched TD actor-critic)."""
     nxt = next_values(values, last_value, terminated, truncated, final_values)
@@ -37,7 +44,15 @@ def td_errors(
 
 
 def gae(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float, lam: float
+    rewards: np.ndarray,
+    values: np.ndarray,
+    last_value: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    final_values: np.ndarray,
+    *,
+    gamma: float,
+    lam: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GAE(λ): A_t = δ_t + γλ A_{t+1} within an episode. Returns (advantages, returns = A + V)."""
     delta = td_errors(rewards, values, last_value, terminated, truncated, final_values, gamma=gamma)
@@ -51,7 +66,15 @@ def gae(
 
 
 def nstep_returns(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float, n: int | None = None
+    rewards: np.ndarray,
+    values: np.ndarray,
+    last_value: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    final_values: np.ndarray,
+    *,
+    gamma: float,
+    n: int | None = None,
 ) -> np.ndarray:
     """R_t = r_t + γ r_{t+1} + … + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}), k = min(n, steps to episode/rollout end).
 
@@ -82,7 +105,15 @@ def nstep_returns(
     return returns
 
 
-def mc_returns(rewards, terminated, truncated, final_values, mask, *, gamma: float) -> np.ndarray:
+def mc_returns(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    final_values: np.ndarray,
+    mask: np.ndarray,
+    *,
+    gamma: float,
+) -> np.ndarray:
     """Discounted returns of whole episodes, G_t = r_t + γ G_{t+1}; a truncated end bootstraps V(final).
 
     Each env's data (``mask``) must end with its episode's end: 'mc' never guesses the future.

@@ -20,6 +20,11 @@ def actor_critic_loss(
     """``batch`` holds tensors. Returns (loss, metrics)."""
     log_prob, entropy, values = policy.evaluate_actions(batch.obs, batch.actions)
     advantages = batch.advantages
+    if cfg.estimator == "q" and cfg.q_baseline == "expected":
+        # A(s,a) = Q(s,a) − V(s), V(s) = Σ_a' π(a'|s) Q(s,a'): a baseline that depends only on s leaves the
+        # expected gradient unchanged and removes the part of Q that says "this state is good", not "this action"
+        with torch.no_grad():
+            advantages = advantages - policy.value(batch.obs)
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
