@@ -1,4 +1,6 @@
-"""Short real training runs with num_workers=0 (no Ray): determinism, checkpoints, resume, presets."""
+"""Short real training runs with num_workers=0 (no Ray): determinism, checkpoints, resume, presets.
+
+Not unit tests: each trains for real (a few thousand env steps), so they live here, beside the learning tests."""
 
 import json
 
