@@ -13,9 +13,8 @@ from rayac.workers.rollout import RolloutWorker
 
 
 @pytest.fixture
-def setup():
-    cfg = Config(algo={"name": "a3c", "max_grad_norm": None})
-    return cfg, describe_env(cfg.env)
+def setup(cartpole_spec):
+    return Config(algo={"name": "a3c", "max_grad_norm": None}), cartpole_spec
 
 
 def synthetic_grads(ps, n, seed=0):
