@@ -28,32 +28,16 @@ def next_values(
     return np.where(terminated, 0.0, nxt).astype(np.float32)
 
 
-def td_errors(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    last_value: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    final_values: np.ndarray,
-    *,
-    gamma: float,
-) -> np.ndarray:
+def td_errors(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+              truncated: np.ndarray, final_values: np.ndarray, *, gamma: float) -> np.ndarray:  # fmt: skip
     """δ_t = r_t + γ V(s_{t+1}) − V(s_t): the one-step TD error (batched TD actor-critic)."""
     nxt = next_values(values, last_value, terminated, truncated, final_values)
     return (rewards + gamma * nxt - values).astype(np.float32)
 
 
-def gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    last_value: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    final_values: np.ndarray,
-    *,
-    gamma: float,
-    lam: float,
-) -> tuple[np.ndarray, np.ndarray]:
+def gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+        truncated: np.ndarray, final_values: np.ndarray, *, gamma: float, lam: float
+        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """GAE(λ): A_t = δ_t + γλ A_{t+1} within an episode. Returns (advantages, returns = A + V)."""
     delta = td_errors(rewards, values, last_value, terminated, truncated, final_values, gamma=gamma)
     done = terminated | truncated
@@ -65,17 +49,9 @@ def gae(
     return advantages, (advantages + values).astype(np.float32)
 
 
-def nstep_returns(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    last_value: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    final_values: np.ndarray,
-    *,
-    gamma: float,
-    n: int | None = None,
-) -> np.ndarray:
+def nstep_returns(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+                  truncated: np.ndarray, final_values: np.ndarray, *, gamma: float, n: int | None = None
+                  ) -> np.ndarray:  # fmt: skip
     """R_t = r_t + γ r_{t+1} + … + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}), k = min(n, steps to episode/rollout end).
 
     ``n=None`` bootstraps every step from the rollout's end (the A3C paper's t_max targets).
