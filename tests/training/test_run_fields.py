@@ -15,9 +15,8 @@ def test_time_limit_stops_a_run_that_has_no_step_budget(tmp_path):
     assert res.elapsed_s >= limit
     train = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
     assert len(train) > 1
-    # the limit is checked before every step: only the step that crossed it ends past it
+    # the limit is checked before every step: a step is only taken while the run is under it
     assert all(r["time/elapsed_s"] < limit for r in train[:-1])
-    assert train[-1]["time/elapsed_s"] >= limit
     assert res.env_steps == train[-1]["time/env_steps"]
 
 
