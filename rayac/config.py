@@ -1,6 +1,6 @@
 """The one configuration schema: used by the CLI, the YAML presets and the REST API alike.
 
-Every field has a description; it becomes ``rayac train --help-config`` and the OpenAPI docs.
+Every field has a description; it becomes ``rayac train --help`` and the OpenAPI docs.
 Unknown keys are refused (``extra="forbid"``) so a typo in a preset fails loudly.
 """
 
@@ -190,6 +190,11 @@ class AlgoConfig(_Section):
             "'gae' GAE(λ); 'td' one-step TD error; 'q' a Q(s,a) critic trained on SARSA targets."
         ),
     )
+    q_baseline: Literal["none", "expected"] = Field(
+        "none",
+        description="Estimator 'q': the policy weight is Q(s,a) ('none') or Q(s,a) − Σ_a' π(a'|s) Q(s,a') "
+        "('expected': the expected-value baseline, same expected gradient, lower variance).",
+    )
     gamma: float = Field(0.99, ge=0, lt=1, description="Discount factor, in [0, 1).")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ (estimator 'gae').")
     n_step: int | None = Field(
@@ -259,11 +264,13 @@ class AlgoConfig(_Section):
         return self.batch_mode == "episodes" or (self.batch_mode == "auto" and self.estimator == "mc")
 
     @model_validator(mode="after")
-    def _mc_needs_episodes(self) -> AlgoConfig:
+    def _estimator_options(self) -> AlgoConfig:
         if self.estimator == "mc" and self.batch_mode == "steps":
             raise ConfigError(
                 "algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'"
             )
+        if self.q_baseline != "none" and self.estimator != "q":
+            raise ConfigError("algo.q_baseline", "applies to the 'q' estimator only (set algo.estimator=q)")
         return self
 
 

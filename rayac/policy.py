@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rayac.config import ModelConfig
+from rayac.config import Estimator, ModelConfig
 from rayac.envs import SpaceSpec
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -38,7 +38,7 @@ def mlp(in_dim: int, sizes: list[int], activation: str, *, ortho: bool) -> tuple
 class NatureCNN(nn.Module):
     """The DQN/A3C Atari encoder; takes (B, H, W, C) or (B, C, H, W) images, uint8 scaled to [0, 1]."""
 
-    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512):
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512) -> None:
         super().__init__()
         self.channels_last = obs_shape[-1] in (1, 3, 4) and obs_shape[0] not in (1, 3, 4)
         c = obs_shape[-1] if self.channels_last else obs_shape[0]
@@ -61,7 +61,7 @@ class NatureCNN(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False):
+    def __init__(self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.q_critic = q_critic
@@ -138,7 +138,7 @@ class ActorCritic(nn.Module):
 
     def act(
         self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions. Returns (actions, values, log_probs); values are Q(s,a) for a Q critic.
 
         ``generator`` makes sampling reproducible per worker, whatever process it runs in.
@@ -168,7 +168,9 @@ class ActorCritic(nn.Module):
         noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
         return head + self.log_std.exp() * noise
 
-    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""
         actor_x, critic_x = self._features(obs)
         head = self._dist_params(actor_x)
@@ -181,11 +183,12 @@ class ActorCritic(nn.Module):
         return self._state_value(self._dist_params(actor_x), self.value_head(critic_x))
 
     def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """π(·|s) of a discrete policy, (B, n_actions)."""
         actor_x, _ = self._features(obs)
         return F.softmax(self._dist_params(actor_x), dim=-1)
 
 
-def build_policy(spec: SpaceSpec, model: ModelConfig, *, estimator: str) -> ActorCritic:
+def build_policy(spec: SpaceSpec, model: ModelConfig, *, estimator: Estimator) -> ActorCritic:
     return ActorCritic(spec, model, q_critic=estimator == "q")
 
 

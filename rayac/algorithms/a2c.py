@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from rayac.algorithms.base import StepResult, concat_episodes
 from rayac.config import Config
@@ -54,6 +55,8 @@ class A2C:
             self.local_worker = RolloutWorker(
                 cfg, spec, worker_index=0, seed_offset=seed_offset, policy=shared
             )
+            # the worker pins its process to 1 thread (right for an actor); here it shares the learner's
+            torch.set_num_threads(cfg.resources.learner_threads)
 
     def _learner(self, method: str, *args: Any) -> Any:
         """Call the learner, in this process or as an actor alike."""

@@ -16,9 +16,8 @@ from rayac.workers.ps_messages import GradientPush
 
 
 @pytest.fixture
-def setup():
-    cfg = Config(algo={"name": "a3c", "max_grad_norm": None})
-    return cfg, describe_env(cfg.env)
+def setup(cartpole_spec):
+    return Config(algo={"name": "a3c", "max_grad_norm": None}), cartpole_spec
 
 
 def synthetic_grads(ps, n, seed=0):
