@@ -12,14 +12,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from rayac.checkpoint import latest_checkpoint, load_checkpoint
-from rayac.envs import make_env
+from rayac.evaluate import play_episode
 
 from .errors import NotFound
 from .jobs import JobService
@@ -91,30 +88,15 @@ class EpisodeRenderer:
         finally:
             del self.inflight[key]
 
-    @torch.inference_mode()
     def _render(self, ckpt: Path, seed: int) -> EpisodeGif:
-        """The episode loop of rayac.evaluate.render_gif, with frames at 1/``downscale`` resolution: GIF
-        encoding dominates the cost and a 600x400 CartPole frame costs ~7x a 300x200 one."""
+        """One greedy episode with frames at 1/``downscale`` resolution: GIF encoding dominates the cost and a
+        600x400 CartPole frame costs ~7x a 300x200 one."""
         import imageio.v2 as imageio
 
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws off-screen
         loaded = load_checkpoint(ckpt)
-        policy = loaded.build_policy()
-        env = make_env(loaded.cfg.env.model_copy(update={"seed": seed}), render_mode="rgb_array")
-        k = self.downscale
-        try:
-            obs, _ = env.reset(seed=seed)
-            frames = [env.render()[::k, ::k]]
-            total, steps = 0.0, 0
-            for steps in range(1, self.max_steps + 1):  # noqa: B007
-                action = policy.actions(torch.as_tensor(obs[None]), deterministic=True)
-                obs, reward, terminated, truncated, _ = env.step(policy.spec.clip_actions(action.numpy())[0])
-                total += float(reward)
-                frames.append(env.render()[::k, ::k])
-                if terminated or truncated:
-                    break
-        finally:
-            env.close()
+        env_cfg = loaded.cfg.env.model_copy(update={"seed": seed})
+        frames, total, steps = play_episode(loaded.build_policy(), env_cfg, seed=seed, max_steps=self.max_steps,
+                                            downscale=self.downscale)  # fmt: skip
         buf = io.BytesIO()
         imageio.mimsave(buf, frames, format="GIF", duration=1000 / FPS, loop=0)
         self.renders += 1
