@@ -5,16 +5,11 @@ Prints one READY line, then holds the cluster until its standard input closes.""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 from ray.cluster_utils import Cluster
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from api.services.ray_cluster import free_port
 
 
 def main() -> None:
