@@ -8,7 +8,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench soak clean
 
 setup: $(STAMP)
 
@@ -25,9 +25,12 @@ demo: setup
 	$(VENV)/bin/rayac evaluate $(DEMO_DIR) --episodes 10 --gif $(DEMO_DIR)/agent.gif
 
 # The local-cluster test (tests/e2e) runs `ray up` over ssh on loopback: it needs sshd and rsync (Debian).
+# The dashboard's browser test (tests/api/test_dashboard.py) drives Debian's headless chromium + chromedriver.
 system-deps:
 	@command -v /usr/sbin/sshd >/dev/null && command -v rsync >/dev/null || \
 	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq openssh-server rsync >/dev/null)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium chromium-driver >/dev/null)
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -38,6 +41,11 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_core.py
+
+# ~3 min: act at 64 connections for 60 s while jobs are submitted, listed and stopped; exits 1 on any 5xx.
+# Not part of `make test` (timing lives in benchmarks/). Needs wrk (Debian: apt-get install wrk).
+soak: setup
+	$(PY) benchmarks/bench_soak.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.errors import config_error_body, validation_body
 from api.fast_act import FastAct
 from api.routes import jobs, policies, system
+from api.routes.dashboard import add_dashboard
 from api.services.errors import Conflict, NotFound, Unavailable
 from api.services.jobs import JobService
 from api.services.policies import PolicyService
@@ -154,7 +155,8 @@ def _plain_handler(code: int):
     return handler
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, cluster: Any = None) -> FastAPI:
+    """``cluster``: where jobs run (default: the RAY_ADDRESS cluster, or a head of the service's own)."""
     settings = settings or get_settings()
     settings.check_secure()
     torch.set_num_threads(1)  # small forward passes: extra intra-op threads only contend with the event loop
@@ -168,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
                   docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)  # docs: system.docs  # fmt: skip
     app.state.settings = settings
-    app.state.jobs = JobService(settings, RayCluster(settings))
+    app.state.jobs = JobService(settings, cluster or RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
     app.state.prometheus = PrometheusMetrics()
 
@@ -204,4 +206,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.docs)
     app.include_router(jobs.router)
     app.include_router(policies.router)
+    add_dashboard(app)  # GET / and /static: the web page; its schema, presets and episode GIF routes
     return app

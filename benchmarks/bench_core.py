@@ -208,15 +208,15 @@ def parameter_server_table(seconds: float = 3.0) -> str:
 
     from rayac.algorithms.a3c import A3C
     from rayac.envs import describe_env
-    from rayac.workers.remote import _remote, init_ray, make_parameter_server
+    from rayac.workers.ps_messages import GradientPush
+    from rayac.workers.remote import _remote, init_ray, make_parameter_servers
 
     started = init_ray(num_cpus=4)
     cfg = _ray_cfg("a3c", 1)
     spec = describe_env(cfg.env)
-    ps = make_parameter_server(cfg, spec)
-    weights, _ = ray.get(ps.pull.remote())
-    grads = [np.random.default_rng(0).normal(size=w.shape).astype(np.float32) * 1e-3
-             for w in ray.get(weights).values()]  # fmt: skip
+    ps = make_parameter_servers(cfg, spec, num_shards=1)[0]
+    published = ray.get(ps.pull.remote()).weights  # an ObjectRef of the flat weights
+    grads = np.random.default_rng(0).normal(size=ray.get(published).data.size).astype(np.float32) * 1e-3
 
     class Echo:
         def ping(self, *args):
@@ -240,8 +240,8 @@ def parameter_server_table(seconds: float = 3.0) -> str:
     for in_flight in (1, 8):
         floor = rate(lambda: echo.ping.remote(), in_flight)
         floor_payload = rate(lambda: echo.ping.remote(grads, 0), in_flight)
-        v = ray.get(ps.pull.remote())[1]
-        push = rate(lambda v=v: ps.push.remote(grads, v), in_flight)
+        v = ray.get(ps.pull.remote()).version
+        push = rate(lambda v=v: ps.push.remote(GradientPush(v, grads)), in_flight)
         rows.append(
             f"| {in_flight} | {floor:,.0f} | {floor_payload:,.0f} | {push:,.0f} | {push / floor_payload:.2f} |"
         )
@@ -257,9 +257,10 @@ def parameter_server_table(seconds: float = 3.0) -> str:
                         f"{ups:,.0f} |")  # fmt: skip
     if started:
         ray.shutdown()
-    n_params = sum(g.size for g in grads)
+    n_params = grads.size
     return (
-        f"Gradients of the A3C CartPole policy ({n_params:,} parameters, Adam), pushed from the driver.\n\n"
+        f"Gradients of the A3C CartPole policy ({n_params:,} parameters, Adam; one flat array, one shard), pushed "
+        "from the driver (shards and Nature-CNN payloads: bench_a3c.py).\n\n"
         "| calls in flight | bare actor call/s | bare call with the gradient payload/s | push/s | push ÷ payload floor |\n"
         "| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
         + "\n\n| A3C on Ray | env steps/s | pushes/s |\n| --- | --- | --- |\n" + "\n".join(a3c_rows)

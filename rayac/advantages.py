@@ -28,17 +28,16 @@ def next_values(
     return np.where(terminated, 0.0, nxt).astype(np.float32)
 
 
-def td_errors(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float
-) -> np.ndarray:
+def td_errors(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+              truncated: np.ndarray, final_values: np.ndarray, *, gamma: float) -> np.ndarray:  # fmt: skip
     """δ_t = r_t + γ V(s_{t+1}) − V(s_t): the one-step TD error (batched TD actor-critic)."""
     nxt = next_values(values, last_value, terminated, truncated, final_values)
     return (rewards + gamma * nxt - values).astype(np.float32)
 
 
-def gae(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float, lam: float
-) -> tuple[np.ndarray, np.ndarray]:
+def gae(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+        truncated: np.ndarray, final_values: np.ndarray, *, gamma: float, lam: float
+        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """GAE(λ): A_t = δ_t + γλ A_{t+1} within an episode. Returns (advantages, returns = A + V)."""
     delta = td_errors(rewards, values, last_value, terminated, truncated, final_values, gamma=gamma)
     done = terminated | truncated
@@ -50,9 +49,9 @@ def gae(
     return advantages, (advantages + values).astype(np.float32)
 
 
-def nstep_returns(
-    rewards, values, last_value, terminated, truncated, final_values, *, gamma: float, n: int | None = None
-) -> np.ndarray:
+def nstep_returns(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+                  truncated: np.ndarray, final_values: np.ndarray, *, gamma: float, n: int | None = None
+                  ) -> np.ndarray:  # fmt: skip
     """R_t = r_t + γ r_{t+1} + … + γ^{k-1} r_{t+k-1} + γ^k V(s_{t+k}), k = min(n, steps to episode/rollout end).
 
     ``n=None`` bootstraps every step from the rollout's end (the A3C paper's t_max targets).
@@ -82,7 +81,15 @@ def nstep_returns(
     return returns
 
 
-def mc_returns(rewards, terminated, truncated, final_values, mask, *, gamma: float) -> np.ndarray:
+def mc_returns(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    final_values: np.ndarray,
+    mask: np.ndarray,
+    *,
+    gamma: float,
+) -> np.ndarray:
     """Discounted returns of whole episodes, G_t = r_t + γ G_{t+1}; a truncated end bootstraps V(final).
 
     Each env's data (``mask``) must end with its episode's end: 'mc' never guesses the future.

@@ -1,4 +1,4 @@
-"""The ``rayac`` command: train | evaluate | presets.
+"""The ``rayac`` command: train | evaluate | presets | plot | serve | submit.
 
 Bad input exits with code 2 and one line naming the field, before anything is written.
 """
@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
 
     sub.add_parser("presets", help="list the built-in presets")
+
+    pl = sub.add_parser("plot", help="learning curves of one or more runs on one chart (PNG)")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with a metrics.jsonl)")
+    pl.add_argument("--metric", default="eval/return_mean",
+                    help="the metric to plot against env steps (default eval/return_mean; e.g. "
+                    "rollout/episode_return_mean, train/value_loss, time/sps)")  # fmt: skip
+    pl.add_argument("-o", "--output", default="curves.png", help="PNG file to write (default curves.png)")
+    pl.add_argument("--title", help="chart title (default: the metric)")
 
     s = sub.add_parser("serve", help="run the HTTP service (jobs, metrics streams, policy inference)")
     s.add_argument(
@@ -181,6 +189,14 @@ def cmd_presets(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rayac.plot import plot_runs
+
+    plot_runs(args.runs, metric=args.metric, out=args.output, title=args.title)  # ConfigError → exit 2
+    print(f"wrote {args.output} ({len(args.runs)} run{'s' if len(args.runs) > 1 else ''}, {args.metric})")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -255,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "serve": cmd_serve,
-               "submit": cmd_submit}[args.command]  # fmt: skip
+               "submit": cmd_submit, "plot": cmd_plot}[args.command]  # fmt: skip
     try:
         return handler(args)
     except ConfigError as err:

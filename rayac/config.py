@@ -1,6 +1,6 @@
 """The one configuration schema: used by the CLI, the YAML presets and the REST API alike.
 
-Every field has a description; it becomes ``rayac train --help-config`` and the OpenAPI docs.
+Every field has a description; it becomes ``rayac train --help`` and the OpenAPI docs.
 Unknown keys are refused (``extra="forbid"``) so a typo in a preset fails loudly.
 """
 
@@ -83,13 +83,20 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """``true`` is no number: pydantic would take it as 1 for an int or float field."""
-        if isinstance(value, bool):
-            annotation = cls.model_fields[info.field_name].annotation
-            accepted = set(get_args(annotation)) or {annotation}
-            if bool not in accepted and accepted & {int, float}:
-                raise ValueError("must be a number, not a boolean")
+    def _bools_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true`` is no number and ``0`` no boolean (pydantic's lax mode would take either for the other)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        accepted = set(get_args(annotation)) or {annotation}
+        numbers = bool(accepted & {int, float})
+        if isinstance(value, bool) and bool not in accepted and numbers:
+            raise ValueError("must be a number, not a boolean")
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and bool in accepted
+            and not numbers
+        ):
+            raise ValueError("must be true or false, not a number")
         return value
 
     @field_validator("*", mode="after")
@@ -233,6 +240,11 @@ class AlgoConfig(_Section):
             "'gae' GAE(λ); 'td' one-step TD error; 'q' a Q(s,a) critic trained on SARSA targets."
         ),
     )
+    q_baseline: Literal["none", "expected"] = Field(
+        "none",
+        description="Estimator 'q': the policy weight is Q(s,a) ('none') or Q(s,a) − Σ_a' π(a'|s) Q(s,a') "
+        "('expected': the expected-value baseline, same expected gradient, lower variance).",
+    )
     gamma: float = Field(0.99, ge=0, lt=1, description="Discount factor, in [0, 1).")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE λ (estimator 'gae').")
     n_step: int | None = Field(
@@ -267,20 +279,53 @@ class AlgoConfig(_Section):
     ps_checkpoint_interval: int = Field(
         500,
         ge=0,
-        description="A3C: the parameter server checkpoints itself every K updates and restarts from "
-        "there if it dies (0: never).",
+        description="A3C: the parameter server (every shard, at the same version) checkpoints itself every K "
+        "updates, besides at its start and every ps_checkpoint_interval_s; a restarted shard comes back from "
+        "the last version all shards saved (0: no update-count checkpoints).",
     )
+    ps_checkpoint_interval_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="A3C: the parameter server also checkpoints every this many seconds (None: only by update "
+        "count), so a restart early in a run loses at most this much time of updates.",
+    )
+    ps_shards: int | Literal["auto"] = Field(
+        1,
+        description="A3C: parameter-server actors, each owning a contiguous slice of the flat parameters and its "
+        "optimiser state; a push goes to all of them in parallel. 'auto' sizes it from the model and the "
+        "worker count (see README).",
+    )
+    push_pipelining: bool = Field(
+        False,
+        description="A3C: a worker samples and backprops its next rollout while its push is in flight (one more "
+        "version of staleness).",
+    )
+    ps_transfer_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="A3C: dtype of the gradients and weights on the wire; the parameter server keeps float32.",
+    )
+
+    @field_validator("ps_shards", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+            raise ValueError("must be an integer between 1 and 64, or 'auto'")
+        return value
 
     @property
     def episodic(self) -> bool:
         return self.batch_mode == "episodes" or (self.batch_mode == "auto" and self.estimator == "mc")
 
     @model_validator(mode="after")
-    def _mc_needs_episodes(self) -> AlgoConfig:
+    def _estimator_options(self) -> AlgoConfig:
         if self.estimator == "mc" and self.batch_mode == "steps":
             raise ConfigError(
                 "algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'"
             )
+        if self.q_baseline != "none" and self.estimator != "q":
+            raise ConfigError("algo.q_baseline", "applies to the 'q' estimator only (set algo.estimator=q)")
         return self
 
 
@@ -314,13 +359,15 @@ class ResourcesConfig(_Section):
     )
     worker_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each rollout worker.")
     learner_cpus: float = Field(
-        1.0, ge=0, description="CPUs Ray reserves for the A3C parameter server actor."
+        1.0,
+        ge=0,
+        description="CPUs Ray reserves for the A3C parameter server (split among its algo.ps_shards).",
     )
     learner_resources: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field(
         default_factory=dict,
-        description="Custom Ray resources that pin the learner: the A3C parameter server actor, or (jobs submitted "
-        "to the service) the A2C job's driver, which hosts its learner. E.g. {learner: 1} on a node started with "
-        "--resources='{\"learner\": 1}'.",
+        description="Custom Ray resources that place the learner: the A3C parameter server, or the A2C learner, "
+        "which then runs as an actor (also with device=cuda) while the driver stays put and writes the run's files. "
+        "E.g. {learner: 1} on a node started with --resources='{\"learner\": 1}'.",
     )
     learner_threads: int = Field(
         1,

@@ -61,26 +61,34 @@ class Evaluator:
 
 
 @torch.inference_mode()
-def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int = 0, max_steps: int = 1000,
-               fps: int = 30) -> dict[str, float]:  # fmt: skip
-    """Play one greedy episode and write it as an animated GIF (atomically). Returns its return and length."""
-    import imageio.v2 as imageio
-
+def play_episode(policy: ActorCritic, env_cfg: EnvConfig, *, seed: int = 0, max_steps: int = 1000,
+                 downscale: int = 1) -> tuple[list[np.ndarray], float, int]:  # fmt: skip
+    """One greedy episode, rendered: (frames at 1/``downscale`` resolution, its return, its length)."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen; no display needed
     env = make_env(env_cfg, render_mode="rgb_array")
+    k = downscale
     try:
         obs, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        frames = [env.render()[::k, ::k]]
         total, steps = 0.0, 0
         for steps in range(1, max_steps + 1):  # noqa: B007
             action = policy.actions(torch.as_tensor(obs[None]), deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(policy.spec.clip_actions(action.numpy())[0])
             total += float(reward)
-            frames.append(env.render())
+            frames.append(env.render()[::k, ::k])
             if terminated or truncated:
                 break
     finally:
         env.close()
+    return frames, total, steps
+
+
+def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int = 0, max_steps: int = 1000,
+               fps: int = 30) -> dict[str, float]:  # fmt: skip
+    """Play one greedy episode and write it as an animated GIF (atomically). Returns its return and length."""
+    import imageio.v2 as imageio
+
+    frames, total, steps = play_episode(policy, env_cfg, seed=seed, max_steps=max_steps)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.gif")

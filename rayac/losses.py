@@ -20,6 +20,12 @@ def actor_critic_loss(
     """``batch`` holds tensors. Returns (loss, metrics)."""
     log_prob, entropy, values = policy.evaluate_actions(batch.obs, batch.actions)
     advantages = batch.advantages
+    if cfg.estimator == "q" and cfg.q_baseline == "expected":
+        # A(s,a) = Q(s,a) − V(s), V(s) = Σ_a' π(a'|s) Q(s,a'): a baseline that depends only on s leaves the
+        # expected gradient unchanged and removes the part of Q that says "this state is good", not "this action"
+        with torch.no_grad():
+            advantages = advantages - policy.value(batch.obs)
+    advantage_mean = float(advantages.mean())  # the policy weight as used (before any normalisation)
     if cfg.normalize_advantages and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
@@ -42,6 +48,6 @@ def actor_critic_loss(
         "train/value_loss": value_loss.item(),
         "train/entropy": entropy_mean.item(),
         "train/explained_variance": float(explained),
-        "train/advantage_mean": float(batch.advantages.mean()),
+        "train/advantage_mean": advantage_mean,
     }
     return loss, metrics

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rayac.config import ModelConfig
+from rayac.config import Estimator, ModelConfig
 from rayac.envs import SpaceSpec, image_layout
 from rayac.normalizer import RunningNorm
 
@@ -42,7 +42,7 @@ class NatureCNN(nn.Module):
     Observations stay uint8 up to this layer (rollouts, Ray, the learner's device): 4x less to move.
     """
 
-    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512, *, ortho: bool = True):
+    def __init__(self, obs_shape: tuple[int, ...], out_dim: int = 512, *, ortho: bool = True) -> None:
         super().__init__()
         self.channels_last = image_layout(obs_shape) == "hwc"
         c = obs_shape[-1] if self.channels_last else obs_shape[0]
@@ -71,7 +71,7 @@ class NatureCNN(nn.Module):
 class ActorCritic(nn.Module):
     def __init__(
         self, spec: SpaceSpec, cfg: ModelConfig, *, q_critic: bool = False, scale_rewards: bool = False
-    ):
+    ) -> None:
         """``cfg.normalize_obs`` adds ``obs_norm``; ``scale_rewards`` adds ``return_norm`` (the running return's
         variance, which workers divide training rewards by). Both are buffers: saved, loaded and sent with
         the weights, changed only by the learner's merge."""
@@ -158,7 +158,7 @@ class ActorCritic(nn.Module):
 
     def act(
         self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions. Returns (actions, values, log_probs); values are Q(s,a) for a Q critic.
 
         ``generator`` makes sampling reproducible per worker, whatever process it runs in.
@@ -189,7 +189,9 @@ class ActorCritic(nn.Module):
         noise = torch.randn(head.shape, generator=generator, dtype=head.dtype, device=head.device)
         return (head + self.log_std.exp() * noise).reshape(shape)
 
-    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log π(a|s), entropy, critic) for a batch; critic is V(s), or Q(s, a) for a Q critic."""
         actor_x, critic_x = self._features(obs)
         head = self._dist_params(actor_x)
@@ -202,12 +204,13 @@ class ActorCritic(nn.Module):
         return self._state_value(self._dist_params(actor_x), self.value_head(critic_x))
 
     def action_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        """π(·|s) of a discrete policy, (B, n_actions)."""
         actor_x, _ = self._features(obs)
         return F.softmax(self._dist_params(actor_x), dim=-1)
 
 
 def build_policy(
-    spec: SpaceSpec, model: ModelConfig, *, estimator: str, scale_rewards: bool = False
+    spec: SpaceSpec, model: ModelConfig, *, estimator: Estimator, scale_rewards: bool = False
 ) -> ActorCritic:
     return ActorCritic(spec, model, q_critic=estimator == "q", scale_rewards=scale_rewards)
 

@@ -38,6 +38,15 @@ if "rayac-test/Counter-v0" not in gym.registry:
 
 
 @pytest.fixture(scope="session")
+def cartpole_spec():
+    """The spaces of CartPole-v1, the default env (reading them makes an env: once per session)."""
+    from rayac.config import EnvConfig
+    from rayac.envs import describe_env
+
+    return describe_env(EnvConfig())
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session, on loopback, with its own temp dir."""
     import ray

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
@@ -24,7 +25,7 @@ from api.schemas import (
     JobSummary,
     MetricsPage,
 )
-from api.services.jobs import JobService
+from api.services.jobs import JobService, latest_returns
 from api.services.store import TERMINAL, JobRecord
 from rayac.metrics import read_metrics
 
@@ -38,12 +39,14 @@ def _out(jobs: JobService, rec: JobRecord) -> JobOut:
                   error=rec.error)  # fmt: skip
 
 
-def _summary(jobs: JobService, rec: JobRecord) -> JobSummary:
-    latest = jobs.latest_metrics(rec) or {}
+def _summary(rec: JobRecord) -> JobSummary:
+    last, eval_return = latest_returns(Path(rec.run_dir))
+    last = last or {}
     return JobSummary(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at,
-                      updated_at=rec.updated_at, algo=rec.config.get("algo", {}).get("name", "?"), env_id=rec.config.get("env", {}).get("id", "?"),
-                      env_steps=latest.get("time/env_steps"), episode_return=latest.get("rollout/episode_return_mean"),
-                      eval_return=latest.get("eval/return_mean"), error=rec.error)  # fmt: skip
+                      updated_at=rec.updated_at, algo=rec.config.get("algo", {}).get("name", "?"),
+                      env_id=rec.config.get("env", {}).get("id", "?"), env_steps=last.get("time/env_steps"),
+                      episode_return=last.get("rollout/episode_return_mean"), eval_return=eval_return,
+                      error=rec.error)  # fmt: skip
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, summary="Submit a training job",
@@ -73,7 +76,7 @@ def list_jobs(
     ] = None,
 ) -> JobList:
     recs, next_cursor = jobs.page(limit=limit, cursor=cursor)
-    return JobList(jobs=[_summary(jobs, r) for r in recs], next_cursor=next_cursor)
+    return JobList(jobs=[_summary(r) for r in recs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job: status, config, latest metrics, checkpoints",

@@ -113,15 +113,18 @@ class JobService:
         """What the job needs against what the cluster has now: a job that can never be placed is refused."""
         res = cfg.resources
         needs: dict[str, tuple[str, float, str]] = {}
-        cpus = res.num_workers * res.worker_cpus + (
-            res.learner_cpus if cfg.algo.name == "a3c" and res.num_workers else 0
+        learner_actor = bool(res.num_workers) and (
+            cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
         )
+        cpus = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
         if cpus:
             needs["CPU"] = ("config.resources.num_workers", cpus, f"num_workers {res.num_workers} × worker_cpus "
-                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if cfg.algo.name == "a3c" else ""))  # fmt: skip
+                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
         if res.device == "cuda":
             needs["GPU"] = ("config.resources.device", 1.0, "device cuda")
-        for key, amount in res.learner_resources.items():
+        for key, amount in (
+            res.learner_resources.items() if res.num_workers else ()
+        ):  # 0 workers: all in the driver
             needs[key] = (f"config.resources.learner_resources.{key}", amount, f"learner_resources.{key}")
         if not needs or not self.settings.check_cluster_resources:
             return
@@ -152,13 +155,15 @@ class JobService:
         self.store.insert(rec)
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
-        # an A2C job's driver hosts its learner: pin the driver where the learner should run
-        pin = dict(cfg.resources.learner_resources) if cfg.algo.name == "a2c" else {}
         deadline = time.monotonic() + AGENT_WAIT_S
         try:
             while True:
                 try:
-                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, entrypoint_resources=pin or None,
+                    # The driver runs where Ray runs job drivers (the head), so the run's files land where the
+                    # service reads them; learner_resources place the learner / parameter server actors instead.
+                    # Its actors that Ray cannot place fail the job after the service's placement deadline.
+                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}"}
+                    self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env},
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
                     break
                 except Unavailable:
@@ -213,7 +218,7 @@ class JobService:
 
     def _over_time_limit(self, rec: JobRecord, info: Any) -> bool:
         limit = rec.config["run"]["stop"].get("time_limit_s")
-        started = (info.start_time or 0) / 1000 or rec.created_at
+        started = (getattr(info, "start_time", None) or 0) / 1000 or rec.created_at
         return limit is not None and time.time() - started > limit + self.settings.time_limit_grace_s
 
     def _stop_quietly(self, job_id: str) -> None:
@@ -370,6 +375,34 @@ def _registered_max_steps(env_id: str) -> int | None:
         return gym.spec(env_id).max_episode_steps
     except Exception:
         return None
+
+
+def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:
+    """(last metrics record, last greedy eval return) from the tail of ``metrics.jsonl``.
+
+    Evaluation runs every K steps, so the last record often has no eval: look back through the tail,
+    then fall back to the latest checkpoint's state (which keeps the last eval return)."""
+    last, eval_return = None, None
+    try:
+        with open(Path(run_dir) / "metrics.jsonl", "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().split(b"\n")[:-1]  # after the last newline: a line still being written
+        if size > tail_bytes:
+            lines = lines[1:]  # the tail cut its first line
+    except FileNotFoundError:
+        lines = []
+    for line in reversed(lines):
+        record = json.loads(line)
+        last = last or record
+        if "eval/return_mean" in record:
+            eval_return = float(record["eval/return_mean"])
+            break
+    if eval_return is None:
+        ckpts = checkpoint_dirs(Path(run_dir))
+        if ckpts:
+            eval_return = json.loads((ckpts[-1] / "state.json").read_text()).get("eval_return")
+    return last, eval_return
 
 
 def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:

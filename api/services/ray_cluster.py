@@ -24,18 +24,15 @@ import urllib.request
 from pathlib import Path
 
 from rayac.checkpoint import atomic_write_text
+from rayac.workers.remote import LOCAL_RAY_ENV
 
 log = logging.getLogger(__name__)
 
 HEAD_FILE = "ray_head.json"
-LOCAL_RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the one helper for it: services, tests and benchmarks)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -74,7 +71,7 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
         if dashboard_alive(record["dashboard_url"]):
             return record
         _stop_local_head(storage_dir)
-    gcs_port, dash_port, agent_port, client_port = _free_port(), _free_port(), _free_port(), _free_port()
+    gcs_port, dash_port, agent_port, client_port = free_port(), free_port(), free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: socket paths must stay under 107 chars
     cpus = num_cpus or max(4, 2 * (os.cpu_count() or 1))
     ray_bin = str(Path(sys.executable).with_name("ray"))

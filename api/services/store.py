@@ -105,6 +105,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     """Raises ValueError for a cursor this service did not make."""
     try:
         created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(created_at), str(job_id)
     except Exception:
-        raise ValueError("not a cursor from a previous page") from None
+        created_at = job_id = None
+    if type(created_at) not in (int, float) or not isinstance(job_id, str):
+        raise ValueError("not a cursor from a previous page")
+    return float(created_at), job_id

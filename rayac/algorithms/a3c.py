@@ -1,26 +1,40 @@
-"""A3C: asynchronous advantage actor-critic with a parameter-server actor.
+"""A3C: asynchronous advantage actor-critic with a (sharded) parameter server.
 
-The workers loop on their own (pull → steps → backprop → push). The driver only watches: each
-``train_step`` waits a short poll interval, collects the server's counters, relaunches any worker
-loop that died (Ray restarts the process; the loop rejoins with a fresh pull), and notices when the
-parameter server itself was restarted from its checkpoint. With ``num_workers=0`` one worker and the
-server live in this process and each step is exactly one pull → push.
+The workers loop on their own (pull → steps → backprop → push). The driver only watches: each ``train_step``
+waits a short poll interval, collects every shard's counters, relaunches any worker loop that ended (Ray
+restarts a dead process; the loop rejoins with a fresh pull), and resyncs the shards when one was restarted:
+every shard rolls back to the last version all of them saved, in a new epoch, and the restart is counted
+(``a3c/ps_restarts``) and logged whether or not a checkpoint existed. With ``num_workers=0`` one worker and the
+shards live in this process and each step is exactly one pull → push.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rayac.algorithms.base import StepResult
 from rayac.config import Config
 from rayac.envs import SpaceSpec
-from rayac.workers.a3c_worker import A3CWorker, _resolve
+from rayac.policy import build_policy
+from rayac.workers.a3c_worker import A3CWorker
+from rayac.workers.flat import (
+    FlatLayout,
+    from_checkpoint,
+    join_states,
+    resolve_ps_shards,
+    slice_state,
+    to_checkpoint,
+)
 from rayac.workers.parameter_server import ParameterServer
-from rayac.workers.remote import wait_for_actors
+from rayac.workers.ps_client import ShardClient
+from rayac.workers.ps_messages import LoopResult, ShardState, ShardStats
+from rayac.workers.ps_store import ShardStore
 
 log = logging.getLogger(__name__)
 
@@ -30,55 +44,145 @@ MAX_FAILURES_WITHOUT_PROGRESS = 20  # a loop that keeps failing with no push in 
 
 class A3C:
     def __init__(self, cfg: Config, spec: SpaceSpec, *, seed_offset: int = 0, poll_interval_s: float = 0.1):
-        self.cfg = cfg
-        self.spec = spec
+        self.cfg, self.spec = cfg, spec
         self.remote = cfg.resources.num_workers > 0
         self.poll_interval_s = poll_interval_s
+        self.template = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+        self.layout = FlatLayout.of(self.template)
+        self.num_shards = resolve_ps_shards(cfg.algo.ps_shards, num_params=self.layout.total,
+                                            num_workers=cfg.resources.num_workers)  # fmt: skip
+        self.bounds = self.layout.shard_bounds(self.num_shards)
         self.worker_restarts = 0
         self.ps_restarts = 0
+        self.epoch = 0
         self._failures = 0
+        self._failed_this_step = False
         self._last_version = 0
-        self._restored_seen: int | None = None
+        self._start_ids: list[str | None] = [None] * self.num_shards
         if not self.remote:
-            self.ps = ParameterServer(cfg, spec)
+            self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
+                                      for i in range(self.num_shards)]  # fmt: skip
             self.local_worker = A3CWorker(cfg, spec, worker_index=0, seed_offset=seed_offset)
+        else:
+            from rayac.workers.remote import (
+                init_ray,
+                make_a3c_workers,
+                make_parameter_servers,
+                wait_for_actors,
+            )
+
+            res = cfg.resources
+            init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus + res.learner_cpus)))
+            self.shards = make_parameter_servers(cfg, spec, num_shards=self.num_shards)
+            # placed first: a SPREAD worker must not take the CPU of the parameter server's node
+            wait_for_actors(self.shards, what="A3C parameter server", cfg=cfg)
+            self.workers = make_a3c_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
+            self.loops: dict[Any, int] = {}  # loop ObjectRef → worker index
+            wait_for_actors(self.workers, what="A3C workers", cfg=cfg)
+        run_dir = cfg.run.run_dir
+        self.ps_stores = [ShardStore(Path(run_dir) / "ps" if run_dir else None, i, self.num_shards)
+                          for i in range(self.num_shards)]  # fmt: skip
+        self._start_shards(lambda i: (self.epoch,))  # the version-0 checkpoint every later restart can reach
+        self._check_starts(self._each("get_stats"), count=False)
+
+    def _start_shards(self, args: Any) -> None:
+        """A new history on every shard (a fresh run, or a --resume): older shard checkpoints are forgotten."""
+        for store in self.ps_stores:
+            store.clear()
+        self._each("start", args)
+        self._persist_checkpoints()
+
+    def _persist_checkpoints(self) -> None:
+        """Take the shards' new checkpoints and write them here: a shard on another node writes nothing, and a
+        shard that restarts (remembering nothing) is handed its slice back from these files."""
+        if not self.ps_stores[0].enabled:
             return
-        from rayac.workers.remote import init_ray, make_a3c_workers, make_parameter_server
+        newest = [max(store.versions(), default=-1) for store in self.ps_stores]
+        for store, states in zip(
+            self.ps_stores, self._each("checkpoints_since", lambda i: (newest[i],)), strict=True
+        ):
+            for state in states:
+                store.save(state)
 
-        res = cfg.resources
-        init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus + res.learner_cpus)))
-        self.ps = make_parameter_server(cfg, spec)
-        self.workers = make_a3c_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
-        self.loops: dict[Any, int] = {}  # loop ObjectRef → worker index
-        wait_for_actors([self.ps, *self.workers], what="A3C parameter server and workers", cfg=cfg)
-
-    # ------------------------------------------------------------------ Ray plumbing
-    def _ps_call(self, method: str, *args: Any) -> Any:
-        """Call the parameter server; if it died, Ray restarts it (from its checkpoint): count it, then retry."""
+    # ------------------------------------------------------------------ calls to every shard
+    def _each(self, method: str, args: Any = lambda i: (), kwargs: Any = lambda i: {}) -> list[Any]:
+        """Call ``method`` on every shard at once; under Ray, wait out a shard's restart (counted elsewhere)."""
+        if not self.remote:
+            return [getattr(s, method)(*args(i), **kwargs(i)) for i, s in enumerate(self.shards)]
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
         deadline = time.monotonic() + CALL_TIMEOUT_S
         while True:
             try:
-                return ray.get(getattr(self.ps, method).remote(*args), timeout=CALL_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError) as err:
+                refs = [getattr(s, method).remote(*args(i), **kwargs(i)) for i, s in enumerate(self.shards)]
+                return ray.get(refs, timeout=CALL_TIMEOUT_S)
+            except (RayActorError, ActorUnavailableError, GetTimeoutError) as err:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"parameter server unreachable for {CALL_TIMEOUT_S:.0f}s: {err}"
                     ) from err
-                log.warning(
-                    "parameter server call %s failed (%s); waiting for its restart",
-                    method,
-                    type(err).__name__,
-                )
+                log.warning("parameter server call %s failed (%s); waiting for its restart", method,
+                            type(err).__name__)  # fmt: skip
                 time.sleep(0.2)
 
+    def _check_starts(
+        self, stats: list[ShardStats], *, count: bool = True, known_version: int = 0
+    ) -> dict[str, float]:
+        """Count every shard whose process restarted (a new start id) and resync all shards if needed."""
+        metrics: dict[str, float] = {}
+        restarted = []
+        for s in stats:
+            if self._start_ids[s.shard] is not None and self._start_ids[s.shard] != s.start_id:
+                restarted.append(s.shard)
+            self._start_ids[s.shard] = s.start_id
+        if count:
+            self.ps_restarts += len(restarted)
+        if restarted or not all(s.in_sync for s in stats) or len({s.epoch for s in stats}) > 1:
+            metrics.update(self._resync(stats, restarted, known_version))
+        return metrics
+
+    def _resync(self, stats: list[ShardStats], restarted: list[int], known_version: int) -> dict[str, float]:
+        """Every shard back to the last version all of them saved, in a new epoch (pushes of the old one in
+        flight are dropped). Without a common checkpoint (no run directory) the restarted shard keeps the fresh
+        weights it came back with, and this is logged as an error."""
+        before = max(known_version, *(s.version for s in stats))  # the newest version the run had reached
+        in_memory = [set(v) for v in self._each("saved_versions")]
+        saved = [mem | set(store.versions()) for mem, store in zip(in_memory, self.ps_stores, strict=True)]
+        common = set.intersection(*saved) if saved else set()
+        self.epoch += 1
+        if common:
+            version = max(common)
+            # a shard that no longer has it in memory (it restarted) gets it from the driver's files
+            states = [None if version in mem else store.load(version)
+                      for mem, store in zip(in_memory, self.ps_stores, strict=True)]  # fmt: skip
+            self._each("rollback", lambda i: (version, self.epoch),
+                       lambda i: {"from_checkpoint": True, "state": states[i]})  # fmt: skip
+            for store in self.ps_stores:
+                store.drop_after(version)
+            log.warning("parameter-server shard(s) %s restarted; every shard rolled back from version %d to its "
+                        "checkpoint at %d (%d updates lost)", restarted or "out of step", before, version,
+                        before - version)  # fmt: skip
+        else:
+            version = before
+            self._each("rollback", lambda i: (version, self.epoch), lambda i: {"from_checkpoint": False})
+            log.error("parameter-server shard(s) %s restarted with NO checkpoint to come back to (run.run_dir "
+                      "unset?): their slices restart from fresh weights at version %d", restarted, version)  # fmt: skip
+        self._last_version = version
+        return {"a3c/ps_restored_version": version, "a3c/ps_rollback_updates": before - version}
+
+    # ------------------------------------------------------------------ worker loops (Ray)
     def _launch(self, index: int) -> None:
-        self.loops[self.workers[index].run.remote(self.ps)] = index
+        self.loops[self.workers[index].run.remote(self.shards)] = index
+
+    def _count_failure(self, what: str) -> None:
+        self._failures += 1
+        self._failed_this_step = True
+        if self._failures > MAX_FAILURES_WITHOUT_PROGRESS:
+            raise RuntimeError(f"A3C worker loops keep failing with no push in between; last: {what}")
 
     def _watch_loops(self) -> None:
-        """Wait up to one poll interval; relaunch each loop that ended (its worker died or raised)."""
+        """Wait up to one poll interval; relaunch each loop that ended (its worker died, or it lost a shard)."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -90,22 +194,22 @@ class A3C:
         for ref in done:
             index = self.loops.pop(ref)
             try:
-                summary = ray.get(ref)
-                if "ps_error" in summary:  # the server died under this loop; the worker is fine
-                    self._failures += 1
+                result: LoopResult = ray.get(ref)
+                if (
+                    result.server_error is not None
+                ):  # a shard died or raised under this loop; the worker is fine
                     log.info(
-                        "A3C worker %d lost the parameter server (%s); rejoining", index, summary["ps_error"]
+                        "A3C worker %d lost the parameter server (%s); rejoining", index, result.server_error
                     )
+                    self._count_failure(result.server_error)
                     time.sleep(0.1)
             except RayActorError:
                 self.worker_restarts += 1
-                self._failures += 1
                 log.warning("A3C worker %d died; it restarts and rejoins with a fresh pull", index)
-            except Exception as err:  # the loop raised: e.g. the server died under a push
-                self._failures += 1
+                self._count_failure("worker died")
+            except Exception as err:  # the loop raised: a bug in the worker
                 log.warning("A3C worker %d loop ended with %s; relaunching", index, type(err).__name__)
-                if self._failures > MAX_FAILURES_WITHOUT_PROGRESS:
-                    raise RuntimeError(f"A3C worker loops keep failing; last error: {err}") from err
+                self._count_failure(repr(err))
             self._launch(index)
 
     # ------------------------------------------------------------------ Algorithm
@@ -114,46 +218,83 @@ class A3C:
         return self._last_version
 
     def train_step(self) -> StepResult:
+        self._failed_this_step = False
         if not self.remote:
-            self.local_worker.run(self.ps, max_pushes=1)
-            stats = self.ps.get_stats()
+            result = self.local_worker.run(self.shards, max_pushes=1)
+            if result.server_error is not None or result.pushes != 1:
+                raise RuntimeError(f"in-process A3C step failed: {result}")
         else:
             self._watch_loops()
-            stats = self._ps_call("get_stats")
-        metrics = dict(stats["metrics"])
-        if stats["metrics"]["a3c/pushes"]:
+        stats = self._each("get_stats")
+        lead = stats[0]
+        known = (
+            self._last_version
+        )  # before a restarted leader's version (the one it came back with) replaces it
+        metrics = dict(lead.metrics)
+        if (
+            lead.metrics["a3c/pushes"] and not self._failed_this_step
+        ):  # a shard that keeps raising is not progress
             self._failures = 0
-        restored = stats["restored_from"]
-        if restored is not None and restored != self._restored_seen:
-            self._restored_seen = restored
-            self.ps_restarts += 1
-            metrics["a3c/ps_restored_version"] = restored
-            log.warning("parameter server was restarted from its checkpoint (version %d)", restored)
+        self._last_version = lead.version
+        metrics.update(self._check_starts(stats, known_version=known))
+        self._persist_checkpoints()
         metrics["a3c/ps_restarts"] = self.ps_restarts
+        metrics["a3c/ps_shards"] = self.num_shards
         if self.remote:
             metrics["workers/restarts"] = self.worker_restarts
-        self._last_version = stats["version"]
-        return StepResult(num_steps=stats["env_steps"], episode_returns=stats["episode_returns"],
-                          episode_lengths=stats["episode_lengths"], metrics=metrics)  # fmt: skip
+        return StepResult(num_steps=lead.env_steps, episode_returns=lead.episode_returns,
+                          episode_lengths=lead.episode_lengths, metrics=metrics)  # fmt: skip
+
+    def _flat_weights(self) -> np.ndarray:
+        out = torch.zeros(self.layout.total)
+        client = ShardClient(self.shards, self.layout, self.cfg.algo.ps_transfer_dtype)
+        self._last_version = client.pull_into(out)
+        return out.numpy()
+
+    def _state_dict(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Parameters from the flat vector; buffers (none today) from the template policy."""
+        weights = {k: v.detach().numpy() for k, v in self.template.state_dict().items()}
+        weights.update(self.layout.to_state_dict(flat))
+        return weights
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Weights pulled from the server (greedy evaluation runs on these)."""
-        if not self.remote:
-            return self.ps.pull()[0]
-        weights, self._last_version = self._ps_call("pull")
-        return _resolve(weights)
+        """Weights pulled from the shards (greedy evaluation runs on these)."""
+        return self._state_dict(self._flat_weights())
+
+    def _gather_states(self) -> list[ShardState]:
+        """Every shard's slice at one version: the leader hands out no tickets until all have landed."""
+        if self.num_shards == 1:
+            return self._each("get_state")
+        version = self._each("pause")[0]
+        try:
+            return self._each("get_state", lambda i: (version,))
+        finally:
+            self._each("unpause")
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
-        if not self.remote:
-            return self.ps.get_state()
-        return self._ps_call("get_state")
+        """The driver's checkpoint holds every slice: full weights and the optimiser state as flat arrays."""
+        states = self._gather_states()
+        flat = np.concatenate([s.params for s in states])
+        weights = {k: torch.as_tensor(np.array(v)) for k, v in self._state_dict(flat).items()}
+        optimizer = to_checkpoint(join_states([s.optimizer for s in states]))
+        return weights, optimizer, states[0].version
 
     def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
-        if not self.remote:
-            self.ps.restore(weights, optimizer_state, version)
-        else:
-            self._ps_call("restore", weights, optimizer_state, version)
+        """Resume (any shard count): each shard takes its slice and starts a new history at ``version``; a
+        resume is not a parameter-server restart."""
+        flat = self.layout.from_state_dict({k: np.asarray(v) for k, v in weights.items()})
+        opt = from_checkpoint(optimizer_state, self.layout)
+        states = [
+            ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi)) for lo, hi in self.bounds
+        ]
+        self._start_shards(lambda i: (self.epoch, states[i]))
         self._last_version = version
+
+    def ps_pids(self) -> list[int]:
+        return self._each("pid")
+
+    def ps_pid(self) -> int:
+        return self.ps_pids()[0]
 
     def worker_pids(self) -> list[int]:
         import ray
@@ -175,10 +316,7 @@ class A3C:
                 time.sleep(0.2)
 
     def ps_node(self) -> str:
-        return self._ps_call("node_id")
-
-    def ps_pid(self) -> int:
-        return self._ps_call("pid")
+        return self._each("node_id")[0]
 
     def stop(self) -> None:
         if not self.remote:
@@ -189,8 +327,8 @@ class A3C:
         from rayac.workers.remote import kill_actors
 
         try:
-            ray.get(self.ps.request_stop.remote(), timeout=10)
+            ray.get(self.shards[0].request_stop.remote(), timeout=10)
             ray.wait(list(self.loops), num_returns=len(self.loops), timeout=10)
         except Exception as err:  # stopping must not fail the run; the actors are killed below regardless
             log.warning("clean A3C stop failed (%s); killing the actors", err)
-        kill_actors([*self.workers, self.ps])
+        kill_actors([*self.workers, *self.shards])

@@ -1,57 +1,93 @@
-"""A3C worker: a RolloutWorker that loops on its own — pull, sample, backprop, push — until told to stop."""
+"""A3C worker: a RolloutWorker that loops on its own — pull, sample, backprop, push — until told to stop.
+
+One A3C update reads here in full: ``compute_gradients`` (rollout → targets → loss → backward into one flat
+gradient buffer → global-norm clip factor) and ``run`` (the push/pull loop over the parameter-server shards).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
+import torch
+
+from rayac.advantages import make_batch
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.losses import actor_critic_loss, to_tensors
+from rayac.workers.flat import FlatLayout, bind_flat, clip_coefficient
+from rayac.workers.ps_client import ShardClient
+from rayac.workers.ps_messages import LoopResult, WorkerStats
 from rayac.workers.rollout import RolloutWorker
 
 
-def _call(target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Call a method on a plain object or on a Ray actor handle, alike."""
-    fn = getattr(target, method)
-    if hasattr(fn, "remote"):
-        import ray
-
-        return ray.get(fn.remote(*args, **kwargs))
-    return fn(*args, **kwargs)
-
-
-def _resolve(weights: Any) -> Any:
-    """Weights arrive as a dict (in-process) or as an ObjectRef published once by the server (Ray)."""
-    if type(weights).__name__ == "ObjectRef":
-        import ray
-
-        return ray.get(weights)
-    return weights
+def _server_lost(err: Exception) -> bool:
+    """A Ray error from a shard call (the shard died, restarts, or raised): the driver counts it and relaunches
+    this loop. Any other exception is a bug here and propagates (in-process it reaches the caller)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and isinstance(err, ray.exceptions.RayError)
 
 
 class A3CWorker(RolloutWorker):
-    def run(self, ps: Any, *, max_pushes: int | None = None) -> dict[str, int]:
-        """pull → ``rollout_steps`` steps → targets → local backward → push, with the fresh weights coming back
-        in the push's reply. Ends when the server says stop, or after ``max_pushes``."""
-        pushes = applied = 0
-        summary: dict[str, Any] = {"worker_index": self.worker_index}
+    def __init__(self, cfg: Config, spec: SpaceSpec, **kwargs: Any):
+        super().__init__(cfg, spec, **kwargs)
+        self.layout = FlatLayout.of(self.policy)
+        # parameters and gradients become views of two flat buffers: a pull is one copy, a push one array
+        self.flat_params, self.flat_grad = bind_flat(self.policy)
+
+    def compute_gradients(self, num_steps: int | None = None) -> tuple[int, float, WorkerStats]:
+        """Sample, then backprop the loss on the local policy into ``flat_grad``.
+
+        Returns (version the gradient was computed from, clip factor of the whole gradient, stats)."""
+        rollout = self.sample(num_steps)
+        batch = to_tensors(make_batch([rollout], self.cfg.algo), torch.device("cpu"))
+        self.policy.zero_grad(set_to_none=False)  # keeps .grad the views of flat_grad
+        loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
+        loss.backward()
+        grad_norm, clip_coef = clip_coefficient(self.flat_grad, self.cfg.algo.max_grad_norm)
+        metrics["train/grad_norm"] = grad_norm
+        stats = WorkerStats(rollout.num_steps, rollout.episode_returns, rollout.episode_lengths, metrics)
+        return self.version, clip_coef, stats
+
+    def run(self, shards: list[Any], *, max_pushes: int | None = None) -> LoopResult:
+        """pull → ``rollout_steps`` steps → targets → local backward → push, the fresh weights coming back in the
+        push's replies. With ``algo.push_pipelining`` the next rollout is sampled (and backpropagated, on the
+        weights it was sampled with) while the previous push is in flight. Ends when the server says stop, after
+        ``max_pushes``, or when a shard is lost (``server_error``)."""
+        client = ShardClient(shards, self.layout, self.cfg.algo.ps_transfer_dtype)
+        pipelining = self.cfg.algo.push_pipelining and client.remote
+        result = LoopResult(self.worker_index, 0, 0)
+        pending: list[Any] | None = None
         try:
-            weights, version = _call(ps, "pull")
-            self.set_weights(_resolve(weights), version)
-        except (
-            Exception
-        ) as err:  # the server is down (restarting): tell the driver, which relaunches this loop
-            return {**summary, "pushes": 0, "applied": 0, "ps_error": repr(err)}
-        while max_pushes is None or pushes < max_pushes:
-            grads, version, stats = self.compute_gradients()
-            try:
-                result = _call(ps, "push", grads, version, stats, return_weights=True)
-                self.set_weights(_resolve(result.weights), result.version)
-            except Exception as err:
-                return {**summary, "pushes": pushes, "applied": applied, "ps_error": repr(err)}
-            pushes += 1
-            applied += result.applied
-            if result.stop:
-                break
-        return {**summary, "pushes": pushes, "applied": applied}
+            with torch.no_grad():
+                self.version = client.pull_into(self.flat_params)
+            while max_pushes is None or result.pushes < max_pushes:
+                version, clip_coef, stats = self.compute_gradients()
+                if pending is not None and self._land(client, pending, result):
+                    pending = None
+                    break
+                pending = client.submit_push(self.flat_grad, version, clip_coef, stats)
+                result.pushes += 1
+                if not pipelining:
+                    stop = self._land(client, pending, result)
+                    pending = None
+                    if stop:
+                        break
+            if pending is not None:  # the last push still counts
+                self._land(client, pending, result)
+        except Exception as err:
+            if not _server_lost(err):
+                raise
+            result.server_error = f"{type(err).__name__}: {err}"[:2000]
+        return result
+
+    def _land(self, client: ShardClient, pending: list[Any], result: LoopResult) -> bool:
+        """Wait for a push's replies, load the weights they carry; True when the driver asked to stop."""
+        with torch.no_grad():
+            self.version, applied, stop = client.wait_push(pending, self.flat_params)
+        result.applied += applied
+        return stop
 
     def pid(self) -> int:
         return os.getpid()

@@ -6,6 +6,8 @@ a synchronous update are the same arithmetic.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -118,3 +120,35 @@ class Learner:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return weights_to_numpy(self.policy)
+
+    def update_each(self, *rollouts: Rollout) -> dict[str, float]:
+        """``update`` for a Ray actor: each rollout a separate argument, so Ray hands it over resolved, fetched
+        from the object store of the node that sampled it, without passing through the driver."""
+        return self.update(list(rollouts))
+
+    # the same checkpoint shape as the A3C ParameterServer: (weights, optimiser state, version)
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
+        weights = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+        return weights, tensors_to_cpu(self.optimizer.state_dict()), self.version
+
+    def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
+        self.policy.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.version = version
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+def tensors_to_cpu(obj: Any) -> Any:
+    """A nested state (an optimiser's) with every tensor on the CPU: what crosses Ray and goes to disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: tensors_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [tensors_to_cpu(v) for v in obj]
+    return obj

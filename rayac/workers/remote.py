@@ -72,14 +72,24 @@ def kill_actors(handles: list) -> None:
             ray.kill(h, no_restart=True)
 
 
-def make_parameter_server(cfg: Config, spec: SpaceSpec):
-    """The A3C parameter server; Ray restarts it if its process dies, and it reloads its own checkpoint."""
+def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> list:
+    """The A3C parameter-server shards. Together they reserve what one server did (``learner_cpus`` and
+    ``learner_resources`` split evenly), so changing K never makes a run unschedulable. Ray restarts a shard whose
+    process dies; the driver then rolls every shard back to their last common checkpoint.
+
+    K > 1: a threaded actor, so a slice that arrives before its predecessor can wait for it (see
+    parameter_server.py); the threads beyond the workers' pushes are for the driver's calls."""
     from rayac.workers.parameter_server import ParameterServer
 
-    gpus = 1 if cfg.resources.device == "cuda" else 0
-    actor_cls = _remote(ParameterServer, num_cpus=cfg.resources.learner_cpus, num_gpus=gpus, max_restarts=-1,
-                        max_task_retries=0, resources=dict(cfg.resources.learner_resources))  # fmt: skip
-    return actor_cls.remote(cfg, spec, publish=True)
+    res = cfg.resources
+    gpus = 1 / num_shards if res.device == "cuda" else 0
+    concurrency = 1 if num_shards == 1 else 2 * res.num_workers + 8
+    actor_cls = _remote(ParameterServer, num_cpus=res.learner_cpus / num_shards, num_gpus=gpus, max_restarts=-1,
+                        max_task_retries=0, max_concurrency=concurrency,
+                        resources={k: v / num_shards for k, v in res.learner_resources.items()})  # fmt: skip
+    return [
+        actor_cls.remote(cfg, spec, shard=i, num_shards=num_shards, publish=True) for i in range(num_shards)
+    ]
 
 
 def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
@@ -109,10 +119,24 @@ def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
     except GetTimeoutError:
         kill_actors(handles)  # pending actors would otherwise take their CPUs the moment some free up
         res = cfg.resources
-        need = res.num_workers * res.worker_cpus + (res.learner_cpus if cfg.algo.name == "a3c" else 0)
-        have = ray.cluster_resources().get("CPU", 0)
+        learner_actor = cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
+        need = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
+        have = ray.cluster_resources()
+        custom = "".join(f"; learner_resources.{key}: {amount:g} needed, the cluster has {have.get(key, 0):g}"
+                         for key, amount in res.learner_resources.items())  # fmt: skip
         raise RuntimeError(
             f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s: they need {need:g} CPUs "
-            f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have:g}. "
-            "Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
+            f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have.get('CPU', 0):g}"
+            f"{custom}. Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."
         ) from None
+
+
+def make_learner(cfg: Config, spec: SpaceSpec):
+    """The A2C learner as an actor, placed like the A3C parameter server (``learner_resources``, a GPU for
+    ``device: cuda``), so the driver — which writes the run's files — stays where it was started."""
+    from rayac.workers.learner import Learner
+
+    res = cfg.resources
+    actor_cls = _remote(Learner, num_cpus=res.learner_cpus, num_gpus=1 if res.device == "cuda" else 0,
+                        max_restarts=0, resources=dict(res.learner_resources))  # fmt: skip
+    return actor_cls.remote(cfg, spec)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rayac.advantages import make_batch
 from rayac.config import Config
 from rayac.envs import SpaceSpec, make_training_env
-from rayac.losses import actor_critic_loss, to_tensors
 from rayac.normalizer import moments
 from rayac.policy import ActorCritic, build_policy, load_numpy_weights
 from rayac.types import Rollout
@@ -162,23 +160,6 @@ class RolloutWorker:
             obs_moments=obs_moments,
             return_moments=return_moments,
         )
-
-    # -- A3C: the worker computes gradients on its own copy
-    def compute_gradients(self, num_steps: int | None = None) -> tuple[list[np.ndarray], int, dict]:
-        """Sample, then backprop the loss on the local policy. Returns (grads, version, stats)."""
-        rollout = self.sample(num_steps)
-        batch = to_tensors(make_batch([rollout], self.cfg.algo), torch.device("cpu"))
-        self.policy.zero_grad(set_to_none=False)
-        loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
-        loss.backward()
-        grads = [p.grad.numpy().copy() for p in self.policy.parameters()]
-        stats = {
-            **metrics,
-            "num_steps": rollout.num_steps,
-            "episode_returns": rollout.episode_returns,
-            "episode_lengths": rollout.episode_lengths,
-        }
-        return grads, self.version, stats
 
     def node_id(self) -> str:
         """The Ray node this worker runs on (placement checks); '' outside Ray."""

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.services.ray_cluster import HEAD_FILE, head_process_groups, stop_local_head
-from api.services.store import JobRecord, JobStore
+from api.services.store import TERMINAL, JobRecord, JobStore
 from tests.api.conftest import Service, follow, free_port, small_job, wait_for
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -115,7 +115,9 @@ def test_jobs_that_can_never_run_are_refused_or_failed_with_the_reason(service, 
         assert resp.status_code == 422
         assert resp.json()["detail"].startswith("config.resources.num_workers: the job needs 64 CPU")
         assert "the Ray cluster has 4" in resp.json()["detail"]
-        resp = c.post("/v1/jobs", json=small_job(resources__learner_resources={"gpu_box": 1}))
+        resp = c.post(
+            "/v1/jobs", json=small_job(resources__num_workers=1, resources__learner_resources={"gpu_box": 1})
+        )
         assert resp.status_code == 422 and "no node offers 'gpu_box'" in resp.json()["detail"]
     capped = extra_service(RAYAC_MAX_WORKERS_PER_JOB="2", RAYAC_MAX_ROLLOUT_BYTES="1000000")
     with capped.client() as c:
@@ -127,15 +129,18 @@ def test_jobs_that_can_never_run_are_refused_or_failed_with_the_reason(service, 
         resp = c.post("/v1/jobs/validate", json=small_job(env__num_envs=512, algo__rollout_steps=1000))
         assert resp.status_code == 422 and "RAYAC_MAX_ROLLOUT_BYTES" in resp.json()["detail"]
 
+    # Accepted (the operator turned the check off, as on an autoscaling cluster) but never placed: the driver's
+    # actors wait for the service's placement deadline, then the job fails with the reason.
     lenient = extra_service(RAYAC_CHECK_CLUSTER_RESOURCES="false", RAYAC_PLACEMENT_TIMEOUT_S="5")
     with lenient.client() as c:
-        job = c.post("/v1/jobs", json=small_job(resources__learner_resources={"nowhere": 1})).json()
-        assert job["status"] == "pending"
+        body = small_job(resources__num_workers=1, resources__learner_resources={"nowhere": 1})
+        job = c.post("/v1/jobs", json=body).json()
         info = wait_for(
-            lambda: (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] != "pending" and j, timeout=40
+            lambda: (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] in TERMINAL and j, timeout=90
         )
         assert info and info["status"] == "failed", info
-        assert "not placed within 5 s" in info["error"] and "waiting for resources" in info["error"]
+        assert "did not start within 5s" in info["error"]
+        assert "learner_resources.nowhere: 1 needed, the cluster has 0" in info["error"]
 
 
 def test_time_limit_holds_inside_one_huge_rollout(service, extra_service):

@@ -4,8 +4,11 @@ import pytest
 
 import rayac
 from rayac.algorithms.a2c import A2C
+from rayac.checkpoint import load_checkpoint
 from rayac.config import build_config
 from rayac.envs import describe_env
+from rayac.evaluate import Evaluator
+from rayac.metrics import read_metrics
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -18,9 +21,21 @@ def test_a2c_two_ray_workers_solves_cartpole(ray_session, tmp_path):
     result = rayac.train(cfg, run_dir=tmp_path / "run")
     assert result.solved, result
     assert result.best_eval_return >= 475 and result.env_steps <= 200_000
-    # the saved policy is the one that solved it
-    evaluated = rayac.load_policy(result.run_dir)
-    assert evaluated.checkpoint is not None
+    assert result.stop_reason == "target_return" and result.eval_return >= 475
+
+    # the saved policy is the one that solved it: replaying the solving evaluation (same episodes, same env
+    # seeds) with the final checkpoint's weights gives the recorded return to the last digit
+    assert str(rayac.load_policy(result.run_dir).checkpoint) == result.checkpoint
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt.state["env_steps"] == result.env_steps and ckpt.state["eval_return"] == result.eval_return
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/return_mean" in r]
+    assert evals[-1]["eval/return_mean"] == result.eval_return
+    replay = Evaluator(ckpt.cfg.env, ckpt.build_policy(), episodes=ckpt.cfg.run.eval_episodes)
+    replay.calls = len(evals) - 1  # the solving evaluation was the Runner's last call: its seeds
+    try:
+        assert replay.evaluate()["eval/return_mean"] == result.eval_return
+    finally:
+        replay.close()
 
 
 def test_a2c_survives_a_killed_worker(ray_session):

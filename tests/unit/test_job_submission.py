@@ -39,19 +39,16 @@ def service(tmp_path, total=None, **settings):
     return JobService(cfg, FakeCluster(fake, total)), fake
 
 
-def test_a2c_driver_is_pinned_where_the_learner_should_run(tmp_path):
+@pytest.mark.parametrize("algo", ["a2c", "a3c"])
+def test_the_driver_is_never_pinned_the_learner_is(tmp_path, algo):
+    """The driver (which writes the run's files) stays where Ray runs drivers; learner_resources go to the
+    learner / parameter-server actors, which the driver makes (rayac.workers.remote)."""
     jobs, fake = service(tmp_path, total={"CPU": 4, "learner": 1})
-    rec = jobs.submit(Config(resources={"learner_resources": {"learner": 1}}), "pinned")
+    rec = jobs.submit(Config(algo={"name": algo}, resources={"learner_resources": {"learner": 1}}), "pinned")
     call = fake.submitted[0]
-    assert call["entrypoint_resources"] == {"learner": 1} and call["submission_id"] == rec.id
+    assert "entrypoint_resources" not in call and call["submission_id"] == rec.id
     assert f"--run-dir {tmp_path.resolve()}/runs/{rec.id}" in call["entrypoint"]
     assert jobs.store.get(rec.id).status == "pending"
-
-
-def test_a3c_pins_its_parameter_server_not_the_driver(tmp_path):
-    jobs, fake = service(tmp_path, total={"CPU": 4, "learner": 1})
-    jobs.submit(Config(algo={"name": "a3c"}, resources={"learner_resources": {"learner": 1}}), None)
-    assert fake.submitted[0]["entrypoint_resources"] is None
 
 
 def test_module_env_ids_need_the_allow_list(tmp_path):

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from rayac.config import AlgoConfig, Config
@@ -53,14 +52,8 @@ def _batch(policy, actions, advantages, returns):
     )
 
 
-@pytest.fixture
-def cartpole():
-    cfg = Config()
-    return cfg, describe_env(cfg.env)
-
-
-def test_positive_advantage_raises_the_log_prob_of_its_action(cartpole):
-    cfg, spec = cartpole
+def test_positive_advantage_raises_the_log_prob_of_its_action(cartpole_spec):
+    cfg, spec = Config(), cartpole_spec
     torch.manual_seed(0)
     policy = build_policy(spec, cfg.model, estimator="gae")
     batch = _batch(policy, [1, 1], [1.0, 1.0], [0.0, 0.0])
@@ -75,8 +68,8 @@ def test_positive_advantage_raises_the_log_prob_of_its_action(cartpole):
     assert (after > before).all()
 
 
-def test_entropy_bonus_lowers_the_loss_and_value_term_is_mse(cartpole):
-    cfg, spec = cartpole
+def test_entropy_bonus_lowers_the_loss_and_value_term_is_mse(cartpole_spec):
+    cfg, spec = Config(), cartpole_spec
     policy = build_policy(spec, cfg.model, estimator="gae")
     batch = _batch(policy, [0, 1], [0.0, 0.0], [3.0, -1.0])
     _, ent, values = policy.evaluate_actions(batch.obs, batch.actions)

@@ -1,4 +1,6 @@
-"""Short real training runs with num_workers=0 (no Ray): determinism, checkpoints, resume, presets."""
+"""Short real training runs with num_workers=0 (no Ray): determinism, checkpoints, resume, presets.
+
+Not unit tests: each trains for real (a few thousand env steps), so they live here, beside the learning tests."""
 
 import json
 
@@ -11,20 +13,9 @@ from rayac.checkpoint import checkpoint_dirs, load_checkpoint
 from rayac.cli import main
 from rayac.config import build_config, list_presets
 from rayac.metrics import read_metrics
+from tests.runs import quiet, tiny_run
 
 MEASURED = {"time/elapsed_s", "time/sps", "time/sample_s", "time/learn_s"}
-
-
-def quiet(*extra):
-    return ["run.progress_bar=false", "run.tensorboard=false", "run.log_interval_s=1000", *extra]
-
-
-def tiny_run(tmp_path, name, *overrides, preset="a2c_cartpole"):
-    cfg = build_config(
-        preset=preset,
-        overrides=quiet("run.stop.total_env_steps=3000", "run.eval_interval_steps=1000", *overrides),
-    )
-    return rayac.train(cfg, run_dir=tmp_path / name)
 
 
 def test_same_seed_same_metrics(tmp_path):

@@ -1,0 +1,182 @@
+// Jobs: the list (refreshes itself) and one job's page (live curves over SSE, config, log tail,
+// checkpoints, stop).
+
+import { ApiError, MetricStream, api, apiJSON } from "./api.js";
+import { TERMINAL, age, fmt, h, statusBadge } from "./dom.js";
+
+const LIST_REFRESH_MS = 2000;
+const JOB_REFRESH_MS = 3000;
+const LOG_LINES = 60;
+
+export function jobsPage(view) {
+  const body = h("tbody", { id: "jobs-body" });
+  const more = h("button", { id: "jobs-more", hidden: true }, "Older jobs");
+  const note = h("p", { class: "muted", id: "jobs-note" }, "Loading…");
+  view.append(
+    h("div", { class: "row" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/submit" }, "New job")),
+    h("table", { class: "jobs" },
+      h("thead", {}, h("tr", {}, ["Name", "Status", "Algo", "Env", "Env steps", "Episode return",
+        "Eval return", "Age"].map((t, i) => h("th", { class: i >= 4 ? "num" : null }, t)))),
+      body),
+    more, note);
+  let pages = 1; // how many pages the user asked for: refreshes keep showing them all
+  let timer = null;
+  let stopped = false;
+
+  async function refresh() {
+    try {
+      const jobs = [];
+      let cursor = null;
+      for (let i = 0; i < pages; i++) {
+        const q = new URLSearchParams({ limit: "50" });
+        if (cursor) q.set("cursor", cursor);
+        const page = await apiJSON(`/v1/jobs?${q}`);
+        jobs.push(...page.jobs);
+        cursor = page.next_cursor;
+        if (!cursor) break;
+      }
+      if (stopped) return;
+      body.replaceChildren(...jobs.map((j) => h("tr", { dataset: { jobId: j.id }, class: "clickable",
+        onclick: () => { location.hash = `#/jobs/${encodeURIComponent(j.id)}`; } },
+      h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(j.id)}` }, j.name || j.id)),
+      h("td", {}, statusBadge(j.status)), h("td", {}, j.algo), h("td", {}, j.env_id),
+      h("td", { class: "num" }, fmt(j.env_steps)), h("td", { class: "num" }, fmt(j.episode_return)),
+      h("td", { class: "num" }, fmt(j.eval_return)), h("td", { class: "num" }, age(j.created_at)))));
+      more.hidden = !cursor;
+      note.textContent = jobs.length ? `Updated ${new Date().toLocaleTimeString()}` : "No jobs yet.";
+    } catch (err) {
+      note.textContent = `Could not load jobs: ${err.message}`;
+    }
+    if (!stopped) timer = setTimeout(refresh, LIST_REFRESH_MS);
+  }
+  more.addEventListener("click", () => { pages += 1; clearTimeout(timer); refresh(); });
+  refresh();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+// Each chart: a title and the record keys it plots against time/env_steps.
+const CHARTS = [
+  { id: "episode", title: "Episode return (training)", keys: ["rollout/episode_return_mean"] },
+  { id: "eval", title: "Eval return (greedy)", keys: ["eval/return_mean"] },
+  { id: "losses", title: "Losses", keys: ["train/policy_loss", "train/value_loss", "train/entropy"] },
+  { id: "sps", title: "Env steps / s", keys: ["time/sps"] },
+];
+const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
+
+function chartWidth(host) {
+  return Math.max(300, host.clientWidth - 10);
+}
+
+function makeChart(spec, host) {
+  const opts = {
+    width: chartWidth(host), height: 220, title: spec.title,
+    scales: { x: { time: false } },
+    axes: [{ label: "env steps" }, { size: 64 }],
+    series: [{ label: "env steps" }, ...spec.keys.map((k, i) => ({
+      label: k.split("/")[1], stroke: COLORS[i], width: 1.5, spanGaps: true,
+      points: { show: spec.id === "eval" },
+    }))],
+  };
+  return new uPlot(opts, [[], ...spec.keys.map(() => [])], host);
+}
+
+export function jobPage(view, jobId) {
+  const title = h("h1", {}, jobId);
+  const badge = h("span", { id: "job-status" });
+  const stopBtn = h("button", { id: "stop-job", class: "danger", disabled: true }, "Stop");
+  const streamState = h("span", { id: "stream-state", class: "muted" });
+  const points = h("span", { id: "points", class: "muted" }, "0 records");
+  const charts = h("div", { class: "charts" });
+  const config = h("pre", { id: "job-config", class: "scroll" });
+  const logs = h("pre", { id: "job-logs", class: "scroll" });
+  const ckpts = h("tbody", { id: "job-checkpoints" });
+  const error = h("pre", { id: "job-error", class: "error", hidden: true });
+  view.append(
+    h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
+    h("div", { class: "row" }, title, badge, stopBtn, streamState, points),
+    error, charts,
+    h("div", { class: "cols" },
+      h("section", {}, h("h2", {}, "Checkpoints"), h("table", {}, h("thead", {}, h("tr", {},
+        ["Checkpoint", "Env steps", "Version", "Eval return"].map((t, i) => h("th", { class: i ? "num" : null }, t)))),
+      ckpts)),
+      h("section", {}, h("h2", {}, "Config"), config)),
+    h("section", {}, h("h2", {}, "Log tail"), logs));
+
+  const data = { jobId, x: [], series: CHARTS.map((c) => c.keys.map(() => [])), ids: [] };
+  // all hosts first, so the grid has its final columns when each chart measures its width
+  const hosts = CHARTS.map((spec) => charts.appendChild(h("div", { class: "chart", id: `chart-${spec.id}` })));
+  const plots = CHARTS.map((spec, i) => makeChart(spec, hosts[i]));
+  const resize = new ResizeObserver(() => plots.forEach((p, i) => p.setSize({ width: chartWidth(hosts[i]),
+    height: 220 })));
+  resize.observe(charts);
+  let drawPending = false;
+  function draw() {
+    drawPending = false;
+    plots.forEach((plot, i) => plot.setData([data.x, ...data.series[i]]));
+    points.textContent = `${data.x.length} records`;
+  }
+  function onRecord(id, record) {
+    data.ids.push(id);
+    data.x.push(record["time/env_steps"] ?? id);
+    CHARTS.forEach((spec, i) => spec.keys.forEach((k, j) => data.series[i][j].push(record[k] ?? null)));
+    if (!drawPending) {
+      drawPending = true;
+      requestAnimationFrame(draw);
+    }
+  }
+
+  let status = null;
+  let timer = null;
+  let closed = false;
+  function showJob(job) {
+    status = job.status;
+    title.textContent = job.name ? `${job.name} (${job.id})` : job.id;
+    badge.replaceChildren(statusBadge(job.status));
+    stopBtn.disabled = TERMINAL.has(job.status);
+    config.textContent = JSON.stringify(job.config, null, 2);
+    error.hidden = !job.error;
+    error.textContent = job.error || "";
+    ckpts.replaceChildren(...job.checkpoints.map((c) => h("tr", {}, h("td", {}, c.name),
+      h("td", { class: "num" }, fmt(c.env_steps)), h("td", { class: "num" }, fmt(c.version)),
+      h("td", { class: "num" }, fmt(c.eval_return)))));
+  }
+  async function refresh() {
+    try {
+      showJob(await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}`));
+      const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs`);
+      if (resp.ok) logs.textContent = (await resp.text()).trimEnd().split("\n").slice(-LOG_LINES).join("\n");
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        view.replaceChildren(h("p", { class: "error" }, err.message), h("a", { href: "#/jobs" }, "Jobs"));
+        closed = true;
+        return;
+      }
+    }
+    if (!closed && !TERMINAL.has(status)) timer = setTimeout(refresh, JOB_REFRESH_MS);
+  }
+
+  const stream = new MetricStream(jobId, {
+    onRecord,
+    onStatus: () => { streamState.textContent = "finished"; clearTimeout(timer); refresh(); },
+    onState: (s) => { streamState.textContent = s; streamState.dataset.state = s; },
+  });
+  window.rayacStream = stream; // for the browser test: drop() a connection, then read ids/gaps
+  window.rayacData = data;
+  stopBtn.addEventListener("click", async () => {
+    stopBtn.disabled = true;
+    stopBtn.textContent = "Stopping…";
+    try {
+      showJob(await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}/stop`, { method: "POST" }));
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Stop failed: ${err.message}`;
+    }
+    stopBtn.textContent = "Stop";
+    clearTimeout(timer);
+    refresh();
+  });
+  refresh();
+  stream.run();
+  return () => { closed = true; clearTimeout(timer); stream.close(); resize.disconnect();
+    plots.forEach((p) => p.destroy()); };
+}

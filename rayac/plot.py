@@ -1,0 +1,61 @@
+"""``rayac plot``: learning curves of one or more runs (their metrics.jsonl) on one chart, as a PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rayac.config import ConfigError
+from rayac.metrics import read_metrics
+
+X_KEY = "time/env_steps"
+
+
+def load_curve(run: str | Path, metric: str) -> tuple[list[float], list[float]]:
+    """(env steps, values) of ``metric`` in a run directory; records without the metric are skipped."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError("RUN", f"{run}: no metrics.jsonl (is it a run directory?)")
+    xs, ys = [], []
+    for record in read_metrics(path):
+        if metric in record and X_KEY in record:
+            xs.append(float(record[X_KEY]))
+            ys.append(float(record[metric]))
+    return xs, ys
+
+
+def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: str | None = None) -> Any:
+    """Draw one line per run (labelled with the run's directory name) and write the PNG atomically.
+
+    Returns the matplotlib Figure (closed: its data stays readable, it holds no window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    names = [Path(run).resolve().name for run in runs]
+    # a run is labelled by its directory name, or by the path given when two names are the same
+    labels = [name if names.count(name) == 1 else str(run) for name, run in zip(names, runs, strict=True)]
+    curves = []
+    for run, label in zip(runs, labels, strict=True):
+        xs, ys = load_curve(run, metric)
+        if not xs:
+            raise ConfigError("--metric", f"{run}: no records with '{metric}'")
+        curves.append((label, xs, ys))
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for label, xs, ys in curves:
+        ax.plot(xs, ys, label=label, linewidth=1.6, marker="o" if len(xs) < 30 else None, markersize=3)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out)
+    plt.close(fig)
+    return fig

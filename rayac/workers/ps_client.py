@@ -1,0 +1,79 @@
+"""The K parameter-server shards seen from a worker or the driver: plain objects or Ray actors, called alike.
+
+A push is one leader ticket plus K slices sent at once (under Ray the slices wait for the ticket inside Ray,
+not in this process); with one shard, a single ``push`` call. Replies and pulls write each shard's slice
+straight into a flat float32 tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rayac.workers.flat import FlatLayout, decode_into, encode
+from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, WorkerStats
+
+CALL_TIMEOUT_S = 120.0
+
+
+def _is_ref(value: Any) -> bool:
+    return type(value).__name__ == "ObjectRef"
+
+
+class ShardClient:
+    def __init__(self, shards: list[Any], layout: FlatLayout, transfer_dtype: str):
+        self.shards = list(shards)
+        self.bounds = layout.shard_bounds(len(self.shards))
+        self.dtype = transfer_dtype
+        self.remote = hasattr(self.shards[0].pull, "remote")
+
+    def _call(self, shard: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(shard, method)
+        return fn.remote(*args, **kwargs) if self.remote else fn(*args, **kwargs)
+
+    def _gather(self, pending: list[Any]) -> list[Any]:
+        if not self.remote:
+            return pending
+        import ray
+
+        results = ray.get(pending, timeout=CALL_TIMEOUT_S)
+        refs = [r.weights for r in results if _is_ref(r.weights)]  # slices a shard published for every puller
+        if refs:
+            fetched = iter(ray.get(refs, timeout=CALL_TIMEOUT_S))
+            for r in results:
+                if _is_ref(r.weights):
+                    r.weights = next(fetched)
+        return results
+
+    def _load(self, results: list[PullResult | PushResult], out: torch.Tensor | None) -> int:
+        """Write every slice into ``out``; the weight set's version is the oldest slice's (all equal once the
+        in-flight pushes land)."""
+        if out is not None:
+            for (lo, hi), r in zip(self.bounds, results, strict=True):
+                decode_into(r.weights, out[lo:hi])
+        return min(r.version for r in results)
+
+    def pull_into(self, out: torch.Tensor | None) -> int:
+        return self._load(self._gather([self._call(s, "pull") for s in self.shards]), out)
+
+    def submit_push(
+        self, grad: torch.Tensor, version: int, clip_coef: float, stats: WorkerStats
+    ) -> list[Any]:
+        """Send one push; returns what ``wait_push`` takes (ObjectRefs under Ray, results in-process)."""
+        if len(self.shards) == 1:
+            payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
+            return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats),
+                               return_weights=True)]  # fmt: skip
+        ticket = self._call(self.shards[0], "ticket", GradientPush(version, None, clip_coef, stats))
+        return [
+            self._call(
+                shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket, return_weights=True
+            )
+            for shard, (lo, hi) in zip(self.shards, self.bounds, strict=True)
+        ]
+
+    def wait_push(self, pending: list[Any], out: torch.Tensor) -> tuple[int, bool, bool]:
+        """(version of the weights now in ``out``, applied, stop)."""
+        results = self._gather(pending)
+        return self._load(results, out), results[0].applied, any(r.stop for r in results)

@@ -1,0 +1,94 @@
+"""The messages between A3C workers, parameter-server shards and the driver: typed, never dicts with magic keys.
+
+Every weight vector and gradient is a ``flat.Payload`` (one contiguous array) or, under Ray, an ObjectRef of
+one that a shard published once for every puller of that version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class WorkerStats:
+    """What one push reports besides its gradient: env steps, finished episodes, the loss terms."""
+
+    num_steps: int
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+    train: dict[str, float] = field(default_factory=dict)  # train/* metrics of this update
+
+
+@dataclass
+class GradientPush:
+    """One push, in one argument (every argument of a Ray call costs its own serialisation)."""
+
+    version: int  # the weights' version the gradient was computed from
+    grad: Any = None  # Payload of the whole gradient (one shard); None when asking the leader for a ticket
+    clip_coef: float = 1.0  # global-norm clip factor of the whole gradient, computed by the worker
+    stats: WorkerStats | None = None
+
+
+@dataclass
+class Ticket:
+    """The leader shard's one decision on a push, which every shard follows: applied everywhere or nowhere."""
+
+    applied: bool
+    seq: int  # applied: the version this push makes on every shard; dropped: the leader's version
+    epoch: int  # bumped by every resync after a restart; a shard ignores tickets of another epoch
+    clip_coef: float  # global-norm clip factor of the whole gradient, computed by the worker
+    checkpoint: bool  # every shard checkpoints right after applying this push (the same version everywhere)
+    stop: bool
+
+
+@dataclass
+class PushResult:
+    version: int  # this shard's version after the push
+    applied: bool  # False: dropped (too stale, from before a restart, or during a resync)
+    stop: bool  # the driver asked every worker to stop
+    weights: Any = None  # this shard's slice at ``version`` when asked for (Payload, or an ObjectRef of one)
+
+
+@dataclass
+class PullResult:
+    version: int
+    weights: Any  # this shard's slice (Payload, or an ObjectRef of one)
+
+
+@dataclass
+class LoopResult:
+    """How an A3C worker's loop ended: told to stop / max_pushes (``server_error`` None), or it lost a shard."""
+
+    worker_index: int
+    pushes: int
+    applied: int
+    server_error: str | None = None
+
+
+@dataclass
+class ShardStats:
+    """One shard's counters since the driver last asked (the leader's carry the pushes and episodes)."""
+
+    shard: int
+    start_id: str  # new on every process start: a changed id is a restart
+    version: int
+    epoch: int
+    in_sync: bool  # False: restarted or out of step; it drops pushes until the driver resyncs every shard
+    env_steps: int = 0
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ShardState:
+    """A shard's slice [lo, hi) of the flat parameters and of the optimiser state, at ``version``."""
+
+    lo: int
+    hi: int
+    version: int
+    params: np.ndarray
+    optimizer: dict[str, Any]  # flat.segment_state(): {"flat": {key: array}, "scalars": {key: float}}

@@ -1,0 +1,295 @@
+"""A sharded parameter server without Ray: K shards == one server bit for bit, all-or-nothing, failover, resume."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from rayac.algorithms.a3c import A3C
+from rayac.config import build_config
+from rayac.envs import describe_env
+from rayac.policy import build_policy
+from rayac.workers.flat import (
+    FlatLayout,
+    Payload,
+    decode_into,
+    encode,
+    from_checkpoint,
+    join_states,
+    ordered_parameters,
+    resolve_ps_shards,
+    shard_bounds,
+)
+from rayac.workers.learner import build_optimizer
+from rayac.workers.parameter_server import ParameterServer
+from rayac.workers.ps_client import ShardClient
+from rayac.workers.ps_messages import GradientPush, WorkerStats
+
+
+def a3c_cfg(*overrides):
+    return build_config(preset="a3c_cartpole", overrides=["resources.num_workers=0", *overrides])
+
+
+def shards(cfg, k, **kwargs):
+    spec = describe_env(cfg.env)
+    return [ParameterServer(cfg, spec, shard=i, num_shards=k, **kwargs) for i in range(k)]
+
+
+def stats():
+    return WorkerStats(5, np.zeros(0), np.zeros(0, dtype=np.int64), {"train/loss": 1.0})
+
+
+def flat_of(group):
+    return torch.cat([s.flat for s in group])
+
+
+def state_of(group):
+    return join_states([s.get_state().optimizer for s in group])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_k_shards_equal_one_server_bit_for_bit(optimizer, k):
+    """Same pushes (clip factors < 1, stale ones dropped, out-of-date versions) → identical weights and state."""
+    cfg = a3c_cfg(
+        f"optim.name={optimizer}", "algo.max_staleness=2"
+    )  # separate nets: actor and critic lrs differ
+    one, many = shards(cfg, 1), shards(cfg, k)
+    total = one[0].layout.total
+    assert [s.hi - s.lo for s in many] != [total] and one[0].layout.actor_size not in [s.lo for s in many]
+    rng = np.random.default_rng(0)
+    layout = one[0].layout
+    clients = [ShardClient(one, layout, "float32"), ShardClient(many, layout, "float32")]
+    outs = [torch.zeros(total), torch.zeros(total)]
+    applied_log = [[], []]
+    for _ in range(40):
+        grad = torch.from_numpy(rng.normal(size=total).astype(np.float32))
+        lag = int(rng.integers(0, 5))  # 3 and 4 exceed max_staleness: dropped
+        coef = float(rng.uniform(0.05, 1.0))  # as if the worker's global-norm clip kicked in
+        for j, client in enumerate(clients):
+            version = max(client.shards[0].assigned - lag, 0)
+            pending = client.submit_push(grad, version, coef, stats())
+            v, applied, _ = client.wait_push(pending, outs[j])
+            applied_log[j].append((v, applied))
+    assert applied_log[0] == applied_log[1] and 0 < sum(a for _, a in applied_log[0]) < 40
+    assert torch.equal(flat_of(one), flat_of(many)) and torch.equal(outs[0], outs[1])
+    a, b = state_of(one), state_of(many)
+    assert a["scalars"] == b["scalars"] and a["flat"].keys() == b["flat"].keys()
+    for key in a["flat"]:
+        assert np.array_equal(a["flat"][key], b["flat"][key]), key
+    assert {s.version for s in many} == {one[0].version}
+
+
+def test_a_push_is_applied_on_every_shard_or_on_none():
+    cfg = a3c_cfg("algo.max_staleness=1")
+    lead, other = shards(cfg, 2)
+    g = np.ones(other.hi - other.lo, dtype=np.float32)
+    t1 = lead.ticket(GradientPush(0))  # version 0 → applied as version 1
+    t2 = lead.ticket(GradientPush(0))  # staleness 1: applied as version 2
+    t3 = lead.ticket(GradientPush(0))  # staleness 2 > 1: dropped, decided once for every shard
+    assert (t1.applied, t1.seq, t2.applied, t2.seq, t3.applied) == (True, 1, True, 2, False)
+    # shard 1 gets the slices out of order: push 2 waits for push 1 instead of being applied as version 1
+    reply = {}
+    late = threading.Thread(target=lambda: reply.setdefault("t2", other.push_slice(g * 2, t2)))
+    late.start()
+    late.join(0.3)
+    assert late.is_alive() and other.version == 0
+    assert other.push_slice(g, t1).version == 1
+    late.join(5)
+    assert reply["t2"].applied and other.version == 2
+    before = other.flat.clone()
+    # the dropped ticket: this shard's own version would allow it, but the leader said no for all
+    assert not other.push_slice(g, t3).applied and torch.equal(other.flat, before) and other.version == 2
+    # a ticket from before a resync (another epoch) is never applied
+    lead.rollback(2, 1, from_checkpoint=False)
+    other.rollback(2, 1, from_checkpoint=False)
+    stale = lead.ticket(GradientPush(2))
+    stale.epoch = 0
+    assert not other.push_slice(g, stale).applied and other.version == 2
+    # the same out-of-order arrival gives what in-order application gives
+    ref = shards(cfg, 2)[1]
+    ref.push_slice(g, t1)
+    ref.push_slice(g * 2, t2)
+    assert torch.equal(ref.flat, before)
+
+
+def test_restarted_shard_rolls_every_shard_back_to_their_common_checkpoint(tmp_path, caplog):
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=4", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    assert [s.saved_versions() for s in algo.shards] == [[0], [0]]  # a checkpoint before the first push
+    seen = {}
+    for _ in range(10):
+        algo.train_step()
+        seen[algo.version] = algo.get_weights()
+    assert algo.version == 10 and [s.saved_versions() for s in algo.shards] == [[0, 4, 8]] * 2
+    # shard 1's process died: Ray re-runs __init__ (fresh weights, out of sync)
+    algo.shards[1] = ParameterServer(cfg, algo.spec, shard=1, num_shards=2, restarted=True)
+    result = algo.train_step()
+    assert result.metrics["a3c/ps_restarts"] == 1 and result.metrics["a3c/ps_restored_version"] == 8
+    assert result.metrics["a3c/ps_rollback_updates"] == 11 - 8  # this step's push reached shard 0 only
+    assert "rolled back from version" in caplog.text
+    assert algo.version == 8 and all(s.version == 8 and s.in_sync for s in algo.shards)
+    for name, value in algo.get_weights().items():
+        np.testing.assert_array_equal(value, seen[8][name])
+    for _ in range(3):
+        result = algo.train_step()
+    assert algo.version == 11 and result.metrics["a3c/ps_restarts"] == 1  # counted once, the run goes on
+
+
+def test_restart_without_any_checkpoint_is_still_counted_and_logged(caplog):
+    cfg = a3c_cfg("algo.ps_shards=2")  # no run_dir: nowhere to checkpoint
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(3):
+        algo.train_step()
+    algo.shards[0] = ParameterServer(cfg, algo.spec, shard=0, num_shards=2, restarted=True)
+    result = algo.train_step()  # the leader itself came back at version 0: the run keeps the version it had
+    assert result.metrics["a3c/ps_restarts"] == 1 and "NO checkpoint" in caplog.text
+    assert result.metrics["a3c/ps_restored_version"] == 3 and result.metrics["a3c/ps_rollback_updates"] == 0
+    algo.train_step()
+    assert algo.version >= 1
+
+
+def test_time_interval_checkpoints_at_the_same_version_on_every_shard(tmp_path):
+    cfg = a3c_cfg("algo.ps_shards=3", "algo.ps_checkpoint_interval=0", "algo.ps_checkpoint_interval_s=0.001",
+                  f"run.run_dir={tmp_path}")  # fmt: skip
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(3):
+        algo.train_step()
+    assert [s.saved_versions() for s in algo.shards] == [[1, 2, 3]] * 3  # keeps the last 3
+
+
+def test_checkpoint_holds_every_slice_and_resumes_into_any_shard_count_without_a_restart(tmp_path):
+    cfg = a3c_cfg("algo.ps_shards=2")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(5):
+        algo.train_step()
+    weights, opt, version = algo.checkpoint_state()
+    assert version == 5 and opt["flat"]["exp_avg"].shape == (algo.layout.total,)
+    resumed = A3C(a3c_cfg("algo.ps_shards=3", f"run.run_dir={tmp_path}"), algo.spec)
+    resumed.restore(weights, opt, version)
+    w2, opt2, v2 = resumed.checkpoint_state()
+    assert v2 == 5 and all(torch.equal(weights[k], w2[k]) for k in weights)
+    assert all(torch.equal(opt["flat"][k], opt2["flat"][k]) for k in opt["flat"])
+    result = resumed.train_step()
+    assert result.metrics["a3c/ps_restarts"] == 0 and resumed.version == 6  # a --resume is not a crash
+    assert [s.saved_versions()[0] for s in resumed.shards] == [5, 5, 5]
+
+
+def test_optimizer_state_of_older_checkpoints_converts_to_the_flat_format():
+    cfg = a3c_cfg()
+    spec = describe_env(cfg.env)
+    torch.manual_seed(cfg.env.seed)
+    policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+    opt = build_optimizer(policy, cfg.optim)
+    ps = ParameterServer(cfg, spec)
+    layout = FlatLayout.of(policy)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        g = rng.normal(size=layout.total).astype(np.float32)
+        for p, o in zip(ordered_parameters(policy), layout.offsets, strict=True):
+            p.grad = torch.tensor(g[o : o + p.numel()].reshape(p.shape))
+        opt.step()
+        ps.push(GradientPush(ps.version, g))
+    converted = from_checkpoint(opt.state_dict(), layout)
+    ours = ps.get_state().optimizer
+    assert converted["scalars"] == ours["scalars"]
+    for key in ours["flat"]:
+        np.testing.assert_array_equal(converted["flat"][key], ours["flat"][key])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16_bit_transfer_round_trips_with_16_bit_precision(dtype):
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=10_000).astype(np.float32)) * 1e-6
+    payload = encode(x, dtype)
+    assert isinstance(payload, Payload) and payload.data.itemsize == 2
+    out = torch.zeros_like(x)
+    decode_into(payload, out)
+    # relative error of one 16-bit rounding; float16 keeps 1e-6-sized gradients thanks to its scale
+    rel = 2.0**-8 if dtype == "bfloat16" else 2.0**-11
+    big = x.abs() > x.abs().max() * 1e-3
+    assert torch.all((out[big] - x[big]).abs() <= rel * x[big].abs())
+
+
+def test_shard_bounds_and_auto():
+    assert shard_bounds(1000, 3, align=1) == [(0, 333), (333, 667), (667, 1000)]
+    # every cut a multiple of 64 past the start of the group it falls in (groups at 0 and 300)
+    assert shard_bounds(1000, 3, group_starts=(0, 300)) == [(0, 364), (364, 684), (684, 1000)]
+    with pytest.raises(ValueError, match="too few"):
+        shard_bounds(100, 3)
+    assert resolve_ps_shards("auto", num_params=9_155, num_workers=16) == 1  # CartPole MLP: one is enough
+    assert resolve_ps_shards("auto", num_params=1_700_000, num_workers=16) == 4
+    assert resolve_ps_shards("auto", num_params=1_700_000, num_workers=2) == 1
+    assert resolve_ps_shards(3, num_params=9_155, num_workers=2) == 3
+
+
+def test_ps_shards_config_errors_name_the_field():
+    from rayac.config import ConfigError
+
+    assert a3c_cfg("algo.ps_shards=auto").algo.ps_shards == "auto"
+    for bad in ("0", "65", "many", "true"):
+        with pytest.raises(
+            ConfigError, match="algo.ps_shards: must be an integer between 1 and 64, or 'auto'"
+        ):
+            a3c_cfg(f"algo.ps_shards={bad}")
+
+
+def test_16_bit_transfer_trains_and_the_server_keeps_float32():
+    algo = A3C(a3c_cfg("algo.ps_shards=2", "algo.ps_transfer_dtype=bfloat16"), describe_env(a3c_cfg().env))
+    for _ in range(5):
+        algo.train_step()
+    assert algo.version == 5 and all(s.flat.dtype == torch.float32 for s in algo.shards)
+    server = flat_of(algo.shards)
+    assert not torch.equal(server, server.to(torch.bfloat16).float())  # more precision than the wire carries
+    worker = algo.local_worker.flat_params
+    assert torch.equal(worker, server.to(torch.bfloat16).float())  # the worker holds the bf16-rounded weights
+
+
+def test_a_slice_that_never_arrives_puts_the_shards_out_of_step_and_the_driver_rolls_them_back(
+    tmp_path, monkeypatch
+):
+    import rayac.workers.parameter_server as ps_module
+
+    monkeypatch.setattr(ps_module, "ORDER_TIMEOUT_S", 0.2)
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    lead, other = algo.shards
+    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    lost = lead.ticket(GradientPush(4))  # its worker died after the leader's slice, before shard 1's
+    lead.push_slice(zeros[0], lost)
+    after = lead.ticket(GradientPush(4))
+    lead.push_slice(zeros[0], after)
+    with pytest.raises(RuntimeError, match="never came"):
+        other.push_slice(zeros[1], after)  # waits for the lost one, then gives up
+    assert not other.in_sync and other.version == 4
+    result = algo.train_step()  # its push reaches shard 0 only; then every shard goes back to version 4
+    assert result.metrics["a3c/ps_restarts"] == 0  # nothing restarted: out of step is not a crash
+    assert result.metrics["a3c/ps_restored_version"] == 4 and result.metrics["a3c/ps_rollback_updates"] == 3
+    assert all(s.version == 4 and s.in_sync for s in algo.shards)
+    algo.train_step()
+    assert algo.version == 5 and {s.version for s in algo.shards} == {5}
+
+
+def test_shards_write_no_files_the_driver_keeps_their_checkpoints(tmp_path):
+    """Only the driver writes a run's files: a shard on another node keeps its checkpoints in memory until the
+    driver takes them, and a restarted shard (empty memory) is handed its slice back from the driver's files."""
+    run_dir = tmp_path / "run"
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={run_dir}")
+    shard = ParameterServer(cfg, describe_env(cfg.env), shard=0, num_shards=2)
+    shard.start(0)
+    shard.save()
+    assert shard.saved_versions() == [0] and not run_dir.exists()  # a shard alone writes nothing
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    on_disk = [sorted(p.name for p in (run_dir / "ps" / f"shard-{i}-of-2").iterdir()) for i in range(2)]
+    assert (
+        on_disk
+        == [["v000000000000.safetensors", "v000000000002.safetensors", "v000000000004.safetensors"]] * 2
+    )
+    algo.shards[0] = ParameterServer(cfg, algo.spec, shard=0, num_shards=2, restarted=True)
+    assert algo.shards[0].saved_versions() == []
+    result = algo.train_step()
+    assert result.metrics["a3c/ps_restored_version"] == 4 and algo.version == 4
