@@ -110,9 +110,8 @@ def test_run_writes_all_sinks(tmp_path):
 @pytest.mark.parametrize("preset", sorted(list_presets()))
 def test_every_preset_trains_briefly(tmp_path, preset):
     overrides = quiet("run.stop.total_env_steps=1500", "resources.num_workers=0")
-    if preset.endswith(
-        ("pong", "breakout")
-    ):  # an untrained Atari policy's full games take minutes to evaluate
+    # an untrained Atari policy's full games take minutes to evaluate: one short game
+    if preset.endswith(("pong", "breakout")):
         overrides += ["run.eval_episodes=1", "env.max_episode_steps=200"]
     cfg = build_config(preset=preset, overrides=overrides)
     res = rayac.train(cfg, run_dir=tmp_path / preset)
