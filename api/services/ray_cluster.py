@@ -82,18 +82,27 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
     # every port is picked free: Ray's defaults (agent 52365, client 10001) collide with any other Ray head here
     env = {**os.environ, **LOCAL_RAY_ENV}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, start_new_session=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ray start failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    pgid = _find_pgid(temp_dir)
     record = {"gcs_address": f"127.0.0.1:{gcs_port}", "dashboard_url": f"http://127.0.0.1:{dash_port}",
-              "pgid": pgid, "temp_dir": temp_dir, "started_at": time.time()}  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not dashboard_alive(record["dashboard_url"]):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the local Ray head started but its dashboard (Jobs API) never answered")
-        time.sleep(0.5)
-    atomic_write_text(record_path, json.dumps(record, indent=2))
+              "pgid": None, "temp_dir": temp_dir, "started_at": time.time()}  # fmt: skip
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, start_new_session=True, timeout=120
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        record["pgid"] = _find_pgid(temp_dir)
+        atomic_write_text(
+            record_path, json.dumps(record, indent=2)
+        )  # recorded at once: a later stop finds it
+        deadline = time.monotonic() + 60
+        while not dashboard_alive(record["dashboard_url"]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the local Ray head started but its dashboard (Jobs API) never answered")
+            time.sleep(0.5)
+    except BaseException:  # a head that never became usable is stopped, not left running unrecorded
+        _kill_head(record)
+        record_path.unlink(missing_ok=True)
+        raise
     log.warning("started a local Ray head: %s (dashboard %s)", record["gcs_address"], record["dashboard_url"])
     return record
 
@@ -112,11 +121,18 @@ def _find_pgid(temp_dir: str) -> int | None:
     return None
 
 
-def stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
+def stop_local_head(storage_dir: Path, *, grace_s: float = 5.0, only: str | None = None) -> bool:
     """Stop the head this service started and everything that runs on it: its own process group, and each
     process group whose processes belong to that head — Ray's workers and the job drivers, which Ray starts in
     sessions of their own. Nothing else on the host is touched. Returns True if a head was recorded."""
     with _head_lock(storage_dir):
+        record_path = storage_dir / HEAD_FILE
+        if (
+            only is not None
+            and record_path.is_file()
+            and json.loads(record_path.read_text())["gcs_address"] != only
+        ):
+            return False  # ``only``: the head at that GCS address, not one another caller has started since
         return _stop_local_head(storage_dir, grace_s=grace_s)
 
 
@@ -124,7 +140,13 @@ def _stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
     record_path = storage_dir / HEAD_FILE
     if not record_path.is_file():
         return False
-    record = json.loads(record_path.read_text())
+    _kill_head(json.loads(record_path.read_text()), grace_s=grace_s)
+    record_path.unlink(missing_ok=True)
+    return True
+
+
+def _kill_head(record: dict, *, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, every process group of the head ``record`` describes; remove its temp dir."""
     groups = head_process_groups(record)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pgid in groups:
@@ -137,8 +159,6 @@ def _stop_local_head(storage_dir: Path, *, grace_s: float = 5.0) -> bool:
         if not groups:
             break
     shutil.rmtree(record.get("temp_dir", ""), ignore_errors=True)
-    record_path.unlink(missing_ok=True)
-    return True
 
 
 def head_process_groups(record: dict) -> list[int]:
@@ -240,11 +260,8 @@ class RayCluster:
         with self._lock:
             head, self._client, self.dashboard_url, self.owned_head = self.owned_head, None, None, None
         if head:
-            storage = Path(self.settings.storage_dir)
-            record_path = storage / HEAD_FILE
-            with contextlib.suppress(OSError, ValueError):
-                if json.loads(record_path.read_text()).get("gcs_address") == head["gcs_address"]:
-                    stop_local_head(storage)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                stop_local_head(Path(self.settings.storage_dir), only=head["gcs_address"])
 
     def total_resources(self) -> dict[str, float]:
         """Sum of ``resourcesTotal`` over the cluster's alive nodes (from the dashboard)."""
