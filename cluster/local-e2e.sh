@@ -18,7 +18,9 @@ cd "$here/.."
 # namespace: nothing an earlier run left there is read, and nothing this run writes outlives it. The state file
 # starts as valid JSON (an empty one fails to parse) and both files are writable by both users.
 unset RAY_TMPDIR TMPDIR
-mkdir -p /tmp/ray && mount -t tmpfs -o mode=1777 rayac-e2e /tmp/ray || { echo "UP rc=1 (cannot mount /tmp/ray)"; exit 1; }
+made_mountpoint=0
+[ -d /tmp/ray ] || { mkdir /tmp/ray && made_mountpoint=1; }  # the mount point itself is on the host's /tmp
+mount -t tmpfs -o mode=1777 rayac-e2e /tmp/ray || { echo "UP rc=1 (cannot mount /tmp/ray)"; exit 1; }
 echo '{}' > /tmp/ray/cluster-rayac-local.state
 touch /tmp/ray/cluster-rayac-local.lock
 chmod 666 /tmp/ray/cluster-rayac-local.state /tmp/ray/cluster-rayac-local.lock
@@ -80,3 +82,4 @@ timeout 120 ray down -y cluster/local.yaml > "$state/ray-down.log" 2>&1
 echo "DOWN rc=$? in $(( $(date +%s) - t0 ))s"
 sleep 2
 echo "LEFT $(pgrep -c -f 'raylet|gcs_server|dashboard' || true)"
+umount -l /tmp/ray && [ "$made_mountpoint" = 1 ] && rmdir /tmp/ray || true  # leave the host's /tmp as it was

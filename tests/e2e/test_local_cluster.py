@@ -23,6 +23,7 @@ def cluster_processes() -> list[str]:
 
 def test_ray_up_local_cluster_serves_trains_and_goes_down(tmp_path):
     venv = Path(sys.executable).parent.parent
+    had_tmp_ray = Path("/tmp/ray").exists()
     proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", str(ROOT / "cluster" / "local-e2e.sh"),
                            str(venv), str(tmp_path / "state")], capture_output=True, text=True, timeout=800)  # fmt: skip
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if " " in ln}
@@ -40,3 +41,4 @@ def test_ray_up_local_cluster_serves_trains_and_goes_down(tmp_path):
     assert lines.get("DOWN", "").startswith("rc=0"), logs
     assert lines.get("LEFT") == "0", logs  # ray down left no Ray process of that cluster
     assert cluster_processes() == []  # and nothing of it outlives the namespace on the host
+    assert Path("/tmp/ray").exists() == had_tmp_ray  # its /tmp/ray was private, and its mount point is gone
