@@ -5,7 +5,9 @@ ckpt_000123456/
   optimizer.pt         optimiser state (loaded with weights_only=True)
   config.json          the full Config
   spaces.json          observation / action spaces (a policy loads with no env)
-  state.json           counters, version, seeds, RNG state
+  state.json           counters, version, seeds, RNG state, the episode window
+  sampler.pkl          the rollout workers' envs, observations and action generators (exact resume; a
+                       pickle, read only by --resume of this run: load_policy and the service never open it)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pickle
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ def save_checkpoint(
     cfg: Config,
     spec: SpaceSpec,
     state: dict[str, Any],
+    sampler: list[bytes | None] | None = None,
 ) -> Path:
     """Write a checkpoint to ``directory`` atomically (temp dir in the same parent, then rename)."""
     directory = Path(directory)
@@ -72,6 +76,8 @@ def save_checkpoint(
         (tmp / "config.json").write_text(cfg.model_dump_json(indent=2))
         (tmp / "spaces.json").write_text(json.dumps(spec.to_dict(), indent=2))
         (tmp / "state.json").write_text(json.dumps(state, indent=2, default=float))
+        if sampler:
+            (tmp / "sampler.pkl").write_bytes(pickle.dumps(sampler))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -128,6 +134,11 @@ class Checkpoint:
     def optimizer_state(self) -> dict[str, Any] | None:
         f = self.path / "optimizer.pt"
         return torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else None
+
+    def sampler_state(self) -> list[bytes | None]:
+        """The workers' sampling state (``Algorithm.sampler_state``); [] when the checkpoint has none."""
+        f = self.path / "sampler.pkl"
+        return pickle.loads(f.read_bytes()) if f.is_file() else []  # noqa: S301 - this run's own file
 
     def build_policy(self) -> ActorCritic:
         policy = build_policy(

@@ -19,7 +19,8 @@ EVAL_SEED_OFFSET = 1_000_003
 class Evaluator:
     """Runs ``episodes`` episodes at once (one env each) with deterministic actions.
 
-    Each call uses new, reproducible env seeds, so successive evaluations see different start states.
+    The env seeds are a function of ``at_step`` (the training step count the evaluation is for): successive
+    evaluations see different start states, and a resumed run evaluates on the seeds a straight run would.
     """
 
     def __init__(self, env_cfg: EnvConfig, policy: ActorCritic, *, episodes: int, max_steps: int = 100_000):
@@ -29,14 +30,12 @@ class Evaluator:
         self.max_steps = max_steps
         self.envs = make_vector_env(env_cfg.model_copy(update={"vectorization": "sync"}), num_envs=episodes)
         self.spec: SpaceSpec = policy.spec
-        self.calls = 0
 
     @torch.inference_mode()
-    def evaluate(self, weights: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    def evaluate(self, weights: dict[str, np.ndarray] | None = None, *, at_step: int = 0) -> dict[str, float]:
         if weights is not None:
             load_numpy_weights(self.policy, weights)
-        base = self.env_cfg.seed + EVAL_SEED_OFFSET + self.calls * self.episodes
-        self.calls += 1
+        base = self.env_cfg.seed + EVAL_SEED_OFFSET + at_step * self.episodes  # disjoint for distinct steps
         obs, _ = self.envs.reset(seed=[base + i for i in range(self.episodes)])
         returns = np.zeros(self.episodes)
         lengths = np.zeros(self.episodes, dtype=np.int64)

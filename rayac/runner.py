@@ -65,8 +65,10 @@ def default_run_dir(cfg: Config) -> Path:
 
 def prepare_run(
     cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False
-) -> tuple[Path, SpaceSpec]:
-    """Validate everything that needs the env or the device, then (only then) create the run dir."""
+) -> tuple[Config, SpaceSpec]:
+    """Validate everything that needs the env or the device, then (only then) create the run dir.
+
+    Returns the config the run uses (``run.run_dir`` filled in) and the env's spaces."""
     spec = check_config_against_env(cfg)
     resolve_device(cfg.resources.device)
     path = Path(run_dir or cfg.run.run_dir or default_run_dir(cfg))
@@ -79,28 +81,44 @@ def prepare_run(
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(path)})})
     if not resume:
         atomic_write_text(path / "config.json", cfg.model_dump_json(indent=2))
-    return path, spec
+    return cfg, spec
+
+
+class Every:
+    """Work due every ``interval`` units of a counter (env steps or episodes); ``interval`` None or 0: never.
+
+    ``due(n)`` is True once each time the counter reaches the next multiple (several multiples crossed in one
+    step count once). Starting from ``start`` (a resumed run), the first one due is the next multiple."""
+
+    def __init__(self, interval: int | None, start: int = 0):
+        self.interval = interval or 0
+        self.next = (start // self.interval + 1) * self.interval if self.interval else None
+
+    def due(self, count: int) -> bool:
+        if self.next is None or count < self.next:
+            return False
+        self.next = (count // self.interval + 1) * self.interval
+        return True
 
 
 class Runner:
     def __init__(self, cfg: Config, *, run_dir: str | Path | None = None, resume: bool = False,
-                 console: Any = None, algorithm_kwargs: dict[str, Any] | None = None,
-                 callbacks: list[Callable[[Runner, dict[str, Any]], None]] | None = None):  # fmt: skip
+                 console: Any = None, callbacks: list[Callable[[Runner, dict[str, Any]], None]] | None = None):  # fmt: skip
         """``resume=True`` continues the latest checkpoint in ``run_dir`` (see ``load_run_config``).
 
         ``callbacks`` are called as ``fn(runner, record)`` after each metrics record is written.
         """
         self.callbacks = list(callbacks or [])
-        self.run_dir, self.spec = prepare_run(cfg, run_dir=run_dir, resume=resume)
+        self.cfg, self.spec = prepare_run(cfg, run_dir=run_dir, resume=resume)
+        self.run_dir = Path(self.cfg.run.run_dir or "")
         torch.set_num_threads(cfg.resources.learner_threads)
-        self.cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(self.run_dir)})})
         self.console = console
-        self.env_steps = 0
-        self.iterations = 0
-        self.episodes = 0
+        self.env_steps = self.iterations = self.episodes = 0
         self.elapsed_before = 0.0  # training time of earlier sessions of this run (resume)
         self.best_eval: float | None = None
         self.last_eval: float | None = None
+        # the last EPISODE_WINDOW finished episodes (return, length): rollout/episode_*_mean, saved in checkpoints
+        self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=EPISODE_WINDOW)
         ckpt = load_checkpoint(latest_checkpoint(self.run_dir)) if resume else None
         seed_offset = 0
         if ckpt is not None:
@@ -108,27 +126,20 @@ class Runner:
             self.env_steps, self.iterations, self.episodes = st["env_steps"], st["iterations"], st["episodes"]
             self.elapsed_before = st.get("elapsed_s", 0.0)
             self.best_eval, self.last_eval = st.get("best_eval_return"), st.get("eval_return")
-            seed_offset = self.iterations + 1
+            self.window.extend((float(r), int(n)) for r, n in st.get("episode_window", []))
+            seed_offset = self.iterations + 1  # fresh env seeds, unless the sampler state is restored below
             restore_rng_state(st.get("rng", {}))
         else:
             torch.manual_seed(self.cfg.env.seed)
-        self.algo: Algorithm = make_algorithm(self.cfg, self.spec, seed_offset=seed_offset,
-                                              **(algorithm_kwargs or {}))  # fmt: skip
+        self.algo: Algorithm = make_algorithm(self.cfg, self.spec, seed_offset=seed_offset)
         if ckpt is not None:
             self.algo.restore(ckpt.weights, ckpt.optimizer_state(), ckpt.state["version"])
-            log.info(
-                "resumed %s at %d env steps (version %d)", self.run_dir, self.env_steps, self.algo.version
-            )
-        self.evaluator = Evaluator(
-            self.cfg.env,
-            build_policy(
-                self.spec,
-                self.cfg.model,
-                estimator=self.cfg.algo.estimator,
-                scale_rewards=self.cfg.algo.scale_rewards,
-            ),
-            episodes=self.cfg.run.eval_episodes,
-        )
+            exact = self.algo.restore_sampler(ckpt.sampler_state())
+            log.info("resumed %s at %d env steps (version %d); sampling %s", self.run_dir, self.env_steps,
+                     self.algo.version, "continues exactly" if exact else "starts fresh episodes")  # fmt: skip
+        policy = build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator,
+                              scale_rewards=self.cfg.algo.scale_rewards)  # fmt: skip
+        self.evaluator = Evaluator(self.cfg.env, policy, episodes=self.cfg.run.eval_episodes)
 
     # ------------------------------------------------------------------ pieces
     def _sinks(self) -> MetricLogger:
@@ -158,103 +169,100 @@ class Runner:
             "best_eval_return": self.best_eval,
             "seed": self.cfg.env.seed,
             "rng": rng_state(),
+            "episode_window": [list(e) for e in self.window],
             "saved_at": time.time(),
         }
         path = self.run_dir / "checkpoints" / f"{CKPT_PREFIX}{self.env_steps:012d}"
         save_checkpoint(path, weights=weights, optimizer_state=optimizer_state, cfg=self.cfg, spec=self.spec,
-                        state=state)  # fmt: skip
+                        state=state, sampler=self.algo.sampler_state())  # fmt: skip
         prune_checkpoints(self.run_dir, self.cfg.run.keep_checkpoints)
         return path
 
     def evaluate(self) -> dict[str, float]:
-        out = self.evaluator.evaluate(self.algo.get_weights())
+        out = self.evaluator.evaluate(self.algo.get_weights(), at_step=self.env_steps)
         self.last_eval = out["eval/return_mean"]
         self.best_eval = self.last_eval if self.best_eval is None else max(self.best_eval, self.last_eval)
         return out
 
+    def _train_record(self, started: float) -> dict[str, Any]:
+        """One train step, counted, as a metrics record."""
+        t0 = time.perf_counter()
+        result = self.algo.train_step()
+        dt = time.perf_counter() - t0
+        self.iterations += 1
+        self.env_steps += result.num_steps
+        self.episodes += len(result.episode_returns)
+        self.window.extend(zip(result.episode_returns.tolist(), result.episode_lengths.tolist(), strict=True))
+        record: dict[str, Any] = {
+            "time/iteration": self.iterations,
+            "time/env_steps": self.env_steps,
+            "time/episodes": self.episodes,
+            "time/elapsed_s": self.elapsed_before + time.perf_counter() - started,
+            "time/sps": result.num_steps / dt if dt > 0 else 0.0,
+            "time/version": self.algo.version,
+        }
+        if self.window:
+            record["rollout/episode_return_mean"] = float(np.mean([r for r, _ in self.window]))
+            record["rollout/episode_length_mean"] = float(np.mean([n for _, n in self.window]))
+        return record | result.metrics
+
+    def _stop_reason(self, started: float) -> str | None:
+        stop = self.cfg.run.stop
+        if stop.total_env_steps is not None and self.env_steps >= stop.total_env_steps:
+            return "total_env_steps"
+        if (
+            stop.time_limit_s is not None
+            and self.elapsed_before + time.perf_counter() - started >= stop.time_limit_s
+        ):
+            return "time_limit_s"
+        return None
+
+    def _reached_target(self, record: dict[str, Any]) -> bool:
+        target = self.cfg.run.stop.target_return
+        return target is not None and record.get("eval/return_mean", -np.inf) >= target
+
     # ------------------------------------------------------------------ loop
     def run(self) -> RunResult:
-        cfg = self.cfg
-        stop = cfg.run.stop
+        run = self.cfg.run
         logger = self._sinks()
-        window_returns: collections.deque[float] = collections.deque(maxlen=EPISODE_WINDOW)
-        window_lengths: collections.deque[int] = collections.deque(maxlen=EPISODE_WINDOW)
-        eval_every, eval_every_eps = cfg.run.eval_interval_steps, cfg.run.eval_interval_episodes
-        ckpt_every = cfg.run.checkpoint_interval_steps
-        next_eval = (self.env_steps // eval_every + 1) * eval_every if eval_every else None
-        next_eval_eps = (self.episodes // eval_every_eps + 1) * eval_every_eps if eval_every_eps else None
-        next_ckpt = (self.env_steps // ckpt_every + 1) * ckpt_every if ckpt_every else None
-        start = time.perf_counter()
-        stop_reason = "total_env_steps"
-        ckpt_path: Path | None = None
-        last_evaluated_at = -1
+        eval_steps = Every(run.eval_interval_steps, self.env_steps)
+        eval_episodes = Every(run.eval_interval_episodes, self.episodes)
+        ckpt_steps = Every(run.checkpoint_interval_steps, self.env_steps)
+        started = time.perf_counter()
+        stop_reason, ckpt_path, evaluated_at = None, None, -1
         try:
-            while True:
-                elapsed = time.perf_counter() - start
-                if stop.total_env_steps is not None and self.env_steps >= stop.total_env_steps:
-                    break
-                if stop.time_limit_s is not None and self.elapsed_before + elapsed >= stop.time_limit_s:
-                    stop_reason = "time_limit_s"
-                    break
-                t_iter = time.perf_counter()
-                result = self.algo.train_step()
-                dt = time.perf_counter() - t_iter
-                self.iterations += 1
-                self.env_steps += result.num_steps
-                self.episodes += len(result.episode_returns)
-                window_returns.extend(result.episode_returns.tolist())
-                window_lengths.extend(result.episode_lengths.tolist())
-                record: dict[str, Any] = {
-                    "time/iteration": self.iterations,
-                    "time/env_steps": self.env_steps,
-                    "time/episodes": self.episodes,
-                    "time/elapsed_s": self.elapsed_before + time.perf_counter() - start,
-                    "time/sps": result.num_steps / dt if dt > 0 else 0.0,
-                    "time/version": self.algo.version,
-                }
-                if window_returns:
-                    record["rollout/episode_return_mean"] = float(np.mean(window_returns))
-                    record["rollout/episode_length_mean"] = float(np.mean(window_lengths))
-                record.update(result.metrics)
-                due_steps = next_eval is not None and self.env_steps >= next_eval
-                due_eps = next_eval_eps is not None and self.episodes >= next_eval_eps
-                if due_steps or due_eps:
+            while (stop_reason := self._stop_reason(started)) is None:
+                record = self._train_record(started)
+                # both schedules advance, so a step due on both evaluates once
+                if eval_steps.due(self.env_steps) | eval_episodes.due(self.episodes):
                     record.update(self.evaluate())
-                    last_evaluated_at = self.env_steps
-                    while next_eval is not None and next_eval <= self.env_steps:
-                        next_eval += eval_every
-                    while next_eval_eps is not None and next_eval_eps <= self.episodes:
-                        next_eval_eps += eval_every_eps
+                    evaluated_at = self.env_steps
                 logger.write(record)
                 for callback in self.callbacks:
                     callback(self, record)
-                if next_ckpt is not None and self.env_steps >= next_ckpt:
+                if ckpt_steps.due(self.env_steps):
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
-                    while next_ckpt <= self.env_steps:
-                        next_ckpt += ckpt_every
-                if (stop.target_return is not None and "eval/return_mean" in record
-                        and record["eval/return_mean"] >= stop.target_return):  # fmt: skip
+                if self._reached_target(record):
                     stop_reason = "target_return"
                     break
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:
-            elapsed = self.elapsed_before + time.perf_counter() - start
+            elapsed = self.elapsed_before + time.perf_counter() - started
             try:
-                if stop_reason != "interrupted" and last_evaluated_at != self.env_steps:
-                    final = {"time/iteration": self.iterations, "time/env_steps": self.env_steps,
-                             "time/episodes": self.episodes, "time/elapsed_s": elapsed, **self.evaluate()}  # fmt: skip
-                    logger.write(final)
+                if stop_reason != "interrupted" and evaluated_at != self.env_steps:
+                    logger.write({"time/iteration": self.iterations, "time/env_steps": self.env_steps,
+                                  "time/episodes": self.episodes, "time/elapsed_s": elapsed, **self.evaluate()})  # fmt: skip
                 ckpt_path = self.checkpoint(elapsed)
             finally:
                 logger.close()
                 self.evaluator.close()
                 self.algo.stop()
-        solved = (
-            stop.target_return is not None
-            and self.best_eval is not None
-            and self.best_eval >= stop.target_return
-        )
+        return self._result(stop_reason or "interrupted", ckpt_path, elapsed)
+
+    def _result(self, stop_reason: str, ckpt_path: Path | None, elapsed: float) -> RunResult:
+        target = self.cfg.run.stop.target_return
+        solved = target is not None and self.best_eval is not None and self.best_eval >= target
         result = RunResult(
             run_dir=str(self.run_dir), checkpoint=str(ckpt_path) if ckpt_path else None, stop_reason=stop_reason,
             env_steps=self.env_steps, iterations=self.iterations, episodes=self.episodes, elapsed_s=elapsed,

@@ -22,8 +22,10 @@ class Rollout(NamedTuple):
     final_values (T, N) float32               V(final observation) where truncated, else 0
     mask         (T, N) bool                  False for padding after an env's episode (episode mode) and
                                               for envpool's reset steps (no transition)
-    last_obs     (N, *obs_shape)              s_T, the observation after the last step
     last_value   (N,) float32                 V(s_T), the bootstrap for steps that did not end
+    env_steps    int                          env steps the envs executed (padding included: an env whose
+                                              episode ended still steps in episode mode; envpool's reset
+                                              steps excluded): what budgets and steps/s count
     episode_returns, episode_lengths  (E,)    episodes that finished during this sample
     version      int                          weights version the sample was drawn with
     obs_moments     Moments | None            mean/var/count of the observations (model.normalize_obs)
@@ -41,18 +43,13 @@ class Rollout(NamedTuple):
     log_probs: np.ndarray
     final_values: np.ndarray
     mask: np.ndarray
-    last_obs: np.ndarray
     last_value: np.ndarray
+    env_steps: int
     episode_returns: np.ndarray
     episode_lengths: np.ndarray
     version: int
     obs_moments: Moments | None = None
     return_moments: Moments | None = None
-
-    @property
-    def num_steps(self) -> int:
-        """Env steps that are training data (padding excluded)."""
-        return int(self.mask.sum())
 
 
 class Batch(NamedTuple):

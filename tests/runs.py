@@ -6,7 +6,7 @@ from pathlib import Path
 
 import rayac
 from rayac.config import Config, build_config
-from rayac.runner import RunResult
+from rayac.runner import RunResult, load_run_config
 
 
 def quiet(*extra: str) -> list[str]:
@@ -26,3 +26,9 @@ def tiny_run(
 ) -> RunResult:
     """A short num_workers=0 run of ``preset`` (3000 env steps, evaluated every 1000) in ``tmp_path/name``."""
     return rayac.train(tiny_config(*overrides, preset=preset, steps=steps), run_dir=tmp_path / name)
+
+
+def resume_run(run_dir: Path, *overrides: str) -> RunResult:
+    """``rayac train --resume run_dir --set ...``: the run's own config, these overrides on top."""
+    cfg = build_config(overrides=quiet(*overrides), base=load_run_config(run_dir))
+    return rayac.train(cfg, run_dir=run_dir, resume=True)

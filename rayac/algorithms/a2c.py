@@ -120,7 +120,7 @@ class A2C:
         if self.remote:
             metrics["workers/restarts"] = self.worker_restarts
         return StepResult(
-            num_steps=sum(r.num_steps for r in rollouts),
+            num_steps=sum(r.env_steps for r in rollouts),
             episode_returns=concat_episodes([r.episode_returns for r in rollouts], np.float64),
             episode_lengths=concat_episodes([r.episode_lengths for r in rollouts], np.int64),
             metrics=metrics,
@@ -135,6 +135,31 @@ class A2C:
     def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
         self._learner("restore", weights, optimizer_state, version)
         self._version = version
+
+    def sampler_state(self) -> list[bytes | None]:
+        """Each rollout worker's ``get_state``, in worker order (the checkpoint's ``sampler.pkl``)."""
+        if not self.remote:
+            return [self.local_worker.get_state()]
+        import ray
+
+        return ray.get([w.get_state.remote() for w in self.workers], timeout=SAMPLE_TIMEOUT_S)
+
+    def restore_sampler(self, states: list[bytes | None]) -> bool:
+        """Put every worker back where the checkpoint left it; False (and nothing changed) when that is not
+        possible: another worker count, or envs whose state was not saved."""
+        workers = [self.local_worker] if not self.remote else self.workers
+        if len(states) != len(workers) or any(s is None for s in states):
+            return False
+        if not self.remote:
+            self.local_worker.set_state(states[0])  # type: ignore[arg-type]
+            return True
+        import ray
+
+        ray.get(
+            [w.set_state.remote(s) for w, s in zip(self.workers, states, strict=True)],
+            timeout=SAMPLE_TIMEOUT_S,
+        )
+        return True
 
     def stop(self) -> None:
         if self.remote:

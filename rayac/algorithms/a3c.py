@@ -290,6 +290,14 @@ class A3C:
         self._start_shards(lambda i: (self.epoch, states[i]))
         self._last_version = version
 
+    def sampler_state(self) -> list[bytes | None]:
+        """Not saved: A3C workers sample and push on their own clocks, so no single point in their history
+        matches the checkpointed weights. A resumed A3C run starts fresh episodes on new seeds."""
+        return []
+
+    def restore_sampler(self, states: list[bytes | None]) -> bool:
+        return False
+
     def ps_pids(self) -> list[int]:
         return self._each("pid")
 

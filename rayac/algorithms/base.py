@@ -36,6 +36,14 @@ class Algorithm(Protocol):
         self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int
     ) -> None: ...
 
+    def sampler_state(self) -> list[bytes | None]:
+        """What sampling continues from (one entry per worker; None where it cannot be saved)."""
+        ...
+
+    def restore_sampler(self, states: list[bytes | None]) -> bool:
+        """Continue sampling from ``sampler_state``; False when the run cannot (it then samples afresh)."""
+        ...
+
     def stop(self) -> None: ...
 
 

@@ -21,6 +21,9 @@ import numpy as np
 from rayac.config import ConfigError, EnvConfig
 from rayac.envs.atari import envpool_kwargs, sign_rewards
 
+# envs whose state lives in a simulator that pickling does not capture
+SIMULATOR_MODULES = ("ale_py", "gymnasium.envs.mujoco", "gymnasium.envs.box2d", "mujoco", "Box2D")
+
 
 class EnvStep(NamedTuple):
     """One step of N envs (N = num_envs).
@@ -108,6 +111,17 @@ class TrainingEnv:
         self._lives = None if lives is None else lives.copy()
         return EnvStep(obs, rewards, terminated, truncated, final_obs, valid, engine_done, game_return,
                        game_length)  # fmt: skip
+
+    def state_is_picklable(self) -> bool:
+        """Whether pickling this env captures all of its state, so a resumed run continues its episodes exactly.
+
+        Not for envpool or async envs (the state is in C++ threads or other processes), nor for envs that keep
+        their state in a simulator: ALE and MuJoCo pickle but come back re-initialised, Box2D does not pickle.
+        Other envs (classic control, toy text, a user's pure-Python env) pickle whole."""
+        envs = getattr(self.engine, "envs", None)
+        if self.next_step_reset or envs is None:
+            return False
+        return not any(type(e.unwrapped).__module__.startswith(SIMULATOR_MODULES) for e in envs)
 
     def close(self) -> None:
         self.engine.close()

@@ -47,7 +47,7 @@ class A3CWorker(RolloutWorker):
         loss.backward()
         grad_norm, clip_coef = clip_coefficient(self.flat_grad, self.cfg.algo.max_grad_norm)
         metrics["train/grad_norm"] = grad_norm
-        stats = WorkerStats(rollout.num_steps, rollout.episode_returns, rollout.episode_lengths, metrics)
+        stats = WorkerStats(rollout.env_steps, rollout.episode_returns, rollout.episode_lengths, metrics)
         return self.version, clip_coef, stats
 
     def run(self, shards: list[Any], *, max_pushes: int | None = None) -> LoopResult:

@@ -49,6 +49,19 @@ def build_optimizer(policy: ActorCritic, optim: OptimConfig) -> torch.optim.Opti
     return torch.optim.Adam(groups, lr=optim.lr, eps=optim.eps, foreach=True)  # foreach: one kernel per group
 
 
+def set_learning_rates(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, total_env_steps: int | None
+) -> None:
+    """The config's learning rates, over whatever a loaded optimiser state carried (a resume with
+    ``--set optim.lr=...`` changes the rate; the moments and step counts stay). Under ``lr_schedule: linear``
+    the schedule restarts from the new rate at the progress already made."""
+    for group in optimizer.param_groups:
+        base = (optim.critic_lr if group.get("name") == "critic" else optim.actor_lr) or optim.lr
+        group["lr"] = group["initial_lr"] = base
+        if optim.lr_schedule == "linear" and total_env_steps:
+            group["lr"] = base * max(0.0, 1.0 - group.get("env_steps", 0) / total_env_steps)
+
+
 def apply_gradients(
     policy: ActorCritic,
     optimizer: torch.optim.Optimizer,
@@ -81,7 +94,7 @@ class Learner:
 
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
         batch = to_tensors(make_batch(rollouts, self.cfg.algo), self.device)
-        lr = self._anneal(sum(r.num_steps for r in rollouts))
+        lr = self._anneal(sum(r.env_steps for r in rollouts))
         self.optimizer.zero_grad(set_to_none=True)
         loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
         loss.backward()
@@ -135,6 +148,7 @@ class Learner:
         self.policy.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
+            set_learning_rates(self.optimizer, self.cfg.optim, self.cfg.run.stop.total_env_steps)
         self.version = version
 
     def node_id(self) -> str:

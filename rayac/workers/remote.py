@@ -47,9 +47,7 @@ def _remote(cls: type, **options: Any):
     return ray.remote(**options)(cls)
 
 
-def make_rollout_workers(
-    cfg: Config, spec: SpaceSpec, *, count: int, first_index: int = 0, seed_offset: int = 0
-):
+def make_rollout_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
     """``count`` RolloutWorker actors, spread over nodes; Ray restarts one whose process dies."""
     from rayac.workers.rollout import RolloutWorker
 
@@ -58,7 +56,7 @@ def make_rollout_workers(
     )
     return [
         actor_cls.options(scheduling_strategy="SPREAD").remote(
-            cfg, spec, worker_index=first_index + i, seed_offset=seed_offset
+            cfg, spec, worker_index=i, seed_offset=seed_offset
         )
         for i in range(count)
     ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+
+import cloudpickle
 import numpy as np
 import torch
 
@@ -60,9 +63,6 @@ class RolloutWorker:
         load_numpy_weights(self.policy, weights)
         self.version = version
 
-    def get_version(self) -> int:
-        return self.version
-
     def sample_with(
         self, weights: dict[str, np.ndarray], version: int, num_steps: int | None = None
     ) -> Rollout:
@@ -95,12 +95,14 @@ class RolloutWorker:
         val_buf, logp_buf, final_buf, mask_buf = [], [], [], []
         ep_returns, ep_lengths, ret_samples = [], [], []
         alive = np.ones(n, dtype=bool)
+        env_steps = 0  # what the envs executed, padding included: the honest count for budgets and steps/s
         for _ in range(horizon):
             obs = self.obs
             actions, values, log_probs = self.policy.act(self._obs_tensor(obs), generator=self.generator)
             actions = actions.numpy()
             step = self.envs.step(self.spec.clip_actions(actions))
             rewards = step.rewards
+            env_steps += int(step.valid.sum())
             done = step.terminated | step.truncated
             if return_norm is not None:  # divide by the running discounted return's std (SB3 VecNormalize)
                 self._discounted_return = np.where(
@@ -152,14 +154,33 @@ class RolloutWorker:
             log_probs=np.stack(logp_buf).astype(np.float32),
             final_values=np.stack(final_buf),
             mask=mask,
-            last_obs=self.obs.copy(),
             last_value=last_value.astype(np.float32),
+            env_steps=env_steps,
             episode_returns=np.asarray(ep_returns, dtype=np.float64),
             episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
             version=self.version,
             obs_moments=obs_moments,
             return_moments=return_moments,
         )
+
+    # -- exact resume
+    def get_state(self) -> bytes | None:
+        """Everything sampling continues from: the envs mid-episode, the current observations, the action
+        generator and the running discounted return. None when the envs keep state outside Python objects
+        (see ``TrainingEnv.state_is_picklable``): a resumed run then starts fresh episodes on new seeds."""
+        if not self.envs.state_is_picklable():
+            return None
+        state = {"envs": self.envs, "obs": self.obs, "generator": self.generator.get_state(),
+                 "discounted_return": self._discounted_return}  # fmt: skip
+        return cloudpickle.dumps(state)
+
+    def set_state(self, blob: bytes) -> None:
+        """Continue from ``get_state``'s bytes (written by this run's own checkpoint: a pickle, so trusted)."""
+        state = pickle.loads(blob)  # noqa: S301 - the run's own checkpoint, as torch.load of optimizer.pt
+        self.envs.close()
+        self.envs, self.obs = state["envs"], state["obs"]
+        self.generator.set_state(state["generator"])
+        self._discounted_return = state["discounted_return"]
 
     def node_id(self) -> str:
         """The Ray node this worker runs on (placement checks); '' outside Ray."""

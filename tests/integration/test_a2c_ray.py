@@ -9,6 +9,7 @@ from rayac.config import build_config
 from rayac.envs import describe_env
 from rayac.evaluate import Evaluator
 from rayac.metrics import read_metrics
+from tests.runs import resume_run, tiny_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -31,9 +32,8 @@ def test_a2c_two_ray_workers_solves_cartpole(ray_session, tmp_path):
     evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/return_mean" in r]
     assert evals[-1]["eval/return_mean"] == result.eval_return
     replay = Evaluator(ckpt.cfg.env, ckpt.build_policy(), episodes=ckpt.cfg.run.eval_episodes)
-    replay.calls = len(evals) - 1  # the solving evaluation was the Runner's last call: its seeds
-    try:
-        assert replay.evaluate()["eval/return_mean"] == result.eval_return
+    try:  # the solving evaluation's seeds are those of its step count
+        assert replay.evaluate(at_step=result.env_steps)["eval/return_mean"] == result.eval_return
     finally:
         replay.close()
 
@@ -61,3 +61,19 @@ def test_workers_that_cannot_be_placed_fail_with_a_clear_error(ray_session, monk
     cfg = build_config(overrides=["resources.num_workers=3", "resources.worker_cpus=2"])
     with pytest.raises(RuntimeError, match=r"need 6 CPUs .* has 4"):
         A2C(cfg, describe_env(cfg.env))
+
+
+def test_resume_with_ray_workers_continues_each_workers_envs_exactly(ray_session, tmp_path):
+    """The checkpoint holds every Ray worker's envs and generator: 4k + resume to 8k == 8k straight."""
+    import torch
+
+    overrides = ["resources.num_workers=2", "run.stop.target_return=null", "run.eval_interval_steps=2000"]
+    straight = tiny_run(
+        tmp_path, "straight", *overrides, steps=8000
+    )  # 2 workers x 16 envs x 5 = 160 an update
+    tiny_run(tmp_path, "resumed", *overrides, steps=4000)
+    resumed = resume_run(tmp_path / "resumed", "run.stop.total_env_steps=8000")
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(resumed.run_dir)
+    assert a.state["env_steps"] == b.state["env_steps"] == 8000 and len(b.sampler_state()) == 2
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert a.state["eval_return"] == b.state["eval_return"]

@@ -13,7 +13,7 @@ from rayac.checkpoint import checkpoint_dirs, load_checkpoint
 from rayac.cli import main
 from rayac.config import build_config, list_presets
 from rayac.metrics import read_metrics
-from tests.runs import quiet, tiny_run
+from tests.runs import quiet, resume_run, tiny_run
 
 MEASURED = {"time/elapsed_s", "time/sps", "time/sample_s", "time/learn_s"}
 
@@ -38,6 +38,7 @@ def test_checkpoint_round_trip_and_load_policy(tmp_path):
         "config.json",
         "spaces.json",
         "state.json",
+        "sampler.pkl",
     }
     policy = rayac.load_policy(res.run_dir)
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
@@ -86,6 +87,39 @@ def test_resume_continues_counters_and_optimizer(tmp_path, capsys):
     steps = [r["time/env_steps"] for r in records]
     assert steps == sorted(steps) and steps_1 + per_update in steps  # the counter went on, not back to zero
     assert len(checkpoint_dirs(run_dir)) <= 3
+
+
+def test_resume_without_workers_equals_a_straight_run_bit_for_bit(tmp_path):
+    """20k steps, then --resume to 40k == 40k straight: the envs mid-episode, the action generator, the
+    evaluator's seeds and the 100-episode window all continue (a2c_cartpole: 80 steps an update, 20k = 250)."""
+    no_target = "run.stop.target_return=null"
+    straight = tiny_run(tmp_path, "straight", no_target, "run.eval_interval_steps=5000", steps=40_000)
+    tiny_run(tmp_path, "resumed", no_target, "run.eval_interval_steps=5000", steps=20_000)
+    assert (tmp_path / "resumed" / "checkpoints" / "ckpt_000000020000" / "sampler.pkl").is_file()
+    resumed = resume_run(tmp_path / "resumed", "run.stop.total_env_steps=40000")
+    assert resumed.env_steps == straight.env_steps == 40_000
+
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(resumed.run_dir)
+    assert a.weights.keys() == b.weights.keys()
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+    assert a.state["episode_window"] == b.state["episode_window"] and len(a.state["episode_window"]) == 100
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in MEASURED} for r in recs]  # noqa: E731
+    ra = strip(read_metrics(tmp_path / "straight" / "metrics.jsonl"))
+    rb = strip(read_metrics(tmp_path / "resumed" / "metrics.jsonl"))
+    assert len(ra) == 500 and ra == rb  # every record, evaluations included, to the last digit
+
+
+def test_resume_applies_the_configs_learning_rate(tmp_path):
+    tiny_run(tmp_path, "run", "run.stop.target_return=null", steps=2000)
+    before = load_checkpoint(tmp_path / "run")
+    assert before.optimizer_state()["param_groups"][0]["lr"] == 0.002
+    resume_run(tmp_path / "run", "run.stop.total_env_steps=4000", "optim.lr=0.0001")
+    after = load_checkpoint(tmp_path / "run")
+    assert (
+        after.state["version"] > before.state["version"]
+    )  # it trained, at the new rate (Adam's step uses it)
+    assert [g["lr"] for g in after.optimizer_state()["param_groups"]] == [0.0001, 0.0001]
+    assert float(after.optimizer_state()["state"][0]["step"]) == after.state["version"]  # moments kept
 
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

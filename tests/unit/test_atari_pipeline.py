@@ -31,7 +31,6 @@ def test_uint8_84x84_frames_stay_uint8_from_env_to_learner():
     worker = RolloutWorker(cfg, spec)
     rollout = worker.sample()
     assert rollout.obs.shape == (8, 2, 4, 84, 84) and rollout.obs.dtype == np.uint8
-    assert rollout.last_obs.dtype == np.uint8
     assert rollout.obs.max() > 0  # real frames, not an empty buffer
     batch = to_tensors(make_batch([rollout], cfg.algo), torch.device("cpu"))
     assert batch.obs.dtype == torch.uint8  # the learner moves uint8; the CNN's first layer scales it

@@ -31,7 +31,7 @@ def test_truncation_bootstraps_from_the_final_observation():
     np.testing.assert_allclose(ro.final_values[5, 1], v_final, rtol=1e-5)
     assert ro.final_values[0, 0] == 0.0
     assert ro.episode_lengths.tolist() == [3, 3, 3, 3] and ro.episode_returns.tolist() == [3.0] * 4
-    assert ro.num_steps == 14
+    assert ro.env_steps == 14
 
 
 def test_episode_mode_pads_after_each_envs_episode():
