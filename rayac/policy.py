@@ -156,10 +156,11 @@ class ActorCritic(nn.Module):
             return critic_out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         return critic_out.squeeze(-1)
 
-    def act(
+    def rollout_step(
         self, obs: torch.Tensor, *, deterministic: bool = False, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions. Returns (actions, values, log_probs); values are Q(s,a) for a Q critic.
+        """What a rollout records at each step: (actions, values, log_probs), actor and critic both run; values
+        are Q(s,a) for a Q critic. ``actions`` is the actor alone, for evaluation and inference.
 
         ``generator`` makes sampling reproducible per worker, whatever process it runs in.
         """

@@ -98,7 +98,9 @@ class RolloutWorker:
         env_steps = 0  # what the envs executed, padding included: the honest count for budgets and steps/s
         for _ in range(horizon):
             obs = self.obs
-            actions, values, log_probs = self.policy.act(self._obs_tensor(obs), generator=self.generator)
+            actions, values, log_probs = self.policy.rollout_step(
+                self._obs_tensor(obs), generator=self.generator
+            )
             actions = actions.numpy()
             step = self.envs.step(self.spec.clip_actions(actions))
             rewards = step.rewards

@@ -86,7 +86,7 @@ def test_gaussian_policy_log_prob_matches_torch_normal():
     spec = describe_env(Config(env={"id": "Pendulum-v1"}).env)
     policy = build_policy(spec, Config().model, estimator="gae")
     obs = torch.randn(5, 3)
-    actions, _, log_prob = policy.act(obs)
+    actions, _, log_prob = policy.rollout_step(obs)
     mean = policy.policy_head(policy.actor_body(obs))
     ref = torch.distributions.Normal(mean, policy.log_std.exp()).log_prob(actions).sum(-1)
     torch.testing.assert_close(log_prob, ref)
@@ -118,6 +118,6 @@ def test_cnn_encoder_for_image_observations():
         action_high=None,
     )
     policy = build_policy(spec, Config().model, estimator="gae")
-    actions, values, log_prob = policy.act(torch.randint(0, 255, (2, 84, 84, 4), dtype=torch.uint8))
+    actions, values, log_prob = policy.rollout_step(torch.randint(0, 255, (2, 84, 84, 4), dtype=torch.uint8))
     assert actions.shape == (2,) and values.shape == (2,) and log_prob.shape == (2,)
     assert policy.actor_body.channels_last
