@@ -234,10 +234,19 @@ class ParameterServer:
             weights = self._encoded(put=False) if return_weights else None
             return PushResult(self.version, False, ticket.stop, weights)
 
+    def lead_push(self, msg: GradientPush, *, return_weights: bool = False) -> tuple[Ticket, PushResult]:
+        """The leader (shard 0): decide the push's ticket and apply its own slice (``msg.grad``) in one call.
+
+        Under Ray the ticket is a second return value that the other shards' ``push_slice`` calls take as an
+        argument, so a push is K calls, not a ticket call plus K slices. Deciding and applying under one lock
+        also keeps the leader's version equal to the last ticket it gave."""
+        with self._cond:
+            ticket = self.ticket(msg)
+            return ticket, self.push_slice(msg.grad, ticket, return_weights=return_weights)
+
     def push(self, msg: GradientPush, *, return_weights: bool = False) -> PushResult:
         """One shard (K = 1): decide and apply in one call."""
-        with self._cond:
-            return self.push_slice(msg.grad, self.ticket(msg), return_weights=return_weights)
+        return self.lead_push(msg, return_weights=return_weights)[1]
 
     # ------------------------------------------------------------------ driver side
     def get_stats(self) -> ShardStats:

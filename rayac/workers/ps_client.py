@@ -1,7 +1,8 @@
 """The K parameter-server shards seen from a worker or the driver: plain objects or Ray actors, called alike.
 
-A push is one leader ticket plus K slices sent at once (under Ray the slices wait for the ticket inside Ray,
-not in this process); with one shard, a single ``push`` call. Replies and pulls write each shard's slice
+A push is K calls sent at once: the leader's (shard 0) decides the ticket and applies its slice, and the other
+shards' slices take that ticket as an argument (under Ray they wait for it inside Ray, not in this process); with
+one shard, a single ``push`` call. Replies and pulls write each shard's slice
 straight into a flat float32 tensor.
 """
 
@@ -65,12 +66,17 @@ class ShardClient:
             payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
             return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats),
                                return_weights=True)]  # fmt: skip
-        ticket = self._call(self.shards[0], "ticket", GradientPush(version, None, clip_coef, stats))
-        return [
+        (lo, hi), lead = self.bounds[0], self.shards[0]
+        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False), clip_coef, stats)
+        if self.remote:  # the ticket, a second return value, goes to the other shards as an ObjectRef
+            ticket, first = lead.lead_push.options(num_returns=2).remote(msg, return_weights=True)
+        else:
+            ticket, first = lead.lead_push(msg, return_weights=True)
+        return [first] + [
             self._call(
                 shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket, return_weights=True
             )
-            for shard, (lo, hi) in zip(self.shards, self.bounds, strict=True)
+            for shard, (lo, hi) in zip(self.shards[1:], self.bounds[1:], strict=True)
         ]
 
     def wait_push(self, pending: list[Any], out: torch.Tensor) -> tuple[int, bool, bool]:
