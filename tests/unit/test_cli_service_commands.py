@@ -138,3 +138,39 @@ def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch
     assert out[0] == "submitted job-1 (pending)"
     assert "1,000 steps  return 20.5" in out[1] and "2,000 steps  return 500.0" in out[2]
     assert out[3] == "job-1: failed (boom)" and len(out) == 4
+
+
+def test_docs_name_only_commands_flags_and_make_targets_that_exist():
+    """`rayac CMD --flag` and `make TARGET` in the docs, docstrings, comments and cluster files must exist."""
+    import argparse
+    import re
+
+    root = RAYAC.parent
+    subparsers = next(a for a in rayac.cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {
+        name: {o for a in sp._actions for o in a.option_strings} for name, sp in subparsers.choices.items()
+    }
+    targets = set(re.findall(r"^([a-z][\w-]*):", (root / "Makefile").read_text(), re.M))
+    paths = [root / "README.md", root / "Makefile"]
+    paths += [p for d in ("rayac", "api", "benchmarks", "cluster") for p in sorted((root / d).rglob("*"))
+              if p.suffix in (".py", ".md", ".yaml", ".sh", ".js", ".html")]  # fmt: skip
+    wrong = []
+    for path in paths:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(root)}:{n}"
+            for m in re.finditer(
+                r"(`?)\brayac ([a-z][\w-]*)((?:[ \t]+(?:--?[\w-]+|[^\s`'\"|)#-][^\s`'\"|)]*))*)", line
+            ):
+                quoted, cmd, rest = m.groups()
+                if cmd not in flags:
+                    if quoted:  # prose such as "rayac never imports api" is not a command
+                        wrong.append(f"{where}: no command `rayac {cmd}`")
+                    continue
+                wrong += [f"{where}: `rayac {cmd}` has no {flag}"
+                          for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest) if flag not in flags[cmd]]  # fmt: skip
+            wrong += [
+                f"{where}: no make target {t}"
+                for t in re.findall(r"`make ([a-z][\w-]*)", line)
+                if t not in targets
+            ]
+    assert wrong == []
