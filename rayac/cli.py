@@ -1,31 +1,68 @@
-"""The ``rayac`` command: train | evaluate | presets | plot | serve | submit.
+"""The ``rayac`` command: train | evaluate | presets | plot, and the service's serve | submit.
 
 Bad input exits with code 2 and one line naming the field, before anything is written.
+
+rayac never imports api: the service's commands (api/cli.py) plug in through the ``rayac.commands``
+entry-point group of the installed package (pyproject.toml), each an object with ``help``,
+``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from rayac.config import (
     Config,
     ConfigError,
     apply_overrides,
-    format_validation_error,
     list_presets,
     load_preset,
     parse_config,
 )
 
 EXIT_BAD_INPUT = 2
+COMMANDS_GROUP = "rayac.commands"
+# Named here only so that a missing service says so in one line instead of argparse's "invalid choice".
+SERVICE_COMMANDS = ("serve", "submit")
+
+
+class Command(Protocol):
+    """A subcommand plugged in through the ``rayac.commands`` entry points."""
+
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def plugged_commands() -> dict[str, Command | str]:
+    """The entry-point subcommands: name → the command, or → why it is not available."""
+    found: dict[str, Command | str] = {}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            found[ep.name] = ep.load()
+        except ImportError as err:  # metadata says installed, the code is not there (or a dependency is not)
+            found[ep.name] = f"{ep.value} cannot be imported ({err})"
+    for name in SERVICE_COMMANDS:
+        found.setdefault(name, f"no '{name}' in the {COMMANDS_GROUP} entry points")
+    return found
+
+
+def _unavailable(name: str, reason: str, _args: argparse.Namespace) -> int:
+    return fail(f"`rayac {name}` comes with the service (the api package), which is not installed: {reason}; "
+                "reinstall rayac so that its entry points are registered (make setup, or pip install -e .)")  # fmt: skip
 
 
 def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
@@ -79,30 +116,22 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", default="curves.png", help="PNG file to write (default curves.png)")
     pl.add_argument("--title", help="chart title (default: the metric)")
 
-    s = sub.add_parser("serve", help="run the HTTP service (jobs, metrics streams, policy inference)")
-    s.add_argument(
-        "--host", default=None, help="bind address (default 127.0.0.1; others need RAYAC_API_TOKEN)"
-    )
-    s.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    s.add_argument(
-        "--storage", default=None, help="storage directory (RAYAC_STORAGE_DIR, default ./rayac-data)"
-    )
-    s.add_argument("--stop-head", action="store_true",
-                   help="stop the local Ray head this service started in --storage, and exit")  # fmt: skip
-
-    m = sub.add_parser("submit", help="submit a training job to a running service")
-    m.add_argument("--preset", help="a preset name or YAML/JSON config file")
-    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    m.add_argument("--name", help="a name for the job")
-    m.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)"
-    )
-    m.add_argument("--token", default=None, help="bearer token (default: $RAYAC_API_TOKEN)")
-    m.add_argument("--follow", action="store_true", help="stream the job's metrics until it ends")
+    for name, command in plugged_commands().items():
+        run: Callable[[argparse.Namespace], int]
+        if isinstance(command, str):  # not installed: it takes any arguments, so that the one error is ours
+            c = sub.add_parser(name, help=f"(not available: {command})", add_help=False)
+            c.set_defaults(any_arguments=True)
+            run = functools.partial(_unavailable, name, command)
+        else:
+            c = sub.add_parser(name, help=command.help)
+            command.add_arguments(c)
+            run = command.run
+        c.set_defaults(plugged=run)
     return p
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
+    """Prints ``rayac: error: MESSAGE`` on stderr; returns the bad-input exit code."""
     print(f"rayac: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -139,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         runner = Runner(cfg, resume=bool(args.resume), console=console)
     except ConfigError as err:
-        return _fail(str(err))
+        return fail(str(err))
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
@@ -161,11 +190,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rayac.evaluate import Evaluator, render_gif
 
     if args.episodes < 1:
-        return _fail("--episodes: must be >= 1")
+        return fail("--episodes: must be >= 1")
     try:
         ckpt = load_checkpoint(args.path)
     except (FileNotFoundError, OSError, ValueError) as err:
-        return _fail(f"RUN_OR_CHECKPOINT: {err}")
+        return fail(f"RUN_OR_CHECKPOINT: {err}")
     env_cfg = ckpt.cfg.env.model_copy(update={"seed": args.seed})
     evaluator = Evaluator(env_cfg, ckpt.build_policy(), episodes=args.episodes)
     stats = evaluator.evaluate()
@@ -197,85 +226,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from api.settings import settings_from_env
-
-    try:
-        settings = settings_from_env()
-        updates = {k: v for k, v in {"host": args.host, "port": args.port, "storage_dir": args.storage}.items()
-                   if v is not None}  # fmt: skip
-        settings = settings.model_validate({**settings.model_dump(), **updates})
-        settings.check_secure()
-    except ValidationError as err:
-        return _fail(format_validation_error(err))
-    except ValueError as err:  # check_secure
-        return _fail(str(err))
-    if args.stop_head:
-        from api.services.ray_cluster import stop_local_head
-
-        stopped = stop_local_head(Path(settings.storage_dir))
-        print(
-            "stopped the local Ray head"
-            if stopped
-            else "no local Ray head recorded in " + str(settings.storage_dir)
-        )
-        return 0
-    import uvicorn
-
-    from api.app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-    return 0
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    import os
-
-    import httpx
-
-    data = load_preset(args.preset) if args.preset else {}
-    cfg = parse_config(apply_overrides(data, args.overrides))
-    token = args.token or os.environ.get("RAYAC_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
-        resp = client.post("/v1/jobs", json={"name": args.name, "config": cfg.model_dump(mode="json")})
-        if resp.status_code >= 400:
-            return _fail(f"{resp.status_code}: {resp.json().get('detail', resp.text)}")
-        job = resp.json()
-        print(f"submitted {job['id']} ({job['status']})")
-        if not args.follow:
-            return 0
-        with client.stream("GET", f"/v1/jobs/{job['id']}/metrics/stream", timeout=None) as stream:
-            event = None
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:"):
-                    record = json.loads(line.split(":", 1)[1])
-                    if event == "status":
-                        print(
-                            f"{job['id']}: {record['status']}"
-                            + (f" ({record['error']})" if record["error"] else "")
-                        )
-                        return 0 if record["status"] == "succeeded" else 1
-                    ret = record.get("eval/return_mean", record.get("rollout/episode_return_mean"))
-                    print(
-                        f"{record.get('time/env_steps', 0):>10,} steps  return {ret if ret is not None else '-'}"
-                    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "serve": cmd_serve,
-               "submit": cmd_submit, "plot": cmd_plot}[args.command]  # fmt: skip
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):  # what parse_args does
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot}
+    handler = handlers.get(args.command) or args.plugged
     try:
         return handler(args)
     except ConfigError as err:
-        return _fail(str(err))
+        return fail(str(err))
 
 
 if __name__ == "__main__":

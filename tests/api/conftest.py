@@ -125,22 +125,17 @@ def small_job(steps: int = 30_000, **extra) -> dict:
 def follow(client: httpx.Client, job_id: str, *, last_event_id: int | None = None, stop_after: int | None = None,
            timeout: float = 240) -> tuple[list[tuple[int, dict]], dict | None]:  # fmt: skip
     """Read the SSE stream: ([(id, record)], final status or None if we stopped early)."""
-    import json
+    from httpx_sse import connect_sse
 
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    events, event, ev_id = [], None, None
-    with client.stream("GET", f"/v1/jobs/{job_id}/metrics/stream", headers=headers, timeout=timeout) as resp:
-        assert resp.status_code == 200, resp.read()
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("id:"):
-                ev_id = int(line.split(":", 1)[1])
-            elif line.startswith("data:"):
-                data = json.loads(line.split(":", 1)[1])
-                if event == "status":
-                    return events, data
-                events.append((ev_id, data))
-                if stop_after is not None and len(events) >= stop_after:
-                    return events, None
+    events = []
+    url = f"/v1/jobs/{job_id}/metrics/stream"
+    with connect_sse(client, "GET", url, headers=headers, timeout=timeout) as source:
+        assert source.response.status_code == 200, source.response.read()
+        for sse in source.iter_sse():
+            if sse.event == "status":
+                return events, sse.json()
+            events.append((int(sse.id), sse.json()))
+            if stop_after is not None and len(events) >= stop_after:
+                return events, None
     return events, None

@@ -1,0 +1,176 @@
+"""`rayac serve` / `rayac submit` live in api/cli.py and reach the `rayac` command through entry points:
+rayac never imports api, the commands still dispatch, and a missing service is one line and exit 2."""
+
+import ast
+import json
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import httpx
+import pytest
+from sse_starlette import ServerSentEvent
+
+import rayac.cli
+from rayac.cli import main
+
+RAYAC = Path(rayac.cli.__file__).parent
+
+
+def _imports_api(node: ast.AST) -> bool:
+    names = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+        names = [node.module or ""]
+    elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+        "import_module",
+        "__import__",
+    ):
+        names = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return any(name == "api" or name.startswith("api.") for name in names)
+
+
+def test_no_module_under_rayac_imports_api():
+    sources = sorted(RAYAC.rglob("*.py"))
+    assert len(sources) > 20  # the package was found, not an empty directory
+    offenders = [
+        f"{path.relative_to(RAYAC.parent)}:{node.lineno}"
+        for path in sources
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if _imports_api(node)
+    ]
+    assert offenders == [], f"rayac must not import api (DESIGN.md): {offenders}"
+
+
+def test_the_import_check_sees_every_form_of_importing_api():
+    for code in (
+        "import api",
+        "import api.cli as c",
+        "from api.cli import serve",
+        "importlib.import_module('api')",
+    ):
+        assert any(_imports_api(n) for n in ast.walk(ast.parse(code))), code
+    for code in ("import apispec", "from rayac.api_like import x", "from . import api"):
+        assert not any(_imports_api(n) for n in ast.walk(ast.parse(code))), code
+
+
+@pytest.mark.parametrize(("command", "option"), [("serve", "--stop-head"), ("submit", "--follow")])
+def test_service_commands_dispatch_to_their_own_parsers(capsys, command, option):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: rayac {command}" in capsys.readouterr().out.replace("\n", " ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert command in capsys.readouterr().out
+
+
+def test_python_m_rayac_cli_serve_help_uses_the_installed_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "rayac.cli", "serve", "--help"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "--stop-head" in proc.stdout and "--storage" in proc.stdout
+
+
+def test_serve_stop_head_with_no_head_recorded_says_so(capsys, tmp_path):
+    assert main(["serve", "--stop-head", "--storage", str(tmp_path)]) == 0
+    assert f"no local Ray head recorded in {tmp_path}" in capsys.readouterr().out
+
+
+def test_submit_bad_config_is_one_line_exit_2_before_any_request(capsys):
+    # port 9 (discard): a request would be a connection error, not the config error asserted here
+    assert main(["submit", "--url", "http://127.0.0.1:9", "--set", "algo.gamma=1.0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "algo.gamma" in err[0], err
+
+
+def test_submit_to_no_service_is_one_line_exit_2(capsys):
+    assert main(["submit", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--url http://127.0.0.1:9" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "entry_points",
+    [
+        [],  # the package metadata has no such entry point (api not installed)
+        [EntryPoint("serve", "rayac_no_such_module:serve", "rayac.commands")],  # named, but not importable
+    ],
+)
+def test_a_missing_service_is_one_line_and_exit_2(capsys, monkeypatch, entry_points):
+    monkeypatch.setattr(rayac.cli, "entry_points", lambda group: entry_points)
+    assert main(["serve", "--port", "9", "--help"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`rayac serve`" in err[0] and "not installed" in err[0], err
+    with pytest.raises(SystemExit) as exit_:
+        main(["presets", "--bogus"])  # an unknown flag on a built-in is still argparse's error
+    assert exit_.value.code == 2
+
+
+def _sse(*events: dict) -> bytes:
+    """The bytes sse-starlette sends (CRLF lines), with a keep-alive comment in front."""
+    return b": ping\r\n\r\n" + b"".join(ServerSentEvent(**e).encode() for e in events)
+
+
+def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch):
+    records = [{"time/env_steps": 1000, "rollout/episode_return_mean": 20.5},
+               {"time/env_steps": 2000, "eval/return_mean": 500.0}]  # fmt: skip
+    body = _sse(
+        *({"id": str(i), "event": "metrics", "data": json.dumps(r)} for i, r in enumerate(records)),
+        {"event": "status", "data": json.dumps({"status": "failed", "error": "boom"})},
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            assert request.headers["authorization"] == "Bearer t0k"
+            return httpx.Response(201, json={"id": "job-1", "status": "pending"})
+        assert request.url.path == "/v1/jobs/job-1/metrics/stream"
+        return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
+
+    real_client = httpx.Client
+    monkeypatch.setattr(
+        httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
+    )
+    assert main(["submit", "--follow", "--token", "t0k"]) == 1  # the job failed
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "submitted job-1 (pending)"
+    assert "1,000 steps  return 20.5" in out[1] and "2,000 steps  return 500.0" in out[2]
+    assert out[3] == "job-1: failed (boom)" and len(out) == 4
+
+
+def test_docs_name_only_commands_flags_and_make_targets_that_exist():
+    """`rayac CMD --flag` and `make TARGET` in the docs, docstrings, comments and cluster files must exist."""
+    import argparse
+    import re
+
+    root = RAYAC.parent
+    subparsers = next(a for a in rayac.cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {
+        name: {o for a in sp._actions for o in a.option_strings} for name, sp in subparsers.choices.items()
+    }
+    targets = set(re.findall(r"^([a-z][\w-]*):", (root / "Makefile").read_text(), re.M))
+    paths = [root / "README.md", root / "Makefile"]
+    paths += [p for d in ("rayac", "api", "benchmarks", "cluster") for p in sorted((root / d).rglob("*"))
+              if p.suffix in (".py", ".md", ".yaml", ".sh", ".js", ".html")]  # fmt: skip
+    wrong = []
+    for path in paths:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(root)}:{n}"
+            for m in re.finditer(
+                r"(`?)\brayac ([a-z][\w-]*)((?:[ \t]+(?:--?[\w-]+|[^\s`'\"|)#-][^\s`'\"|)]*))*)", line
+            ):
+                quoted, cmd, rest = m.groups()
+                if cmd not in flags:
+                    if quoted:  # prose such as "rayac never imports api" is not a command
+                        wrong.append(f"{where}: no command `rayac {cmd}`")
+                    continue
+                wrong += [f"{where}: `rayac {cmd}` has no {flag}"
+                          for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest) if flag not in flags[cmd]]  # fmt: skip
+            wrong += [
+                f"{where}: no make target {t}"
+                for t in re.findall(r"`make ([a-z][\w-]*)", line)
+                if t not in targets
+            ]
+    assert wrong == []
