@@ -441,12 +441,6 @@ class Config(_Section):
                 raise ConfigError(
                     "optim.lr_schedule", "'linear' is not supported with algo.name=a3c yet (use a2c)"
                 )
-        if self.algo.name == "a3c":
-            # The parameter server does not merge normaliser statistics yet: A3C workers would each drift.
-            if self.model.normalize_obs:
-                raise ConfigError("model.normalize_obs", "is not supported with algo.name=a3c yet (use a2c)")
-            if self.algo.scale_rewards:
-                raise ConfigError("algo.scale_rewards", "is not supported with algo.name=a3c yet (use a2c)")
         return self
 
 

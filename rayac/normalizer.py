@@ -69,6 +69,12 @@ class RunningNorm(nn.Module):
         total = self.moments()
         for part in parts:
             total = combine(total, part)
-        self.mean.copy_(torch.as_tensor(total.mean, dtype=self.mean.dtype))
-        self.var.copy_(torch.as_tensor(total.var, dtype=self.var.dtype))
-        self.count.fill_(total.count)
+        self.set(total)
+
+    @torch.no_grad()
+    def set(self, m: Moments) -> None:
+        """Take these statistics as they are (a worker loading the ones its parameter server merged)."""
+        # reshape: a scalar statistic may come back from a file as shape (1,)
+        self.mean.copy_(torch.as_tensor(m.mean, dtype=self.mean.dtype).reshape(self.mean.shape))
+        self.var.copy_(torch.as_tensor(m.var, dtype=self.var.dtype).reshape(self.var.shape))
+        self.count.fill_(float(m.count))

@@ -114,6 +114,11 @@ class ActorCritic(nn.Module):
         body = [] if self.critic_body is None else list(self.critic_body.parameters())
         return body + list(self.value_head.parameters())
 
+    def normalizers(self) -> dict[str, RunningNorm]:
+        """The running statistics this policy carries, by buffer prefix (``obs_norm``, ``return_norm``)."""
+        norms = {"obs_norm": self.obs_norm, "return_norm": self.return_norm}
+        return {name: norm for name, norm in norms.items() if norm is not None}
+
     # -- core
     def _prep(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations in (uint8 images, or floats), what the encoders read out."""

@@ -21,6 +21,7 @@ import torch
 from rayac.algorithms.base import StepResult
 from rayac.config import Config
 from rayac.envs import SpaceSpec
+from rayac.normalizer import Moments
 from rayac.policy import build_policy
 from rayac.workers.a3c_worker import A3CWorker
 from rayac.workers.flat import (
@@ -47,7 +48,9 @@ class A3C:
         self.cfg, self.spec = cfg, spec
         self.remote = cfg.resources.num_workers > 0
         self.poll_interval_s = poll_interval_s
-        self.template = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+        self.template = build_policy(
+            spec, cfg.model, estimator=cfg.algo.estimator, scale_rewards=cfg.algo.scale_rewards
+        )
         self.layout = FlatLayout.of(self.template)
         self.num_shards = resolve_ps_shards(cfg.algo.ps_shards, num_params=self.layout.total,
                                             num_workers=cfg.resources.num_workers)  # fmt: skip
@@ -248,11 +251,11 @@ class A3C:
     def _flat_weights(self) -> np.ndarray:
         out = torch.zeros(self.layout.total)
         client = ShardClient(self.shards, self.layout, self.cfg.algo.ps_transfer_dtype)
-        self._last_version = client.pull_into(out)
+        self._last_version = client.pull_into(out, self.template.normalizers())
         return out.numpy()
 
     def _state_dict(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """Parameters from the flat vector; buffers (none today) from the template policy."""
+        """Parameters from the flat vector; buffers (the normalisers, as last pulled) from the template policy."""
         weights = {k: v.detach().numpy() for k, v in self.template.state_dict().items()}
         weights.update(self.layout.to_state_dict(flat))
         return weights
@@ -274,6 +277,8 @@ class A3C:
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
         """The driver's checkpoint holds every slice: full weights and the optimiser state as flat arrays."""
         states = self._gather_states()
+        for name, moments in (states[0].norms or {}).items():  # the leader's statistics at the same version
+            self.template.normalizers()[name].set(moments)
         flat = np.concatenate([s.params for s in states])
         weights = {k: torch.as_tensor(np.array(v)) for k, v in self._state_dict(flat).items()}
         optimizer = to_checkpoint(join_states([s.optimizer for s in states]))
@@ -284,8 +289,12 @@ class A3C:
         resume is not a parameter-server restart."""
         flat = self.layout.from_state_dict({k: np.asarray(v) for k, v in weights.items()})
         opt = from_checkpoint(optimizer_state, self.layout)
+        norms = {name: Moments(np.asarray(weights[f"{name}.mean"], dtype=np.float64),
+                               np.asarray(weights[f"{name}.var"], dtype=np.float64), float(weights[f"{name}.count"]))
+                 for name in self.template.normalizers()}  # fmt: skip
         states = [
-            ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi)) for lo, hi in self.bounds
+            ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi), norms if i == 0 else None)
+            for i, (lo, hi) in enumerate(self.bounds)
         ]
         self._start_shards(lambda i: (self.epoch, states[i]))
         self._last_version = version

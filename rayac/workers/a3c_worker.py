@@ -47,7 +47,9 @@ class A3CWorker(RolloutWorker):
         loss.backward()
         grad_norm, clip_coef = clip_coefficient(self.flat_grad, self.cfg.algo.max_grad_norm)
         metrics["train/grad_norm"] = grad_norm
-        stats = WorkerStats(rollout.env_steps, rollout.episode_returns, rollout.episode_lengths, metrics)
+        norms = {"obs_norm": rollout.obs_moments, "return_norm": rollout.return_moments}
+        stats = WorkerStats(rollout.env_steps, rollout.episode_returns, rollout.episode_lengths, metrics,
+                            {name: m for name, m in norms.items() if m is not None} or None)  # fmt: skip
         return self.version, clip_coef, stats
 
     def run(self, shards: list[Any], *, max_pushes: int | None = None) -> LoopResult:
@@ -61,7 +63,7 @@ class A3CWorker(RolloutWorker):
         pending: list[Any] | None = None
         try:
             with torch.no_grad():
-                self.version = client.pull_into(self.flat_params)
+                self.version = client.pull_into(self.flat_params, self.policy.normalizers())
             while max_pushes is None or result.pushes < max_pushes:
                 version, clip_coef, stats = self.compute_gradients()
                 if pending is not None and self._land(client, pending, result):
@@ -85,7 +87,9 @@ class A3CWorker(RolloutWorker):
     def _land(self, client: ShardClient, pending: list[Any], result: LoopResult) -> bool:
         """Wait for a push's replies, load the weights they carry; True when the driver asked to stop."""
         with torch.no_grad():
-            self.version, applied, stop = client.wait_push(pending, self.flat_params)
+            self.version, applied, stop = client.wait_push(
+                pending, self.flat_params, self.policy.normalizers()
+            )
         result.applied += applied
         return stop
 

@@ -44,7 +44,15 @@ from rayac.workers.flat import (
     segment_state,
 )
 from rayac.workers.learner import build_optimizer, resolve_device
-from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, ShardState, ShardStats, Ticket
+from rayac.workers.ps_messages import (
+    GradientPush,
+    NormStats,
+    PullResult,
+    PushResult,
+    ShardState,
+    ShardStats,
+    Ticket,
+)
 from rayac.workers.ps_store import ShardMemory
 
 log = logging.getLogger(__name__)
@@ -104,7 +112,11 @@ class ParameterServer:
         self.cfg, self.spec = cfg, spec
         self.shard, self.num_shards = shard, num_shards
         self.device = resolve_device(cfg.resources.device)
-        policy = build_policy(spec, cfg.model, estimator=cfg.algo.estimator)
+        policy = build_policy(
+            spec, cfg.model, estimator=cfg.algo.estimator, scale_rewards=cfg.algo.scale_rewards
+        )
+        # the leader merges the normaliser statistics every push measured (the others keep none)
+        self.norms = policy.normalizers() if shard == 0 else {}
         self.layout = FlatLayout.of(policy)
         self.lo, self.hi = self.layout.shard_bounds(num_shards)[shard]
         full = torch.cat([p.detach().reshape(-1) for p in ordered_parameters(policy)])
@@ -160,9 +172,12 @@ class ParameterServer:
             self._cache = (self.version, value)
         return value
 
+    def _norm_stats(self) -> NormStats | None:
+        return {name: norm.moments() for name, norm in self.norms.items()} or None
+
     def pull(self) -> PullResult:
         with self._cond:
-            return PullResult(self.version, self._encoded(put=self.publish))
+            return PullResult(self.version, self._encoded(put=self.publish), self._norm_stats())
 
     # ------------------------------------------------------------------ pushes
     def ticket(self, msg: GradientPush) -> Ticket:
@@ -172,6 +187,11 @@ class ParameterServer:
             if self._paused:  # the driver is gathering a consistent checkpoint; it unpauses in a finally
                 self._cond.wait_for(lambda: not self._paused, timeout=ORDER_TIMEOUT_S)
             win = self._window
+            if (
+                stats is not None and stats.norms
+            ):  # what the rollout saw counts, whether or not the push is applied
+                for name, moments in stats.norms.items():
+                    self.norms[name].merge([moments])
             if stats is not None:
                 win.env_steps += int(stats.num_steps)
                 win.episode_returns.extend(np.asarray(stats.episode_returns).tolist())
@@ -230,9 +250,9 @@ class ParameterServer:
                     if ticket.checkpoint:
                         self.save()
                     weights = self._encoded(put=False) if return_weights else None
-                    return PushResult(self.version, True, ticket.stop, weights)
+                    return PushResult(self.version, True, ticket.stop, weights, self._norm_stats())
             weights = self._encoded(put=False) if return_weights else None
-            return PushResult(self.version, False, ticket.stop, weights)
+            return PushResult(self.version, False, ticket.stop, weights, self._norm_stats())
 
     def lead_push(self, msg: GradientPush, *, return_weights: bool = False) -> tuple[Ticket, PushResult]:
         """The leader (shard 0): decide the push's ticket and apply its own slice (``msg.grad``) in one call.
@@ -287,7 +307,7 @@ class ParameterServer:
 
     def _state(self) -> ShardState:
         return ShardState(self.lo, self.hi, self.version, self.flat.cpu().numpy().copy(),
-                          segment_state(self.optimizer, self.params))  # fmt: skip
+                          segment_state(self.optimizer, self.params), self._norm_stats())  # fmt: skip
 
     def get_state(self, wait_version: int | None = None) -> ShardState:
         """This slice and its optimiser state; ``wait_version``: once every ticket up to it has landed here."""
@@ -303,6 +323,9 @@ class ParameterServer:
             raise ValueError(f"shard {self.shard} owns [{self.lo}, {self.hi}), got [{state.lo}, {state.hi})")
         self.flat.copy_(torch.as_tensor(np.asarray(state.params, dtype=np.float32)))
         load_segment_state(self.optimizer, self.params, state.optimizer)
+        for name, moments in (state.norms or {}).items():
+            if name in self.norms:
+                self.norms[name].set(moments)
         self.version = self.assigned = state.version
         self._cache = None
 

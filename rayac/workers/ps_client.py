@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from rayac.normalizer import RunningNorm
 from rayac.workers.flat import FlatLayout, decode_into, encode
 from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, WorkerStats
 
@@ -47,16 +48,21 @@ class ShardClient:
                     r.weights = next(fetched)
         return results
 
-    def _load(self, results: list[PullResult | PushResult], out: torch.Tensor | None) -> int:
-        """Write every slice into ``out``; the weight set's version is the oldest slice's (all equal once the
-        in-flight pushes land)."""
+    def _load(
+        self, results: list[PullResult | PushResult], out: torch.Tensor | None, norms: dict[str, RunningNorm]
+    ) -> int:
+        """Write every slice into ``out`` and the leader's normaliser statistics into ``norms``; the weight set's
+        version is the oldest slice's (all equal once the in-flight pushes land)."""
         if out is not None:
             for (lo, hi), r in zip(self.bounds, results, strict=True):
                 decode_into(r.weights, out[lo:hi])
+        for name, moments in (results[0].norms or {}).items():
+            if name in norms:
+                norms[name].set(moments)
         return min(r.version for r in results)
 
-    def pull_into(self, out: torch.Tensor | None) -> int:
-        return self._load(self._gather([self._call(s, "pull") for s in self.shards]), out)
+    def pull_into(self, out: torch.Tensor | None, norms: dict[str, RunningNorm] | None = None) -> int:
+        return self._load(self._gather([self._call(s, "pull") for s in self.shards]), out, norms or {})
 
     def submit_push(
         self, grad: torch.Tensor, version: int, clip_coef: float, stats: WorkerStats
@@ -79,7 +85,9 @@ class ShardClient:
             for shard, (lo, hi) in zip(self.shards[1:], self.bounds[1:], strict=True)
         ]
 
-    def wait_push(self, pending: list[Any], out: torch.Tensor) -> tuple[int, bool, bool]:
+    def wait_push(
+        self, pending: list[Any], out: torch.Tensor, norms: dict[str, RunningNorm] | None = None
+    ) -> tuple[int, bool, bool]:
         """(version of the weights now in ``out``, applied, stop)."""
         results = self._gather(pending)
-        return self._load(results, out), results[0].applied, any(r.stop for r in results)
+        return self._load(results, out, norms or {}), results[0].applied, any(r.stop for r in results)

@@ -11,6 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from rayac.normalizer import Moments
+
+# The policy's normaliser statistics by buffer prefix ("obs_norm", "return_norm"). They are not parameters (no
+# gradient, not in the flat vector): the leader shard merges what every push measured and hands the totals out
+# with its replies, as A2C's learner does with its workers' rollouts.
+NormStats = dict[str, Moments]
+
 
 @dataclass
 class WorkerStats:
@@ -20,6 +27,7 @@ class WorkerStats:
     episode_returns: np.ndarray
     episode_lengths: np.ndarray
     train: dict[str, float] = field(default_factory=dict)  # train/* metrics of this update
+    norms: NormStats | None = None  # the rollout's observation / return moments (model.normalize_obs etc.)
 
 
 @dataclass
@@ -50,12 +58,14 @@ class PushResult:
     applied: bool  # False: dropped (too stale, from before a restart, or during a resync)
     stop: bool  # the driver asked every worker to stop
     weights: Any = None  # this shard's slice at ``version`` when asked for (Payload, or an ObjectRef of one)
+    norms: NormStats | None = None  # the leader's: the normaliser statistics the next rollout uses
 
 
 @dataclass
 class PullResult:
     version: int
     weights: Any  # this shard's slice (Payload, or an ObjectRef of one)
+    norms: NormStats | None = None  # the leader's normaliser statistics
 
 
 @dataclass
@@ -92,3 +102,4 @@ class ShardState:
     version: int
     params: np.ndarray
     optimizer: dict[str, Any]  # flat.segment_state(): {"flat": {key: array}, "scalars": {key: float}}
+    norms: NormStats | None = None  # the leader's normaliser statistics at ``version``

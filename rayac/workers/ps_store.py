@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from rayac.normalizer import Moments
 from rayac.workers.ps_messages import ShardState
 
 KEEP = 3
@@ -47,11 +48,15 @@ class ShardStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {"params": np.ascontiguousarray(state.params)}
         tensors.update({f"opt.{k}": np.ascontiguousarray(v) for k, v in state.optimizer["flat"].items()})
+        for name, m in (state.norms or {}).items():
+            tensors[f"norm.{name}.mean"] = np.ascontiguousarray(m.mean)
+            tensors[f"norm.{name}.var"] = np.ascontiguousarray(m.var)
         meta = {
             "lo": state.lo,
             "hi": state.hi,
             "version": state.version,
             "scalars": state.optimizer["scalars"],
+            "norm_counts": {name: m.count for name, m in (state.norms or {}).items()},
         }
         path = self._path(state.version)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -73,7 +78,11 @@ class ShardStore:
             "flat": {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")},
             "scalars": meta["scalars"],
         }
-        return ShardState(meta["lo"], meta["hi"], meta["version"], tensors["params"], opt)
+        norms = {
+            name: Moments(tensors[f"norm.{name}.mean"], tensors[f"norm.{name}.var"], float(count))
+            for name, count in meta.get("norm_counts", {}).items()
+        }
+        return ShardState(meta["lo"], meta["hi"], meta["version"], tensors["params"], opt, norms or None)
 
     def drop_after(self, version: int) -> None:
         """After a rollback to ``version``, later checkpoints belong to another timeline: never come back to them."""

@@ -159,13 +159,6 @@ def test_only_uint8_images_bounded_0_255_go_to_the_cnn_and_bad_layouts_name_the_
         image_layout((4, 20, 20))
 
 
-def test_a3c_with_normalisers_is_a_config_error_for_now():
-    with pytest.raises(ConfigError, match="model.normalize_obs"):
-        build_config(overrides=["algo.name=a3c", "model.normalize_obs=true"])
-    with pytest.raises(ConfigError, match="algo.scale_rewards"):
-        build_config(overrides=["algo.name=a3c", "algo.scale_rewards=true"])
-
-
 @pytest.mark.parametrize(
     ("module", "env_id", "extra"),
     [
