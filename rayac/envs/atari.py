@@ -57,6 +57,18 @@ def needs_fire(env: gym.Env) -> bool:
     return len(meanings) >= 3 and meanings[1] == "FIRE"
 
 
+def game_needs_fire(env_id: str) -> bool:
+    """Whether the game serves on FIRE, read from ALE's action meanings (envpool does not expose them)."""
+    from rayac.envs.extras import register_atari
+
+    register_atari()
+    env = gym.make(env_id)
+    try:
+        return needs_fire(env)
+    finally:
+        env.close()
+
+
 def make_atari(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """ALE env → AtariPreprocessing (no-ops, skip, 84x84 gray) → fire on reset → FrameStackObservation."""
     kwargs = dict(cfg.kwargs)

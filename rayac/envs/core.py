@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from rayac.config import Config, ConfigError, EnvConfig
-from rayac.envs.atari import make_atari
+from rayac.envs.atari import game_needs_fire, make_atari
 from rayac.envs.extras import extra_for, missing_extra_message, register_atari
 from rayac.envs.spec import SpaceSpec, image_layout
 from rayac.envs.vector import TrainingEnv, make_envpool
@@ -73,7 +73,9 @@ def make_training_env(cfg: EnvConfig, spec: SpaceSpec, *, seed: int) -> Training
             raise ConfigError(
                 "env.backend", f"envpool's observations are {shape}, gymnasium's {spec.obs_shape}"
             )
-        return TrainingEnv(engine, next_step_reset=True, **transforms)
+        # envpool presses FIRE on reset itself (use_fire_reset), not after a lost life: the training env does
+        fire = atari and game_needs_fire(cfg.id)
+        return TrainingEnv(engine, next_step_reset=True, fire_after_life_loss=fire, **transforms)
     engine = make_vector_env(cfg, seed=seed)
     return TrainingEnv(engine, next_step_reset=False, **transforms)
 

@@ -104,7 +104,7 @@ class RolloutWorker:
             actions = actions.numpy()
             step = self.envs.step(self.spec.clip_actions(actions))
             rewards = step.rewards
-            env_steps += int(step.valid.sum())
+            env_steps += int(step.stepped.sum())
             done = step.terminated | step.truncated
             if return_norm is not None:  # divide by the running discounted return's std (SB3 VecNormalize)
                 self._discounted_return = np.where(

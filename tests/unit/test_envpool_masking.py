@@ -111,3 +111,69 @@ def test_real_envpool_resets_on_the_next_step_as_the_script_does():
     assert ro.env_steps == 12 and list(ro.episode_lengths) == [3, 3, 3, 3]
     assert (ro.final_values[[2, 6]] != 0).all()
     worker.close()
+
+
+class LivesEngine:
+    """Two envs (envpool's interface) that record the actions they get. Env 0 loses a life on its 2nd step;
+    every step pays 1 point; nothing ever ends."""
+
+    num_envs = 2
+
+    def reset(self, **_):
+        self.t, self.received = 0, []
+        return np.zeros((2, 1), np.float32), {"lives": np.array([3, 3])}
+
+    def step(self, actions):
+        self.received.append(np.asarray(actions).tolist())
+        self.t += 1
+        lives = np.array([2 if self.t >= 2 else 3, 3])
+        none = np.zeros(2, bool)
+        return np.full((2, 1), self.t, np.float32), np.ones(2, np.float32), none, none, {"lives": lives}
+
+    def close(self):
+        pass
+
+
+def test_after_a_lost_life_envpool_presses_fire_and_that_step_is_no_policy_decision():
+    engine = LivesEngine()
+    env = TrainingEnv(
+        engine, next_step_reset=True, life_loss=True, clip_rewards=True, fire_after_life_loss=True
+    )
+    env.reset()
+    steps = [env.step(np.array([3, 3])) for _ in range(4)]
+    assert engine.received == [[3, 3], [3, 3], [1, 3], [3, 3]]  # FIRE (1) right after env 0's lost life only
+    assert steps[1].terminated.tolist() == [True, False]  # the learner's episode ends with the life
+    assert steps[2].valid.tolist() == [False, True] and steps[2].stepped.tolist() == [True, True]
+    assert steps[2].rewards.tolist() == [0.0, 1.0]  # no training reward on the forced step ...
+    assert env._return.tolist() == [4.0, 4.0]  # ... but the game's raw score and length count it
+    assert steps[3].valid.all()
+
+    plain = LivesEngine()
+    env = TrainingEnv(plain, next_step_reset=True, life_loss=True)
+    env.reset()
+    for _ in range(4):
+        env.step(np.array([3, 3]))
+    assert plain.received == [[3, 3]] * 4  # games that need no FIRE are left alone
+
+
+def test_real_envpool_breakout_serves_again_after_each_lost_life():
+    from rayac.config import Config
+    from rayac.envs import describe_env, make_training_env
+
+    cfg = Config.model_validate({"env": {"id": "ALE/Breakout-v5", "num_envs": 2, "backend": "envpool"}})
+    env = make_training_env(cfg.env, describe_env(cfg.env), seed=0)
+    rng = np.random.default_rng(0)
+    try:
+        assert env.fire_after_life_loss
+        env.reset()
+        previous, forced = None, 0
+        for _ in range(1500):
+            step = env.step(rng.integers(0, 4, 2))
+            fire = step.stepped & ~step.valid
+            if fire.any():  # only right after a lost life (the learner's episode ended), never otherwise
+                assert previous is not None and (previous.terminated[fire] & ~previous.game_over[fire]).all()
+                forced += int(fire.sum())
+            previous = step
+        assert forced > 0
+    finally:
+        env.close()
