@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 120.0
 MAX_FAILURES_WITHOUT_PROGRESS = 20  # a loop that keeps failing with no push in between is a bug, not bad luck
+# After a worker died, a shard whose slices have waited this long with no progress waits for the dead worker's
+# slice: it goes out of step at once (and every shard rolls back) instead of after the shards' ORDER_TIMEOUT_S.
+STALL_AFTER_WORKER_DEATH_S = 1.0
+WORKER_DEATH_WINDOW_S = 30.0
 
 
 class A3C:
@@ -61,6 +65,7 @@ class A3C:
         self._failures = 0
         self._failed_this_step = False
         self._last_version = 0
+        self._worker_died_at: float | None = None
         self._start_ids: list[str | None] = [None] * self.num_shards
         if not self.remote:
             self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
@@ -174,6 +179,25 @@ class A3C:
         self._last_version = version
         return {"a3c/ps_restored_version": version, "a3c/ps_rollback_updates": before - version}
 
+    def _unstick(self, stats: list[ShardStats]) -> None:
+        """Soon after a worker died, a shard stalled on a slice that worker never sent goes out of step now; the
+        resync in this same step then rolls every shard back (K > 1 only: one shard applies each push whole)."""
+        died = self._worker_died_at
+        if self.num_shards == 1 or died is None or time.monotonic() - died > WORKER_DEATH_WINDOW_S:
+            return
+        for s in stats:
+            if s.in_sync and s.stalled_s >= STALL_AFTER_WORKER_DEATH_S:
+                shard = self.shards[s.shard]
+                if self.remote:
+                    import ray
+
+                    gave_up = ray.get(
+                        shard.give_up.remote(STALL_AFTER_WORKER_DEATH_S), timeout=CALL_TIMEOUT_S
+                    )
+                else:
+                    gave_up = shard.give_up(STALL_AFTER_WORKER_DEATH_S)
+                s.in_sync = s.in_sync and not gave_up
+
     # ------------------------------------------------------------------ worker loops (Ray)
     def _launch(self, index: int) -> None:
         self.loops[self.workers[index].run.remote(self.shards)] = index
@@ -208,6 +232,7 @@ class A3C:
                     time.sleep(0.1)
             except RayActorError:
                 self.worker_restarts += 1
+                self._worker_died_at = time.monotonic()
                 log.warning("A3C worker %d died; it restarts and rejoins with a fresh pull", index)
                 self._count_failure("worker died")
             except Exception as err:  # the loop raised: a bug in the worker
@@ -229,6 +254,7 @@ class A3C:
         else:
             self._watch_loops()
         stats = self._each("get_stats")
+        self._unstick(stats)
         lead = stats[0]
         known = (
             self._last_version

@@ -155,6 +155,8 @@ class ParameterServer:
         self._window = _Window()
         self._last_save = time.monotonic()
         self._cache: tuple[int, Any] | None = None  # (version, this slice encoded or its ObjectRef)
+        self._waiters = 0  # slices waiting for an earlier push's slice to land here
+        self._advanced_at = time.monotonic()  # when this shard's version last moved
         if self.restarted:
             log.warning("parameter-server shard %d/%d restarted; dropping pushes until the driver resyncs it",
                         shard, num_shards)  # fmt: skip
@@ -229,10 +231,16 @@ class ParameterServer:
         """Apply this shard's slice of a push as the leader's ticket says, after every earlier ticket."""
         with self._cond:
             if ticket.applied and ticket.epoch == self.epoch and self.in_sync:
-                turn = self._cond.wait_for(
-                    lambda: self.version >= ticket.seq - 1 or ticket.epoch != self.epoch or not self.in_sync,
-                    timeout=ORDER_TIMEOUT_S,
-                )
+                self._waiters += 1
+                try:
+                    turn = self._cond.wait_for(
+                        lambda: (
+                            self.version >= ticket.seq - 1 or ticket.epoch != self.epoch or not self.in_sync
+                        ),
+                        timeout=ORDER_TIMEOUT_S,
+                    )
+                finally:
+                    self._waiters -= 1
                 if not turn:
                     self.in_sync = False  # the driver sees it in get_stats and rolls every shard back
                     self._cond.notify_all()  # later tickets waiting here give up now, not one timeout each
@@ -246,6 +254,7 @@ class ParameterServer:
                     decode_into(grad, self.grad, factor=ticket.clip_coef)
                     self.optimizer.step()
                     self.version = ticket.seq
+                    self._advanced_at = time.monotonic()
                     self._cond.notify_all()
                     if ticket.checkpoint:
                         self.save()
@@ -285,10 +294,26 @@ class ParameterServer:
             })  # fmt: skip
             return ShardStats(
                 shard=self.shard, start_id=self.start_id, version=self.assigned if self.shard == 0 else self.version,
-                epoch=self.epoch, in_sync=self.in_sync, env_steps=win.env_steps,
+                epoch=self.epoch, in_sync=self.in_sync, stalled_s=self._stalled_s(), env_steps=win.env_steps,
                 episode_returns=np.asarray(win.episode_returns, dtype=np.float64),
                 episode_lengths=np.asarray(win.episode_lengths, dtype=np.int64), metrics=metrics,
             )  # fmt: skip
+
+    def _stalled_s(self) -> float:
+        return time.monotonic() - self._advanced_at if self._waiters else 0.0
+
+    def give_up(self, stalled_s: float) -> bool:
+        """Driver, after a worker died: if slices have waited here ``stalled_s`` with no progress, the one they wait
+        for was that worker's and will never come. Go out of step now (the waiters return unapplied and the driver
+        rolls every shard back) instead of after ``ORDER_TIMEOUT_S``. True if it did."""
+        with self._cond:
+            if not self.in_sync or self._stalled_s() < stalled_s:
+                return False
+            log.warning("shard %d: slices waited %.1fs for push %d after a worker died; out of step until resynced",
+                        self.shard, self._stalled_s(), self.version + 1)  # fmt: skip
+            self.in_sync = False
+            self._cond.notify_all()
+            return True
 
     def request_stop(self) -> None:
         with self._cond:
@@ -327,6 +352,7 @@ class ParameterServer:
             if name in self.norms:
                 self.norms[name].set(moments)
         self.version = self.assigned = state.version
+        self._advanced_at = time.monotonic()
         self._cache = None
 
     def start(self, epoch: int, state: ShardState | None = None) -> None:

@@ -87,6 +87,7 @@ class ShardStats:
     version: int
     epoch: int
     in_sync: bool  # False: restarted or out of step; it drops pushes until the driver resyncs every shard
+    stalled_s: float = 0.0  # how long a slice has been waiting here for an earlier push's, with no progress
     env_steps: int = 0
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))

@@ -1,6 +1,7 @@
 """A sharded parameter server without Ray: K shards == one server bit for bit, all-or-nothing, failover, resume."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -293,3 +294,44 @@ def test_shards_write_no_files_the_driver_keeps_their_checkpoints(tmp_path):
     assert algo.shards[0].saved_versions() == []
     result = algo.train_step()
     assert result.metrics["a3c/ps_restored_version"] == 4 and algo.version == 4
+
+
+def test_after_a_worker_died_a_stalled_shard_goes_out_of_step_in_a_second_not_after_the_order_timeout(
+    tmp_path,
+):
+    """A worker dies after the leader applied its push and before shard 1 got the slice: the next push's slice
+    on shard 1 waits for one that will never come. Once the driver knows a worker died, it makes that shard give
+    up after STALL_AFTER_WORKER_DEATH_S (1 s) instead of ORDER_TIMEOUT_S (15 s), and rolls every shard back."""
+    import rayac.algorithms.a3c as a3c_module
+
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    lead, other = algo.shards
+    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    lead.lead_push(GradientPush(4, zeros[0]))  # the dead worker's push: shard 1's slice never comes
+    after, _ = lead.lead_push(GradientPush(4, zeros[0]))
+    reply = {}
+    waiter = threading.Thread(target=lambda: reply.setdefault("r", other.push_slice(zeros[1], after)))
+    waiter.start()
+    time.sleep(0.3)
+    stats = [s.get_stats() for s in algo.shards]
+    assert 0.2 < stats[1].stalled_s < 1.0 and stats[0].stalled_s == 0.0
+    algo._worker_died_at = time.monotonic()  # what _watch_loops records when a worker's loop dies with it
+    algo._unstick(stats)
+    assert (
+        other.in_sync
+    )  # not stalled long enough yet: slices in flight from live workers are not given up on
+    time.sleep(a3c_module.STALL_AFTER_WORKER_DEATH_S)
+    stats = [s.get_stats() for s in algo.shards]
+    t0 = time.monotonic()
+    algo._unstick(stats)
+    waiter.join(2)
+    assert not waiter.is_alive() and time.monotonic() - t0 < 1.0  # not the 15 s order timeout
+    assert not reply["r"].applied and not other.in_sync and stats[1].in_sync is False
+    result = algo.train_step()  # the driver rolls every shard back to their last common checkpoint
+    assert result.metrics["a3c/ps_restored_version"] == 4 and all(
+        s.version == 4 and s.in_sync for s in algo.shards
+    )
+    assert result.metrics["a3c/ps_restarts"] == 0
