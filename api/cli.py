@@ -102,10 +102,12 @@ def _follow(client: httpx.Client, job_id: str) -> int:
     """Prints the job's metrics as they arrive; exit code 0 once it has succeeded, 1 if it ended otherwise."""
     from httpx_sse import connect_sse
 
+    from api.sse_client import stream_events
+
     with connect_sse(client, "GET", f"/v1/jobs/{job_id}/metrics/stream", timeout=None) as source:
         if source.response.status_code >= 400:  # not an event stream: its error, not httpx-sse's traceback
             return fail(_error(source.response))
-        for event in source.iter_sse():
+        for event in stream_events(source):
             record = json.loads(event.data)
             if event.event == "status":
                 print(f"{job_id}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))

@@ -127,12 +127,14 @@ def follow(client: httpx.Client, job_id: str, *, last_event_id: int | None = Non
     """Read the SSE stream: ([(id, record)], final status or None if we stopped early)."""
     from httpx_sse import connect_sse
 
+    from api.sse_client import stream_events
+
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     events = []
     url = f"/v1/jobs/{job_id}/metrics/stream"
     with connect_sse(client, "GET", url, headers=headers, timeout=timeout) as source:
         assert source.response.status_code == 200, source.response.read()
-        for sse in source.iter_sse():
+        for sse in stream_events(source):
             if sse.event == "status":
                 return events, sse.json()
             events.append((int(sse.id), sse.json()))

@@ -111,7 +111,8 @@ def test_a_missing_service_is_one_line_and_exit_2(capsys, monkeypatch, entry_poi
 
 def _sse(*events: dict) -> bytes:
     """The bytes sse-starlette sends (CRLF lines), with a keep-alive comment in front."""
-    return b": ping\r\n\r\n" + b"".join(ServerSentEvent(**e).encode() for e in events)
+    # keep-alive comments before and between events, as sse-starlette sends them on a quiet stream
+    return b": ping\r\n\r\n" + b": ping\r\n\r\n".join(ServerSentEvent(**e).encode() for e in events)
 
 
 def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch):
