@@ -141,7 +141,7 @@ def test_resume_of_a_ray_a3c_run_is_not_a_parameter_server_restart(ray_session, 
 def test_a3c_on_ray_with_normalisers_merges_every_workers_statistics(ray_session, tmp_path):
     """Two workers, two shards, Pendulum with observation normalisation and return scaling: the saved statistics
     count every observation the workers pushed (what the driver counted, plus pushes that landed after its last
-    poll), so no worker's data is lost and none is counted twice."""
+    poll), so no worker's data is lost and none is counted twice (3,000 steps: twice would be far above)."""
     cfg = build_config(overrides=[
         "algo.name=a3c", "env.id=Pendulum-v1", "env.num_envs=4", "algo.rollout_steps=8", "model.normalize_obs=true",
         "algo.scale_rewards=true", "resources.num_workers=2", "algo.ps_shards=2", "run.stop.total_env_steps=3000",
@@ -150,7 +150,8 @@ def test_a3c_on_ray_with_normalisers_merges_every_workers_statistics(ray_session
     result = rayac.train(cfg, run_dir=tmp_path / "run")
     ckpt = load_checkpoint(result.run_dir)
     count = float(ckpt.weights["obs_norm.count"])
-    assert result.env_steps <= count - 1e-4 <= result.env_steps + 2 * 2 * 32  # ≤ 2 pushes a worker in flight
+    # workers push until algo.stop(), after the final evaluation and checkpoint: a few rollouts more than counted
+    assert result.env_steps <= count - 1e-4 <= result.env_steps + 20 * 32
     rollouts = (count - 1e-4) / 32  # whole rollouts of 4 envs x 8 steps
     assert rollouts == pytest.approx(round(rollouts), abs=1e-3)
     assert float(ckpt.weights["return_norm.count"]) > 1
