@@ -134,7 +134,13 @@ class Runner:
         self.algo: Algorithm = make_algorithm(self.cfg, self.spec, seed_offset=seed_offset)
         if ckpt is not None:
             self.algo.restore(ckpt.weights, ckpt.optimizer_state(), ckpt.state["version"])
-            exact = self.algo.restore_sampler(ckpt.sampler_state())
+            try:
+                exact = self.algo.restore_sampler(ckpt.sampler_state())
+            except (
+                Exception
+            ) as err:  # e.g. an env class that no longer unpickles: resume anyway, on fresh episodes
+                log.warning("could not restore the rollout workers' envs (%s: %s)", type(err).__name__, err)
+                exact = False
             log.info("resumed %s at %d env steps (version %d); sampling %s", self.run_dir, self.env_steps,
                      self.algo.version, "continues exactly" if exact else "starts fresh episodes")  # fmt: skip
         policy = build_policy(self.spec, self.cfg.model, estimator=self.cfg.algo.estimator,

@@ -161,3 +161,12 @@ def test_last_record_reads_the_tail_and_ignores_a_partial_line(tmp_path):
     assert last_record(path) is None
     path.write_text("".join(json.dumps({"i": i, "pad": "x" * 100}) + "\n" for i in range(2000)) + '{"i": 20')
     assert last_record(path, tail_bytes=4096)["i"] == 1999
+
+
+def test_a_sampler_state_that_no_longer_loads_resumes_on_fresh_episodes(tmp_path, caplog):
+    tiny_run(tmp_path, "run", "run.stop.target_return=null", steps=1000)
+    ckpt = checkpoint_dirs(tmp_path / "run")[-1]
+    (ckpt / "sampler.pkl").write_bytes(b"not a pickle")
+    resumed = resume_run(tmp_path / "run", "run.stop.total_env_steps=2000")
+    assert resumed.env_steps >= 2000
+    assert "could not restore the rollout workers' envs" in caplog.text
