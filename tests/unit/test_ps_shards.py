@@ -246,18 +246,23 @@ def test_16_bit_transfer_trains_and_the_server_keeps_float32():
     assert torch.equal(worker, server.to(torch.bfloat16).float())  # the worker holds the bf16-rounded weights
 
 
+def two_shards_at_version_4(tmp_path):
+    """In-process A3C with two shards after 4 pushes (checkpoints every 2), and a zero gradient slice per shard."""
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    return algo, algo.shards[0], algo.shards[1], zeros
+
+
 def test_a_slice_that_never_arrives_puts_the_shards_out_of_step_and_the_driver_rolls_them_back(
     tmp_path, monkeypatch
 ):
     import rayac.workers.parameter_server as ps_module
 
     monkeypatch.setattr(ps_module, "ORDER_TIMEOUT_S", 0.2)
-    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
-    algo = A3C(cfg, describe_env(cfg.env))
-    for _ in range(4):
-        algo.train_step()
-    lead, other = algo.shards
-    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    algo, lead, other, zeros = two_shards_at_version_4(tmp_path)
     lost = lead.ticket(GradientPush(4))  # its worker died after the leader's slice, before shard 1's
     lead.push_slice(zeros[0], lost)
     after = lead.ticket(GradientPush(4))
@@ -304,12 +309,7 @@ def test_after_a_worker_died_a_stalled_shard_goes_out_of_step_in_a_second_not_af
     up after STALL_AFTER_WORKER_DEATH_S (1 s) instead of ORDER_TIMEOUT_S (15 s), and rolls every shard back."""
     import rayac.algorithms.a3c as a3c_module
 
-    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
-    algo = A3C(cfg, describe_env(cfg.env))
-    for _ in range(4):
-        algo.train_step()
-    lead, other = algo.shards
-    zeros = [np.zeros(s.hi - s.lo, dtype=np.float32) for s in algo.shards]
+    algo, lead, other, zeros = two_shards_at_version_4(tmp_path)
     lead.lead_push(GradientPush(4, zeros[0]))  # the dead worker's push: shard 1's slice never comes
     after, _ = lead.lead_push(GradientPush(4, zeros[0]))
     reply = {}
