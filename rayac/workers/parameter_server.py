@@ -226,7 +226,7 @@ class ParameterServer:
         return False
 
     def push_slice(
-        self, grad: Payload | np.ndarray, ticket: Ticket, *, return_weights: bool = False
+        self, grad: Payload | np.ndarray, ticket: Ticket, *, return_weights: bool = True
     ) -> PushResult:
         """Apply this shard's slice of a push as the leader's ticket says, after every earlier ticket."""
         with self._cond:
@@ -263,7 +263,7 @@ class ParameterServer:
             weights = self._encoded(put=False) if return_weights else None
             return PushResult(self.version, False, ticket.stop, weights, self._norm_stats())
 
-    def lead_push(self, msg: GradientPush, *, return_weights: bool = False) -> tuple[Ticket, PushResult]:
+    def lead_push(self, msg: GradientPush, *, return_weights: bool = True) -> tuple[Ticket, PushResult]:
         """The leader (shard 0): decide the push's ticket and apply its own slice (``msg.grad``) in one call.
 
         Under Ray the ticket is a second return value that the other shards' ``push_slice`` calls take as an
@@ -273,7 +273,7 @@ class ParameterServer:
             ticket = self.ticket(msg)
             return ticket, self.push_slice(msg.grad, ticket, return_weights=return_weights)
 
-    def push(self, msg: GradientPush, *, return_weights: bool = False) -> PushResult:
+    def push(self, msg: GradientPush, *, return_weights: bool = True) -> PushResult:
         """One shard (K = 1): decide and apply in one call."""
         return self.lead_push(msg, return_weights=return_weights)[1]
 

@@ -70,18 +70,16 @@ class ShardClient:
         """Send one push; returns what ``wait_push`` takes (ObjectRefs under Ray, results in-process)."""
         if len(self.shards) == 1:
             payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
-            return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats),
-                               return_weights=True)]  # fmt: skip
+            # no keyword arguments: each costs Ray its own serialisation (replies carry the weights by default)
+            return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats))]
         (lo, hi), lead = self.bounds[0], self.shards[0]
         msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False), clip_coef, stats)
         if self.remote:  # the ticket, a second return value, goes to the other shards as an ObjectRef
-            ticket, first = lead.lead_push.options(num_returns=2).remote(msg, return_weights=True)
+            ticket, first = lead.lead_push.options(num_returns=2).remote(msg)
         else:
-            ticket, first = lead.lead_push(msg, return_weights=True)
+            ticket, first = lead.lead_push(msg)
         return [first] + [
-            self._call(
-                shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket, return_weights=True
-            )
+            self._call(shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket)
             for shard, (lo, hi) in zip(self.shards[1:], self.bounds[1:], strict=True)
         ]
 
