@@ -33,6 +33,7 @@ from torch import nn
 
 from rayac.config import Config
 from rayac.envs import SpaceSpec
+from rayac.optim import fused_adam_step
 from rayac.policy import build_policy
 from rayac.workers.flat import (
     FlatLayout,
@@ -165,7 +166,11 @@ class ParameterServer:
     def _encoded(self, *, put: bool) -> Any:
         """This slice at this version, encoded once (and, for pulls under Ray, put in the object store once)."""
         if self._cache is None or self._cache[0] != self.version:
-            self._cache = (self.version, encode(self.flat, self.cfg.algo.ps_transfer_dtype))
+            # One shard is an actor that runs one call at a time (and in-process the client copies a reply at
+            # once): its reply is serialised before the next push changes the slice, so it can be a view of it
+            # (a 6.7 MB copy less per push for the Nature CNN). Threaded shards (K > 1) reply with a copy.
+            encoded = encode(self.flat, self.cfg.algo.ps_transfer_dtype, copy=self.num_shards > 1)
+            self._cache = (self.version, encoded)
         value = self._cache[1]
         if put and isinstance(value, Payload):
             import ray
@@ -252,7 +257,8 @@ class ParameterServer:
                             f"shard {self.shard}: ticket {ticket.seq} at version {self.version}"
                         )
                     decode_into(grad, self.grad, factor=ticket.clip_coef)
-                    self.optimizer.step()
+                    if not fused_adam_step(self.optimizer):
+                        self.optimizer.step()
                     self.version = ticket.seq
                     self._advanced_at = time.monotonic()
                     self._cond.notify_all()

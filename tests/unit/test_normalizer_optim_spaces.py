@@ -15,7 +15,7 @@ from rayac.config import ConfigError, build_config
 from rayac.envs import SpaceSpec, check_config_against_env, image_layout
 from rayac.evaluate import Evaluator
 from rayac.normalizer import Moments, combine, moments
-from rayac.optim import RMSpropTF
+from rayac.optim import RMSpropTF, fused_adam_step
 from rayac.policy import build_policy
 from rayac.workers.learner import Learner
 from rayac.workers.rollout import RolloutWorker
@@ -126,6 +126,44 @@ class GridActionEnv(gym.Env):
 
 if "rayac-test/GridAction-v0" not in gym.registry:
     gym.register("rayac-test/GridAction-v0", entry_point=GridActionEnv)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_adam_step_is_torchs_fused_adam_bit_for_bit(weight_decay):
+    """The parameter server's shortcut around ``Adam.step()`` gives the same bits, step after step, with two groups
+    at different learning rates; it declines (False, nothing changed) where it does not apply."""
+    torch.manual_seed(0)
+    init = [torch.randn(300), torch.randn(70)]
+    pairs = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = torch.optim.Adam([{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": 5e-3}],
+                               eps=1e-5, weight_decay=weight_decay, fused=True)  # fmt: skip
+        pairs.append((params, opt))
+    (ref, ref_opt), (fast, fast_opt) = pairs
+    for step in range(6):
+        grads = [torch.randn_like(t) for t in init]
+        for params in (ref, fast):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+        ref_opt.step()
+        if step == 0:
+            assert not fused_adam_step(fast_opt)  # no state yet: torch's own first step creates it
+            fast_opt.step()
+        else:
+            assert fused_adam_step(fast_opt)
+    for a, b in zip(ref, fast, strict=True):
+        assert torch.equal(a, b)
+    for pa, pb in zip(ref, fast, strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(ref_opt.state[pa][key], fast_opt.state[pb][key]), key
+    assert not torch.equal(ref[0], init[0])  # it did train
+    foreach = torch.optim.Adam([torch.nn.Parameter(torch.randn(4))], foreach=True)
+    amsgrad = torch.optim.Adam([torch.nn.Parameter(torch.randn(4))], fused=True, amsgrad=True)
+    for opt in (foreach, amsgrad, RMSpropTF([torch.nn.Parameter(torch.randn(4))])):
+        opt.param_groups[0]["params"][0].grad = torch.ones(4)
+        opt.step()
+        assert not fused_adam_step(opt)
 
 
 def test_multi_dimensional_box_actions_keep_their_shape(tmp_path):
