@@ -65,7 +65,12 @@ class NatureCNN(nn.Module):
         return x.permute(0, 3, 1, 2) if self.channels_last else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(self._to_nchw(x) / 255.0))
+        x = self._to_nchw(x) / 255.0
+        if torch.is_grad_enabled() and x.device.type == "cpu":
+            # oneDNN's convolution backward is ~1.3x faster on channels-last input (the learner's 80-frame batch:
+            # 56 -> 42 ms on one thread); a rollout's small no-grad batches are not, so only training converts
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fc(self.conv(x))
 
 
 class ActorCritic(nn.Module):
