@@ -408,6 +408,11 @@ class RunConfig(_Section):
     )
     keep_checkpoints: int = Field(3, ge=1, description="How many periodic checkpoints to keep.")
     run_dir: str | None = Field(None, description="Run directory (default: runs/<algo>-<env>-<time>).")
+    metrics_interval_steps: int = Field(
+        0, ge=0, description="Write a metrics record (metrics.jsonl, progress.csv, TensorBoard, the job's stream) "
+        "every K env steps, not after every update: train/* are the last update's, time/sps is over the whole span. "
+        "Evaluations and the last update are always written. 0: one record per update. For million-step runs.",
+    )  # fmt: skip
     log_interval_s: float = Field(5.0, gt=0, description="Seconds between console summary tables.")
     progress_bar: StrictBool = Field(True, description="Show a rich progress bar.")
     tensorboard: StrictBool = Field(True, description="Write TensorBoard event files to <run_dir>/tb.")

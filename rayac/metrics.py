@@ -46,39 +46,38 @@ class JsonlSink:
 
 
 class CsvSink:
-    """progress.csv; when a new column appears (e.g. the first eval) the file is rewritten atomically."""
+    """progress.csv, a row per record. When a new column appears (the first eval, say) the file is rewritten
+    atomically with the wider header; rows are not kept in memory, so a run of 200k records costs no more than
+    one of 20 (the rare rewrite reads the file back)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.columns: list[str] = []
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():  # resume: keep what is there
+        if path.exists():  # resume: append under the header that is there
             with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = list(reader)
+                self.columns = next(csv.reader(f), [])
         self.file = None
 
-    def _rewrite(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns)
-        writer.writeheader()
-        writer.writerows(self.rows)
+    def _rewrite(self, new_columns: list[str]) -> None:
         if self.file:
             self.file.close()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns + new_columns)
+        writer.writeheader()
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                writer.writerows(csv.DictReader(f))
         atomic_write_text(self.path, buf.getvalue())
+        self.columns += new_columns
         self.file = open(self.path, "a", newline="", buffering=1)  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         record = {k: _clean(v) for k, v in record.items()}
-        self.rows.append(record)
         new = [k for k in record if k not in self.columns]
         if new or self.file is None:
-            self.columns += new
-            self._rewrite()
-        else:
-            csv.DictWriter(self.file, fieldnames=self.columns).writerow(record)
-            self.file.flush()
+            self._rewrite(new)
+        csv.DictWriter(self.file, fieldnames=self.columns).writerow(record)
+        self.file.flush()
 
     def close(self) -> None:
         if self.file:

@@ -119,6 +119,7 @@ class Runner:
         self.last_eval: float | None = None
         # the last EPISODE_WINDOW finished episodes (return, length): rollout/episode_*_mean, saved in checkpoints
         self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=EPISODE_WINDOW)
+        self._span_steps, self._span_s = 0, 0.0  # env steps and train_step time since the last record written
         ckpt = load_checkpoint(latest_checkpoint(self.run_dir)) if resume else None
         seed_offset = 0
         if ckpt is not None:
@@ -195,6 +196,9 @@ class Runner:
         t0 = time.perf_counter()
         result = self.algo.train_step()
         dt = time.perf_counter() - t0
+        # time/sps: steps over training time since the last record written (one update unless subsampled)
+        self._span_steps += result.num_steps
+        self._span_s += dt
         self.iterations += 1
         self.env_steps += result.num_steps
         self.episodes += len(result.episode_returns)
@@ -204,7 +208,7 @@ class Runner:
             "time/env_steps": self.env_steps,
             "time/episodes": self.episodes,
             "time/elapsed_s": self.elapsed_before + time.perf_counter() - started,
-            "time/sps": result.num_steps / dt if dt > 0 else 0.0,
+            "time/sps": self._span_steps / self._span_s if self._span_s > 0 else 0.0,
             "time/version": self.algo.version,
         }
         if self.window:
@@ -234,18 +238,23 @@ class Runner:
         eval_steps = Every(run.eval_interval_steps, self.env_steps)
         eval_episodes = Every(run.eval_interval_episodes, self.episodes)
         ckpt_steps = Every(run.checkpoint_interval_steps, self.env_steps)
+        record_steps = Every(run.metrics_interval_steps, self.env_steps)
         started = time.perf_counter()
         stop_reason, ckpt_path, evaluated_at = None, None, -1
         try:
             while (stop_reason := self._stop_reason(started)) is None:
                 record = self._train_record(started)
                 # both schedules advance, so a step due on both evaluates once
-                if eval_steps.due(self.env_steps) | eval_episodes.due(self.episodes):
+                evaluated = eval_steps.due(self.env_steps) | eval_episodes.due(self.episodes)
+                if evaluated:
                     record.update(self.evaluate())
                     evaluated_at = self.env_steps
-                logger.write(record)
-                for callback in self.callbacks:
-                    callback(self, record)
+                if (record_steps.due(self.env_steps) or not run.metrics_interval_steps or evaluated
+                        or self._stop_reason(started) is not None):  # fmt: skip
+                    logger.write(record)
+                    self._span_steps, self._span_s = 0, 0.0
+                    for callback in self.callbacks:
+                        callback(self, record)
                 if ckpt_steps.due(self.env_steps):
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
                 if self._reached_target(record):

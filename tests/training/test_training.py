@@ -141,6 +141,28 @@ def test_run_writes_all_sinks(tmp_path):
     assert result["env_steps"] == res.env_steps >= 2000
 
 
+def test_metrics_interval_writes_one_record_per_span_every_evaluation_and_the_last_update(tmp_path):
+    """run.metrics_interval_steps: a record at the first update past each multiple, at every evaluation and at the
+    end, instead of one per update; progress.csv keeps every row through the rewrite the first eval column causes."""
+    res = tiny_run(tmp_path, "run", "run.metrics_interval_steps=1000", "run.eval_interval_steps=2500",
+                   "run.stop.target_return=null", steps=6000)  # fmt: skip
+    records = read_metrics(f"{res.run_dir}/metrics.jsonl")
+    per_update = 16 * 5  # a2c_cartpole: 16 envs x 5 steps
+    updates = [per_update * i for i in range(1, res.iterations + 1)]
+    first_past = lambda m: min(s for s in updates if s >= m)  # noqa: E731
+    expected = {first_past(m) for m in range(1000, res.env_steps + 1, 1000)}
+    expected |= {first_past(m) for m in (2500, 5000)} | {updates[-1]}
+    train_records = [r for r in records if "train/policy_loss" in r]
+    assert [r["time/env_steps"] for r in train_records] == sorted(expected)
+    assert res.iterations > 3 * len(train_records)  # most updates were not written
+    evals = [r["time/env_steps"] for r in records if "eval/return_mean" in r]
+    assert evals[:2] == [first_past(2500), first_past(5000)] and evals[-1] == res.env_steps
+    assert all(r["time/sps"] > 0 for r in train_records)
+    rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(records) and "eval/return_mean" in rows[0].split(",")
+    assert rows[1].split(",")[0] == str(records[0]["time/iteration"])  # the rows before the first eval survived
+
+
 @pytest.mark.parametrize("preset", sorted(list_presets()))
 def test_every_preset_trains_briefly(tmp_path, preset):
     overrides = quiet("run.stop.total_env_steps=1500", "resources.num_workers=0")
