@@ -88,6 +88,7 @@ class ActorCritic(nn.Module):
         use_cnn = cfg.encoder == "cnn" or (cfg.encoder == "auto" and spec.is_image)
         obs_dim = int(np.prod(spec.obs_shape))
         self.obs_norm = RunningNorm(spec.obs_shape) if cfg.normalize_obs else None
+        self.bf16_encoder = cfg.encoder_dtype == "bfloat16"
         self.return_norm = RunningNorm(()) if scale_rewards else None
 
         def encoder(sizes: list[int]) -> tuple[nn.Module, int]:
@@ -129,14 +130,23 @@ class ActorCritic(nn.Module):
     def _prep(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations in (uint8 images, or floats), what the encoders read out."""
         if self.obs_norm is None and obs.dtype == torch.uint8 and isinstance(self.actor_body, NatureCNN):
-            return obs  # the CNN scales uint8 to [0, 1] itself, in one pass (the same floats as .float() / 255)
+            return (
+                obs  # the CNN scales uint8 to [0, 1] itself, in one pass (the same floats as .float() / 255)
+            )
         obs = obs.float()
         return obs if self.obs_norm is None else self.obs_norm(obs)
 
+    def _encode(self, body: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        """``body(obs)`` in float32, computed in bfloat16 under autocast when ``model.encoder_dtype`` says so."""
+        if not self.bf16_encoder:
+            return body(obs)
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16):
+            return body(obs).float()
+
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs = self._prep(obs)
-        actor_x = self.actor_body(obs)
-        critic_x = actor_x if self.critic_body is None else self.critic_body(obs)
+        actor_x = self._encode(self.actor_body, obs)
+        critic_x = actor_x if self.critic_body is None else self._encode(self.critic_body, obs)
         return actor_x, critic_x
 
     def _dist_params(self, actor_x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +197,9 @@ class ActorCritic(nn.Module):
         self, obs: torch.Tensor, *, deterministic: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Actions only (the actor path): what inference and evaluation need, without log-probs or the critic."""
-        return self._sample(self.policy_head(self.actor_body(self._prep(obs))), deterministic, generator)
+        return self._sample(
+            self.policy_head(self._encode(self.actor_body, self._prep(obs))), deterministic, generator
+        )
 
     def _sample(
         self, head: torch.Tensor, deterministic: bool, generator: torch.Generator | None

@@ -121,3 +121,34 @@ def test_cnn_encoder_for_image_observations():
     actions, values, log_prob = policy.rollout_step(torch.randint(0, 255, (2, 84, 84, 4), dtype=torch.uint8))
     assert actions.shape == (2,) and values.shape == (2,) and log_prob.shape == (2,)
     assert policy.actor_body.channels_last
+
+
+def test_bfloat16_encoder_trains_float32_weights_and_serves_as_it_trained(tmp_path):
+    """model.encoder_dtype=bfloat16: the CNN trunk runs in bfloat16 (its outputs differ from float32's, a little),
+    the weights and their gradients stay float32, and a saved policy acts with the trunk it trained with."""
+    from rayac.checkpoint import load_policy, save_checkpoint
+
+    spec = SpaceSpec(obs_shape=(4, 84, 84), obs_dtype="uint8", obs_low=None, obs_high=None, action_kind="discrete",
+                     action_n=6, action_shape=(), action_low=None, action_high=None)  # fmt: skip
+    cfg = Config(model={"architecture": "shared", "encoder_dtype": "bfloat16"})
+    torch.manual_seed(0)
+    bf16 = build_policy(spec, cfg.model, estimator="gae")
+    fp32 = build_policy(spec, Config(model={"architecture": "shared"}).model, estimator="gae")
+    fp32.load_state_dict(bf16.state_dict())
+    obs = torch.randint(0, 255, (8, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 6, (8,))
+    log_p, entropy, values = bf16.evaluate_actions(obs, actions)
+    ref_log_p, _, ref_values = fp32.evaluate_actions(obs, actions)
+    assert log_p.dtype == values.dtype == torch.float32
+    assert not torch.equal(values, ref_values)  # it did compute in bfloat16
+    torch.testing.assert_close(values, ref_values, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(log_p, ref_log_p, rtol=0.01, atol=0.01)
+    (values.sum() - log_p.sum()).backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for p in bf16.parameters())  # fmt: skip
+    save_checkpoint(tmp_path / "ckpt", weights=bf16.state_dict(), optimizer_state=None, cfg=cfg, spec=spec,
+                    state={"env_steps": 0})  # fmt: skip
+    loaded = load_policy(tmp_path / "ckpt")
+    with torch.no_grad():
+        expected = bf16.policy_head(bf16._encode(bf16.actor_body, obs)).argmax(-1).numpy()
+    np.testing.assert_array_equal(loaded.act(obs.numpy()), expected)
