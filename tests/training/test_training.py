@@ -160,7 +160,8 @@ def test_metrics_interval_writes_one_record_per_span_every_evaluation_and_the_la
     assert all(r["time/sps"] > 0 for r in train_records)
     rows = (tmp_path / "run" / "progress.csv").read_text().splitlines()
     assert len(rows) == 1 + len(records) and "eval/return_mean" in rows[0].split(",")
-    assert rows[1].split(",")[0] == str(records[0]["time/iteration"])  # the rows before the first eval survived
+    # the rows written before the first eval column appeared survived the rewrite
+    assert rows[1].split(",")[0] == str(records[0]["time/iteration"])
 
 
 @pytest.mark.parametrize("preset", sorted(list_presets()))
