@@ -31,15 +31,15 @@ ENV_ID, NUM_ENVS = "ALE/Pong-v5", 16
 ROWS = ["raw-gymnasium", "raw-envpool"] + [
     f"rayac-{w}w-{b}" for b in ("gymnasium", "envpool") for w in (0, 1, 2)
 ]
-ROWS += ["sb3-a2c"]
+ROWS += ["rayac-0w-envpool-bf16", "rayac-2w-envpool-bf16", "sb3-a2c"]
 
 
-def _rayac_cfg(workers: int, backend: str):
+def _rayac_cfg(workers: int, backend: str, encoder_dtype: str = "float32"):
     import rayac
 
     return rayac.build_config(preset="a2c_pong", overrides=[
         f"env.backend={backend}", f"env.num_envs={NUM_ENVS // max(workers, 1)}", f"resources.num_workers={workers}",
-        "resources.device=cpu", "run.progress_bar=false", "run.tensorboard=false",
+        "resources.device=cpu", "run.progress_bar=false", "run.tensorboard=false", f"model.encoder_dtype={encoder_dtype}",
     ])  # fmt: skip
 
 
@@ -73,8 +73,8 @@ def measure(row: str, seconds: float) -> float:
         from rayac.algorithms.base import make_algorithm
         from rayac.envs import check_config_against_env
 
-        _, workers, backend = row.split("-")
-        cfg = _rayac_cfg(int(workers.rstrip("w")), backend)
+        _, workers, backend, *dtype = row.split("-")
+        cfg = _rayac_cfg(int(workers.rstrip("w")), backend, "bfloat16" if dtype else "float32")
         algo = make_algorithm(cfg, check_config_against_env(cfg))
         try:
             return _timed(lambda: algo.train_step().num_steps, seconds, 5)
@@ -104,7 +104,7 @@ def measure(row: str, seconds: float) -> float:
 
 LABELS = {
     "raw": "raw {b} engine, 16 envs, random actions, no policy",
-    "rayac": "rayac A2C, {w} workers ({n} envs each), {b}",
+    "rayac": "rayac A2C, {w} workers ({n} envs each), {b}{d}",
     "sb3": "stable-baselines3 A2C (RL-Zoo Atari: 16 envs x 5 steps, DummyVecEnv)",
 }
 
@@ -116,7 +116,8 @@ def label(row: str) -> str:
     if parts[0] == "raw":
         return LABELS["raw"].format(b=parts[1])
     workers = int(parts[1].rstrip("w"))
-    return LABELS["rayac"].format(w=workers, n=NUM_ENVS // max(workers, 1), b=parts[2])
+    dtype = ", bfloat16 encoder (model.encoder_dtype)" if parts[3:] == ["bf16"] else ""
+    return LABELS["rayac"].format(w=workers, n=NUM_ENVS // max(workers, 1), b=parts[2], d=dtype)
 
 
 def main() -> None:
@@ -155,14 +156,15 @@ def main() -> None:
         f"Load before: `{load_before}`; after: `{load_after}` (a shared machine: compare rows of this run only).",
         "",
         "Pipeline: 30 no-ops, frame skip 4 (max of the last two frames), 84x84 gray, 4 frames stacked; 16 envs in every "
-        "row. rayac: a2c_pong preset (Nature CNN, RMSpropTF, 5-step rollouts), learner on the CPU, torch 1 thread; "
+        "row. rayac: a2c_pong preset (Nature CNN, RMSpropTF, 5-step rollouts), learner on the CPU, torch 1 thread (the "
+        "bfloat16 rows: the CNN trunk under autocast, `model.encoder_dtype=bfloat16`); "
         "steady state after a warm-up, start-up excluded. An agent step = 4 frames.",
         "",
         "| setup | agent steps/s | × raw engine (same backend) | × SB3 A2C |",
         "| --- | --- | --- | --- |",
     ]
     for row, sps in results.items():
-        backend = row.split("-")[-1]
+        backend = row.split("-")[1 if row.startswith("raw") else 2] if row != "sb3-a2c" else ""
         raw = results.get(f"raw-{backend}")
         x_raw = f"{sps / raw:.2f}" if raw and not row.startswith(("raw", "sb3")) else ""
         x_sb3 = f"{sps / sb3:.2f}" if sb3 else ""
