@@ -73,29 +73,53 @@ def run_sb3(env_id: str, seed: int, steps: int) -> dict:
     return {"return": score, "env_steps": steps, "train_s": time.perf_counter() - t0}
 
 
+TABLE_HEAD = "| env | budget (env steps) | system | seeds | final greedy return per seed | mean | train s (mean) | measured |"
+
+
+def _rows_on_record() -> dict[tuple[str, int, str], str]:
+    """The table rows RESULTS.md already holds, by (env, budget, system): results measured on another machine or
+    in an earlier session, whose per-run files are not here. A row from this machine's files replaces its own."""
+    from common import read_section
+
+    rows = {}
+    for line in read_section("bench_learning").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 7 and cells[1].replace(",", "").isdigit():
+            measured = cells[7] if len(cells) > 7 else "2026-11-23"  # the tables before this column
+            rows[(cells[0], int(cells[1].replace(",", "")), cells[2])] = (
+                "| " + " | ".join(cells[:7] + [measured]) + " |"
+            )
+    return rows
+
+
 def report() -> None:
     import numpy as np
     from common import machine, write_section
 
-    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    rows = _rows_on_record()
+    for env_id, budget in sorted({(r["env"], r["budget"]) for r in runs}):
+        for system in ("rayac", "sb3"):
+            got = [r for r in runs if (r["env"], r["budget"], r["system"]) == (env_id, budget, system)]
+            if not got:
+                continue
+            rets = [r["return"] for r in got]
+            rows[(env_id, budget, system)] = (
+                f"| {env_id} | {budget:,} | {system} | {', '.join(str(r['seed']) for r in got)} "
+                f"| {', '.join(f'{x:.1f}' for x in rets)} | {np.mean(rets):.1f} "
+                f"| {np.mean([r['train_s'] for r in got]):.0f} | {max(r.get('date', '') for r in got)} |"
+            )
     lines = [
         "## Learning: final greedy return at a fixed budget (bench_learning.py)",
         "",
         f"Machine: {machine()}; written {date.today()}. Greedy check: {EVAL_EPISODES} episodes, fixed seeds, the "
-        "final policy of each run. Only finished runs are listed.",
+        "final policy of each run. Only finished runs are listed; rows measured earlier (their date in the last "
+        "column) are kept until a run here replaces them.",
         "",
-        "| env | budget (env steps) | system | seeds | final greedy return per seed | mean | train s (mean) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        TABLE_HEAD,
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(rows[key] for key in sorted(rows)),
     ]
-    for env_id, budget in sorted({(r["env"], r["budget"]) for r in rows}):
-        for system in ("rayac", "sb3"):
-            got = [r for r in rows if (r["env"], r["budget"], r["system"]) == (env_id, budget, system)]
-            if not got:
-                continue
-            rets = [r["return"] for r in got]
-            lines.append(f"| {env_id} | {budget:,} | {system} | {', '.join(str(r['seed']) for r in got)} "
-                         f"| {', '.join(f'{x:.1f}' for x in rets)} | {np.mean(rets):.1f} "
-                         f"| {np.mean([r['train_s'] for r in got]):.0f} |")  # fmt: skip
     write_section("bench_learning", "\n".join(lines))
 
 
@@ -115,7 +139,7 @@ def main() -> None:
     if args.one:
         system, seed = args.one[0], int(args.one[1])
         out = (run_rayac if system == "rayac" else run_sb3)(args.env, seed, steps)
-        out.update(system=system, env=args.env, seed=seed, budget=steps)
+        out.update(system=system, env=args.env, seed=seed, budget=steps, date=str(date.today()))
         tmp = OUT / f".{system}-{args.env}-{seed}.tmp"
         tmp.write_text(json.dumps(out))
         tmp.replace(OUT / f"{system}-{args.env}-{seed}.json")

@@ -53,6 +53,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def read_section(name: str) -> str:
+    """This script's section of RESULTS.md as it stands ('' if none)."""
+    if not RESULTS.exists():
+        return ""
+    found = re.search(f"<!-- {name}:start -->(.*?)<!-- {name}:end -->", RESULTS.read_text(), re.S)
+    return found.group(1) if found else ""
+
+
 def write_section(name: str, body: str) -> None:
     """Replace this script's section of RESULTS.md (other scripts' sections are kept)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

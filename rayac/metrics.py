@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-
-from rayac.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +57,19 @@ class CsvSink:
         self.file = None
 
     def _rewrite(self, new_columns: list[str]) -> None:
+        """The file again under the wider header, streamed row by row into a temp file that replaces it."""
         if self.file:
             self.file.close()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns + new_columns)
-        writer.writeheader()
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                writer.writerows(csv.DictReader(f))
-        atomic_write_text(self.path, buf.getvalue())
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=self.columns + new_columns)
+            writer.writeheader()
+            if self.path.exists():
+                with open(self.path, newline="") as f:
+                    writer.writerows(csv.DictReader(f))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
         self.columns += new_columns
         self.file = open(self.path, "a", newline="", buffering=1)  # noqa: SIM115
 

@@ -240,31 +240,43 @@ class Runner:
         ckpt_steps = Every(run.checkpoint_interval_steps, self.env_steps)
         record_steps = Every(run.metrics_interval_steps, self.env_steps)
         started = time.perf_counter()
-        stop_reason, ckpt_path, evaluated_at = None, None, -1
+        stop_reason, ckpt_path, evaluated_at = self._stop_reason(started), None, -1
+        unwritten: dict[str, Any] | None = (
+            None  # the last update's record, when metrics_interval_steps skipped it
+        )
+
+        def write(record: dict[str, Any]) -> None:
+            nonlocal unwritten
+            logger.write(record)
+            unwritten, self._span_steps, self._span_s = None, 0, 0.0
+            for callback in self.callbacks:
+                callback(self, record)
+
         try:
-            while (stop_reason := self._stop_reason(started)) is None:
+            while stop_reason is None:
                 record = self._train_record(started)
                 # both schedules advance, so a step due on both evaluates once
                 evaluated = eval_steps.due(self.env_steps) | eval_episodes.due(self.episodes)
                 if evaluated:
                     record.update(self.evaluate())
                     evaluated_at = self.env_steps
+                stop_reason = self._stop_reason(started)
                 if (record_steps.due(self.env_steps) or not run.metrics_interval_steps or evaluated
-                        or self._stop_reason(started) is not None):  # fmt: skip
-                    logger.write(record)
-                    self._span_steps, self._span_s = 0, 0.0
-                    for callback in self.callbacks:
-                        callback(self, record)
+                        or stop_reason is not None):  # fmt: skip
+                    write(record)
+                else:
+                    unwritten = record
                 if ckpt_steps.due(self.env_steps):
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
                 if self._reached_target(record):
                     stop_reason = "target_return"
-                    break
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:
             elapsed = self.elapsed_before + time.perf_counter() - started
             try:
+                if unwritten is not None:  # stopped (Ctrl-C, SIGTERM, an error) between written records
+                    write(unwritten)
                 if stop_reason != "interrupted" and evaluated_at != self.env_steps:
                     logger.write({"time/iteration": self.iterations, "time/env_steps": self.env_steps,
                                   "time/episodes": self.episodes, "time/elapsed_s": elapsed, **self.evaluate()})  # fmt: skip

@@ -294,6 +294,7 @@ class ParameterServer:
                 "a3c/pushes": win.pushes,
                 "a3c/pushes_per_s": win.pushes / dt,
                 "a3c/dropped": win.dropped,
+                "a3c/pushes_total": self.total_pushes,
                 "a3c/dropped_total": self.total_dropped,
                 "a3c/staleness_mean": float(np.mean(win.staleness)) if win.staleness else 0.0,
                 "a3c/staleness_max": int(max(win.staleness)) if win.staleness else 0,

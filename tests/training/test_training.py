@@ -164,6 +164,31 @@ def test_metrics_interval_writes_one_record_per_span_every_evaluation_and_the_la
     assert rows[1].split(",")[0] == str(records[0]["time/iteration"])
 
 
+def test_a_run_stopped_between_metrics_records_still_writes_its_last_update(tmp_path):
+    """Ctrl-C / a job's SIGTERM between two subsampled records: the last update's record is written, so the metrics
+    end where the checkpoint does."""
+    from rayac.checkpoint import load_checkpoint
+    from rayac.runner import Runner
+    from tests.runs import tiny_config
+
+    runner = Runner(tiny_config("run.metrics_interval_steps=100000", "run.eval_interval_steps=0", steps=100_000),
+                    run_dir=tmp_path / "run")  # fmt: skip
+    real_step, calls = runner.algo.train_step, []
+
+    def interrupted_on_the_seventh_update():
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_step()
+
+    runner.algo.train_step = interrupted_on_the_seventh_update
+    res = runner.run()
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert res.stop_reason == "interrupted" and res.env_steps == 6 * 16 * 5
+    assert [r["time/env_steps"] for r in records] == [res.env_steps] and "train/policy_loss" in records[0]
+    assert load_checkpoint(res.run_dir).state["env_steps"] == res.env_steps
+
+
 @pytest.mark.parametrize("preset", sorted(list_presets()))
 def test_every_preset_trains_briefly(tmp_path, preset):
     overrides = quiet("run.stop.total_env_steps=1500", "resources.num_workers=0")
