@@ -46,7 +46,8 @@ class FastAct:
             return await _respond(send, 422, validation_body(err.errors(include_url=False)))
         try:
             result = await self.policies.act(match.group(1), body.observations, deterministic=body.deterministic,
-                                              values=body.return_values, probs=body.return_probs)  # fmt: skip
+                                              values=body.return_values, probs=body.return_probs,
+                                              observations_b64=body.observations_b64)  # fmt: skip
         except ConfigError as err:
             return await _respond(send, 422, config_error_body(err))
         except NotFound as err:

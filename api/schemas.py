@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from rayac.config import Config, json_safety_problem
 
@@ -95,16 +95,31 @@ class PolicyList(BaseModel):
 
 class ActRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    observations: list[Any] = Field(
+    observations: list[Any] | None = Field(
+        None,
         min_length=1,
         description="A batch of observations, each of the policy's observation shape; finite numbers within "
-        "the float32 range (or 0..255 integers for image policies).",
+        "the float32 range (or 0..255 integers for image policies). Give this or observations_b64.",
+    )
+    observations_b64: str | None = Field(
+        None,
+        min_length=1,
+        description="The same batch as base64 of its raw bytes: C order, little-endian, the policy's observation "
+        "dtype (uint8 for image policies, float32 otherwise); the batch size is the byte count over one "
+        "observation's. For image policies: a (4, 84, 84) frame stack is 37.6 kB instead of ~130 kB of JSON, "
+        "decoded ~10x faster.",
     )
     deterministic: StrictBool = Field(True, description="Greedy actions (true) or sampled ones.")
     return_values: StrictBool = Field(False, description="Also return V(s) for each observation.")
     return_probs: StrictBool = Field(
         False, description="Also return action probabilities (Discrete actions only)."
     )
+
+    @model_validator(mode="after")
+    def _one_batch(self) -> ActRequest:
+        if (self.observations is None) == (self.observations_b64 is None):
+            raise ValueError("give exactly one of observations and observations_b64")
+        return self
 
 
 class ActResponse(BaseModel):

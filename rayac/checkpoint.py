@@ -172,6 +172,20 @@ class InferencePolicy:
         self.cfg = cfg
         self.checkpoint = checkpoint
 
+    def observations_from_bytes(self, data: bytes) -> np.ndarray:
+        """A batch from its raw bytes (C order, little-endian; uint8 for image policies, float32 otherwise), then
+        checked as ``check_observations`` does; raises ValueError naming the problem."""
+        dtype = np.dtype(np.uint8 if self.spec.is_image else "<f4")
+        size = int(np.prod(self.spec.obs_shape)) * dtype.itemsize
+        if not data or len(data) % size:
+            raise ValueError(
+                f"{len(data)} bytes are not a whole number of observations of shape {self.spec.obs_shape} in "
+                f"{dtype.name} ({size} bytes each)"
+            )
+        return self.check_observations(
+            np.frombuffer(data, dtype=dtype).reshape(-1, *self.spec.obs_shape).copy()
+        )
+
     def check_observations(self, observations: Any) -> np.ndarray:
         """A float/uint batch of the right shape, all finite; raises ValueError naming the problem."""
         try:

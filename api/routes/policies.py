@@ -37,6 +37,7 @@ async def act(policy_id: str, body: ActRequest, policies: Policies) -> Response:
     """Served by api.fast_act before routing (same model, same token check, same error bodies); this route is
     its OpenAPI description and the same logic."""
     result = await policies.act(policy_id, body.observations, deterministic=body.deterministic,
-                                values=body.return_values, probs=body.return_probs)  # fmt: skip
+                                values=body.return_values, probs=body.return_probs,
+                                observations_b64=body.observations_b64)  # fmt: skip
     return Response(json.dumps(result.to_json(), separators=(",", ":"), allow_nan=False).encode(),
                     media_type="application/json")  # fmt: skip

@@ -7,6 +7,8 @@ share a single forward pass: under load, N requests cost one forward instead of 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import json
 import time
@@ -168,12 +170,21 @@ class PolicyService:
         return out
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
-                  probs: bool) -> ActResult:  # fmt: skip
+                  probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+        """``observations`` (nested lists), or ``observations_b64``: base64 of the batch's raw bytes."""
         batcher = await self.batcher(policy_id)
+        field = "observations" if observations_b64 is None else "observations_b64"
         try:
-            obs = batcher.policy.check_observations(observations)
+            if observations_b64 is None:
+                obs = batcher.policy.check_observations(observations)
+            else:
+                try:
+                    raw = base64.b64decode(observations_b64, validate=True)
+                except binascii.Error:
+                    raise ValueError("not valid base64") from None
+                obs = batcher.policy.observations_from_bytes(raw)
         except ValueError as err:
-            raise ConfigError("observations", str(err)) from None  # → 422 naming the field
+            raise ConfigError(field, str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
             raise ConfigError(
                 "observations", f"at most {self.settings.max_act_batch} per request, got {len(obs)}"

@@ -1,5 +1,7 @@
 """The service end to end: jobs over REST, metrics over SSE, inference, restarts, bad input."""
 
+import base64
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,10 @@ def test_submit_follow_act_matches_the_library(service):
         np.testing.assert_array_equal(body["actions"], local.act(obs, deterministic=True))
         np.testing.assert_allclose(body["values"], local.values(obs), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(body["probs"]).sum(-1), 1.0, rtol=1e-5)
+        raw = c.post(f"/v1/policies/{policy['id']}/act",
+                     json={"observations_b64": base64.b64encode(obs.tobytes()).decode(), "return_values": True})  # fmt: skip
+        assert raw.status_code == 200, raw.text
+        assert raw.json()["actions"] == body["actions"] and raw.json()["values"] == body["values"]
 
 
 def test_a3c_job_with_ray_workers_runs_on_the_services_cluster(service):
@@ -134,6 +140,16 @@ def test_bad_observations_get_422(service):
             ({}, "observations"),
             ({"observations": [[0, 0, 0, 0]], "extra": 1}, "extra: unknown field"),
             ({"observations": "0,0,0,0"}, "observations"),
+            ({"observations": [[0, 0, 0, 0]], "observations_b64": "AAAA"}, "exactly one of observations and"),
+            ({"observations_b64": "not base64!"}, "observations_b64: not valid base64"),
+            (
+                {"observations_b64": base64.b64encode(bytes(12)).decode()},
+                "observations_b64: 12 bytes are not a whole number of observations of shape (4,) in float32",
+            ),
+            (
+                {"observations_b64": base64.b64encode(np.array([np.nan, 0, 0, 0], "<f4").tobytes()).decode()},
+                "observations_b64: observations contain NaN",
+            ),
         ]
         for body, words in cases:
             resp = c.post(url, json=body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 
@@ -62,6 +63,13 @@ def test_pong_with_two_ray_workers_trains_checkpoints_evaluates_renders_and_serv
         local = rayac.load_policy(run_dir)
         assert resp.json()["actions"] == local.act(obs[None]).tolist()
         np.testing.assert_allclose(resp.json()["values"], local.values(obs[None]), rtol=1e-5)
+        # the same frames as raw bytes: a batch of 3 stacks, 3 x 28,224 uint8
+        batch = np.stack([obs, obs[::-1].copy(), 255 - obs])
+        raw = c.post(f"/v1/policies/{job['id']}/act",
+                     json={"observations_b64": base64.b64encode(batch.tobytes()).decode(), "return_values": True})  # fmt: skip
+        assert raw.status_code == 200, raw.text
+        assert raw.json()["actions"] == local.act(batch).tolist()
+        np.testing.assert_allclose(raw.json()["values"], local.values(batch), rtol=1e-5)
 
 
 def test_mujoco_served_action_equals_load_policy_on_raw_observations(service):
