@@ -9,7 +9,8 @@ so a long sweep can be stopped and continued. The final policy of each run is sc
 
 - LunarLander-v3, 300k steps: rayac `a2c_lunarlander` vs SB3 A2C (RL-Zoo: 8 envs, n_steps 5, gamma 0.995,
   lr lin_8.3e-4, ent 1e-5); both anneal the lr linearly.
-- HalfCheetah-v5, 1M steps: rayac `a2c_halfcheetah` vs SB3 A2C (RL-Zoo MuJoCo: SB3 defaults + VecNormalize).
+- HalfCheetah-v5, 1M steps: rayac `a2c_halfcheetah` vs SB3 A2C (RL-Zoo MuJoCo: SB3 defaults + VecNormalize);
+  ``--systems rayac-rlzoo`` runs rayac's preset under those same RL-Zoo settings (``RL_ZOO_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -26,20 +27,29 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 OUT = Path(__file__).resolve().parent.parent / "runs" / "bench_learning"
 PRESETS = {"LunarLander-v3": ("a2c_lunarlander", 300_000), "HalfCheetah-v5": ("a2c_halfcheetah", 1_000_000)}
+# system "rayac-rlzoo": rayac's preset set back to RL-Zoo's settings for SB3 A2C, so the two implementations also meet
+# under equal settings (HalfCheetah: SB3's A2C defaults, 1 env x 5 steps, torch RMSprop 7e-4, no GAE)
+RL_ZOO_SETTINGS = {
+    "HalfCheetah-v5": ["env.num_envs=1", "algo.rollout_steps=5", "algo.gae_lambda=1.0", "optim.name=rmsprop",
+                       "optim.lr=0.0007", "optim.lr_schedule=constant", "algo.normalize_advantages=false"],
+}  # fmt: skip
+SYSTEMS = ("rayac", "rayac-rlzoo", "sb3")
 EVAL_EPISODES = 10
 EVAL_SEED = 10_000
 
 
-def run_rayac(env_id: str, seed: int, steps: int) -> dict:
+def run_rayac(env_id: str, seed: int, steps: int, *, rl_zoo: bool = False) -> dict:
     from common import greedy_eval
 
     import rayac
 
     preset, _ = PRESETS[env_id]
-    run_dir = OUT / f"rayac-{env_id}-{seed}"
+    if rl_zoo and env_id not in RL_ZOO_SETTINGS:
+        raise SystemExit(f"rayac-rlzoo: no RL-Zoo settings written down for {env_id}")
+    run_dir = OUT / f"rayac{'-rlzoo' if rl_zoo else ''}-{env_id}-{seed}"
     cfg = rayac.build_config(preset=preset, overrides=[
-        f"env.seed={seed}", f"run.stop.total_env_steps={steps}", "run.progress_bar=false", "run.tensorboard=false",
-        "run.log_interval_s=600", "resources.device=cpu",
+        *(RL_ZOO_SETTINGS[env_id] if rl_zoo else []), f"env.seed={seed}", f"run.stop.total_env_steps={steps}",
+        "run.progress_bar=false", "run.tensorboard=false", "run.log_interval_s=600", "resources.device=cpu",
     ])  # fmt: skip
     t0 = time.perf_counter()
     res = rayac.train(cfg, run_dir=run_dir)
@@ -99,7 +109,7 @@ def report() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     rows = _rows_on_record()
     for env_id, budget in sorted({(r["env"], r["budget"]) for r in runs}):
-        for system in ("rayac", "sb3"):
+        for system in SYSTEMS:
             got = [r for r in runs if (r["env"], r["budget"], r["system"]) == (env_id, budget, system)]
             if not got:
                 continue
@@ -138,7 +148,12 @@ def main() -> None:
     steps = args.steps or PRESETS[args.env][1]
     if args.one:
         system, seed = args.one[0], int(args.one[1])
-        out = (run_rayac if system == "rayac" else run_sb3)(args.env, seed, steps)
+        if system not in SYSTEMS:
+            raise SystemExit(f"--systems: unknown system {system!r} (one of {', '.join(SYSTEMS)})")
+        if system == "sb3":
+            out = run_sb3(args.env, seed, steps)
+        else:
+            out = run_rayac(args.env, seed, steps, rl_zoo=system == "rayac-rlzoo")
         out.update(system=system, env=args.env, seed=seed, budget=steps, date=str(date.today()))
         tmp = OUT / f".{system}-{args.env}-{seed}.tmp"
         tmp.write_text(json.dumps(out))
