@@ -84,6 +84,7 @@ def measure(row: str, seconds: float) -> float:
     # NoFrameskip-v4, so AtariWrapper does the skipping exactly as in RL-Zoo)
     import ale_py
     import gymnasium as gym
+    from common import no_sb3_log_dir
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
@@ -94,7 +95,7 @@ def measure(row: str, seconds: float) -> float:
                                        env_kwargs={"frameskip": 1, "repeat_action_probability": 0.0}), n_stack=4)  # fmt: skip
     model = A2C("CnnPolicy", env, ent_coef=0.01, vf_coef=0.25, seed=0, device="cpu",
                 policy_kwargs={"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}})  # fmt: skip
-    model.learn(NUM_ENVS * 5 * 5)  # warm-up: 5 updates
+    no_sb3_log_dir(model).learn(NUM_ENVS * 5 * 5)  # warm-up: 5 updates
     t0, steps = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
         model.learn(NUM_ENVS * 5 * 10, reset_num_timesteps=False)

@@ -44,7 +44,7 @@ def _solve_rayac(system: str, seed: int, run_dir: str) -> dict:
 
 def _solve_sb3(system: str, seed: int) -> dict:
     import torch
-    from common import greedy_eval
+    from common import greedy_eval, no_sb3_log_dir
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -58,6 +58,7 @@ def _solve_sb3(system: str, seed: int) -> dict:
         model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                     ent_coef=0.0, learning_rate=lin(1e-3), clip_range=lin(0.2), seed=seed, device="cpu")  # fmt: skip
         total = 100_000
+    no_sb3_log_dir(model)
     state = {"solved": False, "next": EVAL_EVERY, "evals": 0}
 
     class SolveCheck(BaseCallback):
@@ -169,10 +170,12 @@ def throughput_table(seconds: float = 5.0) -> str:
 
         ray.shutdown()
 
+    from common import no_sb3_log_dir
     from stable_baselines3 import A2C as SB3A2C
     from stable_baselines3.common.env_util import make_vec_env
 
     model = SB3A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), ent_coef=0.0, device="cpu")
+    no_sb3_log_dir(model)
     model.learn(2_000)
     t0 = time.perf_counter()
     model.learn(30_000, reset_num_timesteps=False)

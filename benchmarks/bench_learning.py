@@ -60,7 +60,7 @@ def run_rayac(env_id: str, seed: int, steps: int, *, rl_zoo: bool = False) -> di
 
 def run_sb3(env_id: str, seed: int, steps: int) -> dict:
     import torch
-    from common import greedy_eval
+    from common import greedy_eval, no_sb3_log_dir
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -71,12 +71,12 @@ def run_sb3(env_id: str, seed: int, steps: int) -> dict:
         env = make_vec_env(env_id, n_envs=8, seed=seed)
         model = A2C("MlpPolicy", env, gamma=0.995, n_steps=5, learning_rate=lambda p: p * 0.00083, ent_coef=1e-5,
                     seed=seed, device="cpu")  # fmt: skip
-        model.learn(steps)
+        no_sb3_log_dir(model).learn(steps)
         act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
     else:  # rl-baselines3-zoo hyperparams/a2c.yml HalfCheetah-v4: SB3 defaults + normalize (obs and reward)
         env = VecNormalize(make_vec_env(env_id, n_envs=1, seed=seed), gamma=0.99)
         model = A2C("MlpPolicy", env, seed=seed, device="cpu")
-        model.learn(steps)
+        no_sb3_log_dir(model).learn(steps)
         env.training = False
         act = lambda obs: model.predict(env.normalize_obs(obs), deterministic=True)[0]  # noqa: E731
     score = greedy_eval(act, env_id, episodes=EVAL_EPISODES, seed=EVAL_SEED)

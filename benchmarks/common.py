@@ -49,6 +49,14 @@ def greedy_eval(act: Callable[[np.ndarray], np.ndarray], env_id: str, *, episode
     return float(returns.mean())
 
 
+def no_sb3_log_dir(model):  # noqa: ANN001, ANN201 - an SB3 model, returned
+    """An SB3 model that logs nowhere: by default each ``learn()`` makes a /tmp/SB3-<time> folder."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
