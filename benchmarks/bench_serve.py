@@ -39,19 +39,29 @@ def wait_up(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def prepare_policy(storage: Path) -> str:
-    """Train a small CartPole policy into the service's storage and register it as a finished job."""
+def prepare_job(storage: Path, job_id: str, preset: str, overrides: list[str]):  # noqa: ANN201 - a Config
+    """Train ``preset`` briefly into the service's storage and register it as a finished job; returns its config."""
     import rayac
     from api.services.store import JobRecord, JobStore
 
-    job_id = "job-bench"
-    cfg = rayac.build_config(preset="a2c_cartpole", overrides=["run.stop.total_env_steps=3000", "run.progress_bar=false",
-                                                               "run.tensorboard=false"])  # fmt: skip
+    cfg = rayac.build_config(
+        preset=preset, overrides=["run.progress_bar=false", "run.tensorboard=false", *overrides]
+    )
     res = rayac.train(cfg, run_dir=storage / "runs" / job_id)
     now = time.time()
     JobStore(storage / "jobs.db").insert(JobRecord(job_id, "bench", "succeeded", cfg.model_dump(mode="json"),
                                                    res.run_dir, now, now, None))  # fmt: skip
-    return job_id
+    return cfg
+
+
+def parse_args(doc: str, script: str) -> argparse.Namespace:
+    """``--seconds``; stops with one line when wrk is missing."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=5.0)
+    args = p.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit(f"{script} needs wrk: apt-get install wrk")
+    return args
 
 
 def run_wrk(url: str, body: dict, connections: int, seconds: float) -> dict:
@@ -99,15 +109,12 @@ def in_process(run_dir: str, seconds: float) -> dict[int, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
-    args = p.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_serve.py needs wrk: apt-get install wrk")
+    args = parse_args(__doc__, "bench_serve.py")
     from common import machine, write_section
 
     storage = Path(tempfile.mkdtemp(prefix="rayac-bench-"))
-    job_id = prepare_policy(storage)
+    job_id = "job-bench"
+    prepare_job(storage, job_id, "a2c_cartpole", ["run.stop.total_env_steps=3000"])
     run_dir = str(storage / "runs" / job_id)
     env = {
         **os.environ,

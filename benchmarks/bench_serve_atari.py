@@ -9,7 +9,6 @@ thread) posts the same observations both ways — `observations` (the JSON-lists
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -22,43 +21,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_serve import ROOT, run_wrk, wait_up  # noqa: E402
+from bench_serve import ROOT, parse_args, prepare_job, run_wrk, wait_up  # noqa: E402
 
 from api.services.ray_cluster import free_port  # noqa: E402
 
 
-def prepare_pong_policy(storage: Path) -> tuple[str, object]:
-    """A few updates of a2c_pong into the service's storage, registered as a finished job; one real frame stack."""
-    import rayac
-    from api.services.store import JobRecord, JobStore
+def pong_frames(cfg) -> object:  # noqa: ANN001
+    """One real (4, 84, 84) uint8 frame stack of the policy's env."""
     from rayac.envs import make_env
 
-    job_id = "job-bench-pong"
-    cfg = rayac.build_config(preset="a2c_pong", overrides=[
-        "run.stop.total_env_steps=800", "run.progress_bar=false", "run.tensorboard=false", "run.eval_episodes=1",
-        "env.max_episode_steps=100", "resources.device=cpu",
-    ])  # fmt: skip
-    res = rayac.train(cfg, run_dir=storage / "runs" / job_id)
-    now = time.time()
-    JobStore(storage / "jobs.db").insert(JobRecord(job_id, "bench", "succeeded", cfg.model_dump(mode="json"),
-                                                   res.run_dir, now, now, None))  # fmt: skip
     env = make_env(cfg.env)
     obs, _ = env.reset(seed=0)
     env.close()
-    return job_id, obs
+    return obs
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
-    args = p.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_serve_atari.py needs wrk: apt-get install wrk")
+    args = parse_args(__doc__, "bench_serve_atari.py")
     import numpy as np
     from common import machine, write_section
 
     storage = Path(tempfile.mkdtemp(prefix="rayac-bench-"))
-    job_id, obs = prepare_pong_policy(storage)
+    job_id = "job-bench-pong"
+    cfg = prepare_job(storage, job_id, "a2c_pong", [  # a few updates: a real policy's shapes and weights
+        "run.stop.total_env_steps=800", "run.eval_episodes=1", "env.max_episode_steps=100", "resources.device=cpu",
+    ])  # fmt: skip
+    obs = pong_frames(cfg)
     env = {**os.environ, "RAYAC_STORAGE_DIR": str(storage), "PYTHONPATH": str(ROOT)}
     env.pop("RAYAC_API_TOKEN", None)
     rows, results = [], {}
