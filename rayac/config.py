@@ -418,8 +418,9 @@ class RunConfig(_Section):
     metrics_interval_steps: int = Field(
         0, ge=0, description="Write a metrics record (metrics.jsonl, progress.csv, TensorBoard, the job's stream) "
         "every K env steps, not after every update: train/* are the last update's (A3C's a3c/* the last poll's; "
-        "a3c/pushes_total and a3c/dropped_total count the whole run), time/sps is over the whole span. "
-        "Evaluations and the last update are always written. 0: one record per update. For million-step runs.",
+        "a3c/pushes_total and a3c/dropped_total count the whole run), time/sps is over the whole span; a key only a "
+        "skipped update had (a3c/ps_rollback_updates) goes into the next record. Evaluations and the last update are "
+        "always written. 0: one record per update. For million-step runs.",
     )  # fmt: skip
     log_interval_s: float = Field(5.0, gt=0, description="Seconds between console summary tables.")
     progress_bar: StrictBool = Field(True, description="Show a rich progress bar.")

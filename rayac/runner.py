@@ -135,6 +135,7 @@ class Runner:
         self.algo: Algorithm = make_algorithm(self.cfg, self.spec, seed_offset=seed_offset)
         if ckpt is not None:
             self.algo.restore(ckpt.weights, ckpt.optimizer_state(), ckpt.state["version"])
+            self.algo.restore_counters(ckpt.state.get("counters", {}))
             try:
                 exact = self.algo.restore_sampler(ckpt.sampler_state())
             except (
@@ -177,6 +178,7 @@ class Runner:
             "seed": self.cfg.env.seed,
             "rng": rng_state(),
             "episode_window": [list(e) for e in self.window],
+            "counters": self.algo.counters(),
             "saved_at": time.time(),
         }
         path = self.run_dir / "checkpoints" / f"{CKPT_PREFIX}{self.env_steps:012d}"
@@ -241,20 +243,23 @@ class Runner:
         record_steps = Every(run.metrics_interval_steps, self.env_steps)
         started = time.perf_counter()
         stop_reason, ckpt_path, evaluated_at = self._stop_reason(started), None, -1
-        unwritten: dict[str, Any] | None = (
-            None  # the last update's record, when metrics_interval_steps skipped it
-        )
+        unwritten: dict[str, Any] | None = None  # the newest record, until a sink has it
 
         def write(record: dict[str, Any]) -> None:
             nonlocal unwritten
-            logger.write(record)
+            # cleared first: a stop that lands inside the sinks must not write this record again after a newer one
             unwritten, self._span_steps, self._span_s = None, 0, 0.0
+            logger.write(record)
             for callback in self.callbacks:
                 callback(self, record)
 
         try:
             while stop_reason is None:
                 record = self._train_record(started)
+                # a skipped record's one-off keys (a3c/ps_rollback_updates) carry on into this one
+                if unwritten is not None:
+                    record = {**{k: v for k, v in unwritten.items() if k not in record}, **record}
+                unwritten = record  # until written: a stop during the evaluation below still writes it
                 # both schedules advance, so a step due on both evaluates once
                 evaluated = eval_steps.due(self.env_steps) | eval_episodes.due(self.episodes)
                 if evaluated:
@@ -264,8 +269,6 @@ class Runner:
                 if (record_steps.due(self.env_steps) or not run.metrics_interval_steps or evaluated
                         or stop_reason is not None):  # fmt: skip
                     write(record)
-                else:
-                    unwritten = record
                 if ckpt_steps.due(self.env_steps):
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
                 if self._reached_target(record):
@@ -276,7 +279,10 @@ class Runner:
             elapsed = self.elapsed_before + time.perf_counter() - started
             try:
                 if unwritten is not None:  # stopped (Ctrl-C, SIGTERM, an error) between written records
-                    write(unwritten)
+                    try:
+                        write(unwritten)
+                    except Exception as err:  # the final checkpoint below matters more than this record
+                        log.error("could not write the last metrics record (%s: %s)", type(err).__name__, err)
                 if stop_reason != "interrupted" and evaluated_at != self.env_steps:
                     logger.write({"time/iteration": self.iterations, "time/env_steps": self.env_steps,
                                   "time/episodes": self.episodes, "time/elapsed_s": elapsed, **self.evaluate()})  # fmt: skip

@@ -179,16 +179,15 @@ class PolicyService:
                 obs = batcher.policy.check_observations(observations)
             else:
                 try:
-                    raw = base64.b64decode(observations_b64, validate=True)
+                    # line-wrapped base64 (base64.encodebytes, MIME) is fine: whitespace is not data
+                    raw = base64.b64decode("".join(observations_b64.split()), validate=True)
                 except binascii.Error:
                     raise ValueError("not valid base64") from None
                 obs = batcher.policy.observations_from_bytes(raw)
         except ValueError as err:
             raise ConfigError(field, str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
-            raise ConfigError(
-                "observations", f"at most {self.settings.max_act_batch} per request, got {len(obs)}"
-            )
+            raise ConfigError(field, f"at most {self.settings.max_act_batch} per request, got {len(obs)}")
         if probs and not batcher.policy.spec.discrete:
             raise ConfigError("return_probs", "action probabilities exist only for Discrete action spaces")
         return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)

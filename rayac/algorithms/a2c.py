@@ -136,6 +136,13 @@ class A2C:
         self._learner("restore", weights, optimizer_state, version)
         self._version = version
 
+    def counters(self) -> dict[str, int]:
+        """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
+        return {"workers/restarts": self.worker_restarts}
+
+    def restore_counters(self, saved: dict[str, int]) -> None:
+        self.worker_restarts = int(saved.get("workers/restarts", 0))
+
     def sampler_state(self) -> list[bytes | None]:
         """Each rollout worker's ``get_state``, in worker order (the checkpoint's ``sampler.pkl``)."""
         if not self.remote:

@@ -61,6 +61,7 @@ class A3C:
         self.bounds = self.layout.shard_bounds(self.num_shards)
         self.worker_restarts = 0
         self.ps_restarts = 0
+        self.pushes_total = self.dropped_total = 0  # the leader's windows, summed: restarts lose none
         self.epoch = 0
         self._failures = 0
         self._failed_this_step = False
@@ -267,10 +268,10 @@ class A3C:
         self._last_version = lead.version
         metrics.update(self._check_starts(stats, known_version=known))
         self._persist_checkpoints()
-        metrics["a3c/ps_restarts"] = self.ps_restarts
+        self.pushes_total += int(lead.metrics["a3c/pushes"])
+        self.dropped_total += int(lead.metrics["a3c/dropped"])
+        metrics.update(self.counters())
         metrics["a3c/ps_shards"] = self.num_shards
-        if self.remote:
-            metrics["workers/restarts"] = self.worker_restarts
         return StepResult(num_steps=lead.env_steps, episode_returns=lead.episode_returns,
                           episode_lengths=lead.episode_lengths, metrics=metrics)  # fmt: skip
 
@@ -324,6 +325,18 @@ class A3C:
         ]
         self._start_shards(lambda i: (self.epoch, states[i]))
         self._last_version = version
+
+    def counters(self) -> dict[str, int]:
+        """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
+        out = {"a3c/pushes_total": self.pushes_total, "a3c/dropped_total": self.dropped_total,
+               "a3c/ps_restarts": self.ps_restarts}  # fmt: skip
+        return out | {"workers/restarts": self.worker_restarts} if self.remote else out
+
+    def restore_counters(self, saved: dict[str, int]) -> None:
+        self.pushes_total = int(saved.get("a3c/pushes_total", 0))
+        self.dropped_total = int(saved.get("a3c/dropped_total", 0))
+        self.ps_restarts = int(saved.get("a3c/ps_restarts", 0))
+        self.worker_restarts = int(saved.get("workers/restarts", 0))
 
     def sampler_state(self) -> list[bytes | None]:
         """Not saved: A3C workers sample and push on their own clocks, so no single point in their history

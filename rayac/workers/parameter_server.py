@@ -148,8 +148,6 @@ class ParameterServer:
         self.epoch = 0
         self.version = 0  # pushes applied on this shard
         self.assigned = 0  # leader: pushes it decided to apply (== version once in-flight slices land)
-        self.total_pushes = 0
-        self.total_dropped = 0
         self._cond = threading.Condition(threading.RLock())
         self._paused = False
         self._stop = False
@@ -208,10 +206,8 @@ class ParameterServer:
             # staleness < 0: computed on weights from before a rollback; never apply those
             if not self.in_sync or staleness < 0 or (max_staleness is not None and staleness > max_staleness):
                 win.dropped += 1
-                self.total_dropped += 1
                 return Ticket(False, self.assigned, self.epoch, clip_coef, False, self._stop)
             self.assigned += 1
-            self.total_pushes += 1
             win.pushes += 1
             win.staleness.append(staleness)
             for key, value in (stats.train if stats is not None else {}).items():
@@ -294,8 +290,6 @@ class ParameterServer:
                 "a3c/pushes": win.pushes,
                 "a3c/pushes_per_s": win.pushes / dt,
                 "a3c/dropped": win.dropped,
-                "a3c/pushes_total": self.total_pushes,
-                "a3c/dropped_total": self.total_dropped,
                 "a3c/staleness_mean": float(np.mean(win.staleness)) if win.staleness else 0.0,
                 "a3c/staleness_max": int(max(win.staleness)) if win.staleness else 0,
             })  # fmt: skip

@@ -45,6 +45,12 @@ def test_submit_follow_act_matches_the_library(service):
                      json={"observations_b64": base64.b64encode(obs.tobytes()).decode(), "return_values": True})  # fmt: skip
         assert raw.status_code == 200, raw.text
         assert raw.json()["actions"] == body["actions"] and raw.json()["values"] == body["values"]
+        # line-wrapped base64 (base64.encodebytes: a newline every 76 characters) is the same batch
+        wrapped = c.post(
+            f"/v1/policies/{policy['id']}/act",
+            json={"observations_b64": base64.encodebytes(obs.tobytes()).decode()},
+        )
+        assert wrapped.status_code == 200 and wrapped.json()["actions"] == body["actions"], wrapped.text
 
 
 def test_a3c_job_with_ray_workers_runs_on_the_services_cluster(service):
@@ -149,6 +155,10 @@ def test_bad_observations_get_422(service):
             (
                 {"observations_b64": base64.b64encode(np.array([np.nan, 0, 0, 0], "<f4").tobytes()).decode()},
                 "observations_b64: observations contain NaN",
+            ),
+            (
+                {"observations_b64": base64.b64encode(bytes(16 * 1025)).decode()},
+                "observations_b64: at most 1024",
             ),
         ]
         for body, words in cases:

@@ -189,6 +189,105 @@ def test_a_run_stopped_between_metrics_records_still_writes_its_last_update(tmp_
     assert load_checkpoint(res.run_dir).state["env_steps"] == res.env_steps
 
 
+def test_a_stop_inside_the_sinks_or_an_evaluation_loses_no_record_and_writes_none_twice(tmp_path):
+    """A stop (SIGTERM is a KeyboardInterrupt in `rayac train`) lands while a sink writes a record, or while the
+    evaluation of a record's update runs: the records stay in order, the newest written last and exactly once."""
+    from rayac.checkpoint import load_checkpoint
+    from rayac.runner import Runner
+    from tests.runs import tiny_config
+
+    class StopWhileWriting:  # a sink after the files: the files have the record, then the stop arrives
+        def write(self, record):
+            if record["time/iteration"] == 10:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    runner = Runner(tiny_config("run.metrics_interval_steps=400", "run.eval_interval_steps=0", steps=100_000),
+                    run_dir=tmp_path / "sinks")  # fmt: skip
+    make_sinks = runner._sinks
+
+    def sinks():
+        logger = make_sinks()
+        logger.sinks.append(StopWhileWriting())
+        return logger
+
+    runner._sinks = sinks
+    res = runner.run()
+    steps = [r["time/env_steps"] for r in read_metrics(tmp_path / "sinks" / "metrics.jsonl")]
+    assert res.stop_reason == "interrupted" and steps == [400, 800] and res.env_steps == 800
+    rows = (tmp_path / "sinks" / "progress.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["5", "10"]
+
+    runner = Runner(tiny_config("run.metrics_interval_steps=400", "run.eval_interval_steps=800", steps=100_000),
+                    run_dir=tmp_path / "eval")  # fmt: skip
+
+    def stopped_while_evaluating():
+        raise KeyboardInterrupt
+
+    runner.evaluate = stopped_while_evaluating
+    res = runner.run()
+    records = read_metrics(tmp_path / "eval" / "metrics.jsonl")
+    assert res.stop_reason == "interrupted" and [r["time/env_steps"] for r in records] == [400, 800]
+    assert "train/policy_loss" in records[-1] and load_checkpoint(res.run_dir).state["env_steps"] == 800
+
+
+def test_a_one_off_metric_of_a_skipped_update_goes_into_the_next_record_written(tmp_path):
+    """Subsampled metrics keep events: a key only one update reported (A3C's a3c/ps_rollback_updates after a
+    resync) is carried into the next record written, not dropped with its update's record."""
+    from rayac.runner import Runner
+    from tests.runs import tiny_config
+
+    runner = Runner(tiny_config("run.metrics_interval_steps=100000", "run.eval_interval_steps=0", steps=800),
+                    run_dir=tmp_path / "run")  # fmt: skip
+    real_step, calls = runner.algo.train_step, []
+
+    def an_event_on_the_third_update():
+        calls.append(1)
+        result = real_step()
+        if len(calls) == 3:
+            result.metrics["test/event"] = 7.0
+        return result
+
+    runner.algo.train_step = an_event_on_the_third_update
+    res = runner.run()
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "train/policy_loss" in r]
+    assert res.iterations == 10 and [r["time/iteration"] for r in records] == [10]
+    assert records[0]["test/event"] == 7.0
+
+
+def test_a3c_rollbacks_reach_subsampled_metrics_and_whole_run_counts_survive_a_resume(tmp_path):
+    """A resync's a3c/ps_rollback_updates is written although its update's record was skipped; a3c/pushes_total
+    counts the whole run: the driver sums the leader's windows and a --resume goes on from the checkpoint's."""
+    from rayac.runner import Runner
+    from tests.runs import resume_run, tiny_config
+
+    a3c = ("resources.num_workers=0", "algo.ps_shards=2", "run.eval_interval_steps=0", "run.eval_episodes=1")
+    runner = Runner(tiny_config(*a3c, "run.metrics_interval_steps=100000", preset="a3c_cartpole", steps=400),
+                    run_dir=tmp_path / "run")  # fmt: skip
+    real_step, calls = runner.algo.train_step, []
+
+    def out_of_step_before_the_fourth_update():
+        calls.append(1)
+        if len(calls) == 4:
+            runner.algo.shards[1].in_sync = False  # as after a lost slice: this step's resync rolls back
+        return real_step()
+
+    runner.algo.train_step = out_of_step_before_the_fourth_update
+    res = runner.run()
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "a3c/pushes" in r]
+    assert len(records) == 1 and records[0]["time/iteration"] == res.iterations > 4
+    assert records[0]["a3c/ps_rollback_updates"] >= 0 and records[0]["a3c/ps_restored_version"] >= 0
+    first_total = records[0]["a3c/pushes_total"]
+    assert first_total == res.iterations  # one push per in-process step, none lost to the rollback's count
+
+    resumed = resume_run(tmp_path / "run", "run.stop.total_env_steps=800", "run.metrics_interval_steps=0")
+    later = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "a3c/pushes" in r][1:]
+    assert [r["a3c/pushes_total"] for r in later] == list(range(first_total + 1, resumed.iterations + 1))
+    assert all(r["a3c/ps_restarts"] == 0 for r in later)
+
+
 @pytest.mark.parametrize("preset", sorted(list_presets()))
 def test_every_preset_trains_briefly(tmp_path, preset):
     overrides = quiet("run.stop.total_env_steps=1500", "resources.num_workers=0")
