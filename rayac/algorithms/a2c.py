@@ -117,8 +117,7 @@ class A2C:
         t2 = time.perf_counter()
         metrics["time/sample_s"] = t1 - t0
         metrics["time/learn_s"] = t2 - t1
-        if self.remote:
-            metrics["workers/restarts"] = self.worker_restarts
+        metrics.update(self.counters())
         return StepResult(
             num_steps=sum(r.env_steps for r in rollouts),
             episode_returns=concat_episodes([r.episode_returns for r in rollouts], np.float64),
@@ -138,7 +137,7 @@ class A2C:
 
     def counters(self) -> dict[str, int]:
         """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
-        return {"workers/restarts": self.worker_restarts}
+        return {"workers/restarts": self.worker_restarts} if self.remote else {}
 
     def restore_counters(self, saved: dict[str, int]) -> None:
         self.worker_restarts = int(saved.get("workers/restarts", 0))
