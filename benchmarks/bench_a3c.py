@@ -82,7 +82,7 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     from rayac.workers.remote import _remote, init_ray, kill_actors, make_parameter_servers
 
     init_ray(num_cpus=8)
-    stats = WorkerStats(40, np.zeros(0), np.zeros(0, dtype=np.int64), {})
+    stats = WorkerStats(40, [], [], {})
     rows = []
     for label, cfg, spec in _configs():
         layout = FlatLayout.of(build_policy(spec, cfg.model, estimator=cfg.algo.estimator))
@@ -101,7 +101,7 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
                     return [e.echo.remote(p) for e, p in zip(echoes, slices, strict=True)]
 
                 def push_call(client=client, grad=grad):
-                    return client.submit_push(grad, 0, 1.0, stats)
+                    return client.submit_push(grad, 0, stats)
 
                 for in_flight in in_flights:
                     # alternate floor and push rounds, medians: the machine is shared, its load drifts
@@ -167,7 +167,7 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
 
 
 def server_work(shard_counts: list[int], pushes: int = 30) -> str:
-    """Milliseconds one shard spends per push in-process (decode + clip, optimiser step, encode the reply slice):
+    """Milliseconds one shard spends per push in-process (ticket, optimiser step on the slice, the reply slice):
     the compute a push costs on top of moving its bytes."""
     import numpy as np
     import torch
@@ -187,7 +187,7 @@ def server_work(shard_counts: list[int], pushes: int = 30) -> str:
                     torch.from_numpy(np.random.default_rng(0).normal(size=ps.hi - ps.lo).astype(np.float32)),
                     dtype,
                 )
-                msg = GradientPush(0, grad, 0.5, None)  # a clipped gradient: the scale pass included
+                msg = GradientPush(0, grad, None)
                 for _ in range(3):
                     ps.push(msg, return_weights=True)
                 times = []
@@ -241,7 +241,7 @@ def main() -> None:
         f"## A3C parameter server: shards vs the payload floor (bench_a3c.py)\n\nMachine: {machine()}; load average "
         f"{load[0]:.1f} / {load[1]:.1f} at the start (shared machine). Run: `{' '.join(sys.argv)}` on "
         f"{time.strftime('%Y-%m-%d')}.\n\n{table}\n\nServer work per push, in-process, one torch thread (median ms for shard 0 of "
-        f"K: decode and clip the slice, fused Adam step, encode the reply slice):\n\n{server_work(shards)}\n"
+        f"K: the fused Adam step on the pushed slice, the reply slice):\n\n{server_work(shards)}\n"
     )
     if (os.cpu_count() or 1) < 16:
         body += (f"\nNot measured here ({os.cpu_count()} cores, no GPU): the 16-core targets — ≥ 2,000 pushes/s aggregate "

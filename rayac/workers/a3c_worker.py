@@ -36,21 +36,25 @@ class A3CWorker(RolloutWorker):
         # parameters and gradients become views of two flat buffers: a pull is one copy, a push one array
         self.flat_params, self.flat_grad = bind_flat(self.policy)
 
-    def compute_gradients(self, num_steps: int | None = None) -> tuple[int, float, WorkerStats]:
-        """Sample, then backprop the loss on the local policy into ``flat_grad``.
+    def compute_gradients(self, num_steps: int | None = None) -> tuple[int, WorkerStats]:
+        """Sample, then backprop the loss on the local policy into ``flat_grad``, clipped to
+        ``algo.max_grad_norm`` by its global norm (the factor of the whole gradient: every shard's slice is scaled
+        by the same number, here, off the servers' busy path).
 
-        Returns (version the gradient was computed from, clip factor of the whole gradient, stats)."""
+        Returns (version the gradient was computed from, stats)."""
         rollout = self.sample(num_steps)
         batch = to_tensors(make_batch([rollout], self.cfg.algo), torch.device("cpu"))
         self.policy.zero_grad(set_to_none=False)  # keeps .grad the views of flat_grad
         loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
         loss.backward()
         grad_norm, clip_coef = clip_coefficient(self.flat_grad, self.cfg.algo.max_grad_norm)
+        if clip_coef != 1.0:
+            self.flat_grad.mul_(clip_coef)  # what clip_grad_norm_ does: the same float32 multiply
         metrics["train/grad_norm"] = grad_norm
         norms = {"obs_norm": rollout.obs_moments, "return_norm": rollout.return_moments}
-        stats = WorkerStats(rollout.env_steps, rollout.episode_returns, rollout.episode_lengths, metrics,
-                            {name: m for name, m in norms.items() if m is not None} or None)  # fmt: skip
-        return self.version, clip_coef, stats
+        stats = WorkerStats(rollout.env_steps, rollout.episode_returns.tolist(), rollout.episode_lengths.tolist(),
+                            metrics, {name: m for name, m in norms.items() if m is not None} or None)  # fmt: skip
+        return self.version, stats
 
     def run(self, shards: list[Any], *, max_pushes: int | None = None) -> LoopResult:
         """pull → ``rollout_steps`` steps → targets → local backward → push, the fresh weights coming back in the
@@ -65,11 +69,11 @@ class A3CWorker(RolloutWorker):
             with torch.no_grad():
                 self.version = client.pull_into(self.flat_params, self.policy.normalizers())
             while max_pushes is None or result.pushes < max_pushes:
-                version, clip_coef, stats = self.compute_gradients()
+                version, stats = self.compute_gradients()
                 if pending is not None and self._land(client, pending, result):
                     pending = None
                     break
-                pending = client.submit_push(self.flat_grad, version, clip_coef, stats)
+                pending = client.submit_push(self.flat_grad, version, stats)
                 result.pushes += 1
                 if not pipelining:
                     stop = self._land(client, pending, result)

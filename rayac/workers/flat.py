@@ -132,10 +132,22 @@ class Payload:
     scale: float = 1.0
 
 
-def _tensor(arr: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():  # arrays from the object store are read-only; we never write to them
-        warnings.simplefilter("ignore", UserWarning)
+_read_only_seen = False
+
+
+def shared_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``arr``'s memory, also when Ray handed it over read-only (the reader never writes it).
+
+    torch warns about a read-only array once per process, from C++: that once is silenced here, and later calls
+    skip ``warnings.catch_warnings`` (a few µs, and not thread-safe)."""
+    global _read_only_seen
+    if _read_only_seen or arr.flags.writeable:
         return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(arr)
+    _read_only_seen = True
+    return tensor
 
 
 def encode(flat: torch.Tensor, dtype: str, *, copy: bool = True) -> Payload:
@@ -155,7 +167,7 @@ def decode_into(payload: Payload | np.ndarray, out: torch.Tensor, *, factor: flo
     """Write a payload (or a bare float32 array) times ``factor`` into the float32 tensor ``out``."""
     if isinstance(payload, np.ndarray):
         payload = Payload(payload)
-    src = _tensor(payload.data)
+    src = shared_tensor(payload.data)
     if payload.dtype == "bfloat16":
         src = src.view(torch.bfloat16)
     if payload.dtype == "float32" and factor != 1.0 and out.device.type == "cpu":

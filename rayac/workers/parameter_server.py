@@ -2,7 +2,7 @@
 
 With ``algo.ps_shards = K`` there are K of these; shard i owns the slice ``shard_bounds(total, K)[i]``.
 Adam and RMSprop are element-wise, so K slices stepped apart give bit for bit what one server gives; the
-global-norm clip factor is computed by the worker over the whole gradient and carried by the push.
+worker clips its whole gradient by its global norm before slicing it.
 
 One push = one ``Ticket`` from the leader (shard 0), which decides apply-or-drop once (staleness = versions
 handed out − the gradient's version, as with one server), then the slice on every shard. Every shard applies
@@ -33,7 +33,7 @@ from torch import nn
 
 from rayac.config import Config
 from rayac.envs import SpaceSpec
-from rayac.optim import fused_adam_step
+from rayac.optim import FusedAdamPlan, fused_adam_step
 from rayac.policy import build_policy
 from rayac.workers.flat import (
     FlatLayout,
@@ -43,6 +43,7 @@ from rayac.workers.flat import (
     load_segment_state,
     ordered_parameters,
     segment_state,
+    shared_tensor,
 )
 from rayac.workers.learner import build_optimizer, resolve_device
 from rayac.workers.ps_messages import (
@@ -58,6 +59,9 @@ from rayac.workers.ps_store import ShardMemory
 
 log = logging.getLogger(__name__)
 
+COPY_BELOW_BYTES = (
+    1 << 20
+)  # a pushed float32 slice up to this size is copied (cheaper than making tensor views)
 ORDER_TIMEOUT_S = 15.0  # a ticket whose predecessor never arrives (its worker died mid-push): out of step
 
 
@@ -86,6 +90,12 @@ class _Segments:
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return self.critic
+
+
+def _size(grad: Any) -> int | None:
+    """How many values a pushed slice holds (None: not a payload)."""
+    data = grad if isinstance(grad, np.ndarray) else getattr(grad, "data", None)
+    return data.size if isinstance(data, np.ndarray) and data.ndim == 1 else None
 
 
 def _reconstructed() -> bool:
@@ -124,6 +134,7 @@ class ParameterServer:
         self.flat = full[self.lo : self.hi].clone().to(self.device)
         self.grad = torch.zeros_like(self.flat)
         groups: list[list[nn.Parameter]] = []
+        self._ranges: list[tuple[nn.Parameter, int, int]] = []  # each Parameter's range of the slice
         for g_lo, g_hi in self.layout.group_ranges():
             a, b = max(g_lo, self.lo) - self.lo, min(g_hi, self.hi) - self.lo
             segment = []
@@ -131,8 +142,14 @@ class ParameterServer:
                 p = nn.Parameter(self.flat[a:b])
                 p.grad = self.grad[a:b]
                 segment.append(p)
+                self._ranges.append((p, a, b))
             groups.append(segment)
         self.params = groups[0] + groups[1]
+        # the slice as a numpy array sharing its memory: a float32 reply without torch calls
+        self._flat_np = self.flat.numpy() if self.device.type == "cpu" else None
+        self._grad_np = self.grad.numpy() if self.device.type == "cpu" else None
+        self._grads = [p.grad for p, _, _ in self._ranges]  # views of self.grad, in the optimiser's order
+        self._plan: FusedAdamPlan | None = None  # made after the first step (torch creates the state then)
         self.optimizer = build_optimizer(_Segments(*groups), cfg.optim)  # type: ignore[arg-type]
         if isinstance(self.optimizer, torch.optim.Adam):
             # fused: one pass over the slice, ~3.7x faster than foreach for a 1.7M-parameter slice on one thread
@@ -167,7 +184,11 @@ class ParameterServer:
             # One shard is an actor that runs one call at a time (and in-process the client copies a reply at
             # once): its reply is serialised before the next push changes the slice, so it can be a view of it
             # (a 6.7 MB copy less per push for the Nature CNN). Threaded shards (K > 1) reply with a copy.
-            encoded = encode(self.flat, self.cfg.algo.ps_transfer_dtype, copy=self.num_shards > 1)
+            copy = self.num_shards > 1
+            if self._flat_np is not None and self.cfg.algo.ps_transfer_dtype == "float32":
+                encoded = Payload(self._flat_np.copy() if copy else self._flat_np)
+            else:
+                encoded = encode(self.flat, self.cfg.algo.ps_transfer_dtype, copy=copy)
             self._cache = (self.version, encoded)
         value = self._cache[1]
         if put and isinstance(value, Payload):
@@ -187,7 +208,7 @@ class ParameterServer:
     # ------------------------------------------------------------------ pushes
     def ticket(self, msg: GradientPush) -> Ticket:
         """Leader only: decide once whether a push computed from ``msg.version`` is applied, and as which version."""
-        version, clip_coef, stats = msg.version, msg.clip_coef, msg.stats
+        version, stats = msg.version, msg.stats
         with self._cond:
             if self._paused:  # the driver is gathering a consistent checkpoint; it unpauses in a finally
                 self._cond.wait_for(lambda: not self._paused, timeout=ORDER_TIMEOUT_S)
@@ -199,20 +220,20 @@ class ParameterServer:
                     self.norms[name].merge([moments])
             if stats is not None:
                 win.env_steps += int(stats.num_steps)
-                win.episode_returns.extend(np.asarray(stats.episode_returns).tolist())
-                win.episode_lengths.extend(np.asarray(stats.episode_lengths).tolist())
+                win.episode_returns.extend(stats.episode_returns)
+                win.episode_lengths.extend(stats.episode_lengths)
             staleness = self.assigned - version
             max_staleness = self.cfg.algo.max_staleness
             # staleness < 0: computed on weights from before a rollback; never apply those
             if not self.in_sync or staleness < 0 or (max_staleness is not None and staleness > max_staleness):
                 win.dropped += 1
-                return Ticket(False, self.assigned, self.epoch, clip_coef, False, self._stop)
+                return Ticket(False, self.assigned, self.epoch, False, self._stop)
             self.assigned += 1
             win.pushes += 1
             win.staleness.append(staleness)
             for key, value in (stats.train if stats is not None else {}).items():
                 win.train[key] = win.train.get(key, 0.0) + float(value)
-            return Ticket(True, self.assigned, self.epoch, clip_coef, self._checkpoint_due(), self._stop)
+            return Ticket(True, self.assigned, self.epoch, self._checkpoint_due(), self._stop)
 
     def _checkpoint_due(self) -> bool:
         if not self.store.enabled:
@@ -231,6 +252,11 @@ class ParameterServer:
     ) -> PushResult:
         """Apply this shard's slice of a push as the leader's ticket says, after every earlier ticket."""
         with self._cond:
+            if ticket.applied and ticket.epoch == self.epoch and self.in_sync and not self._fits(grad):
+                self.in_sync = False  # a ticket it cannot apply: the driver rolls every shard back
+                self._cond.notify_all()
+                raise ValueError(f"shard {self.shard}: push {ticket.seq} carries a gradient slice of "
+                                 f"{_size(grad)} values for [{self.lo}, {self.hi}); out of step until resynced")  # fmt: skip
             if ticket.applied and ticket.epoch == self.epoch and self.in_sync:
                 self._waiters += 1
                 try:
@@ -252,9 +278,7 @@ class ParameterServer:
                         raise RuntimeError(
                             f"shard {self.shard}: ticket {ticket.seq} at version {self.version}"
                         )
-                    decode_into(grad, self.grad, factor=ticket.clip_coef)
-                    if not fused_adam_step(self.optimizer):
-                        self.optimizer.step()
+                    self._step(grad)
                     self.version = ticket.seq
                     self._advanced_at = time.monotonic()
                     self._cond.notify_all()
@@ -265,12 +289,43 @@ class ParameterServer:
             weights = self._encoded(put=False) if return_weights else None
             return PushResult(self.version, False, ticket.stop, weights, self._norm_stats())
 
+    def _fits(self, grad: Any) -> bool:
+        return _size(grad) == self.hi - self.lo
+
+    def _step(self, grad: Payload | np.ndarray) -> None:
+        """One optimiser step on this slice with the pushed gradient (already clipped by the worker).
+
+        Fused Adam on the CPU (once its state exists) runs from a prepared plan, and a float32 slice over
+        ``COPY_BELOW_BYTES`` (the Nature CNN's) is read where the message put it, saving a pass over megabytes;
+        a smaller one is copied into ``self.grad`` with one numpy call (cheaper than making tensor views of it).
+        Anything else is decoded into ``self.grad`` for the optimiser's own step."""
+        data = grad if isinstance(grad, np.ndarray) else grad.data if grad.dtype == "float32" else None
+        if self._plan is None and self._flat_np is not None:
+            self._plan = FusedAdamPlan.of(
+                self.optimizer
+            )  # None: not fused Adam, or no state before a first step
+        if self._plan is not None and data is not None and data.nbytes > COPY_BELOW_BYTES:
+            pushed = shared_tensor(data)
+            self._plan.step([pushed[a:b] for _, a, b in self._ranges])
+            return
+        if data is not None and self._grad_np is not None:
+            np.copyto(self._grad_np, data)
+        else:
+            decode_into(grad, self.grad)
+        if self._plan is not None:
+            self._plan.step(self._grads)
+        elif not fused_adam_step(self.optimizer):
+            self.optimizer.step()
+
     def lead_push(self, msg: GradientPush, *, return_weights: bool = True) -> tuple[Ticket, PushResult]:
         """The leader (shard 0): decide the push's ticket and apply its own slice (``msg.grad``) in one call.
 
         Under Ray the ticket is a second return value that the other shards' ``push_slice`` calls take as an
         argument, so a push is K calls, not a ticket call plus K slices. Deciding and applying under one lock
         also keeps the leader's version equal to the last ticket it gave."""
+        if not self._fits(msg.grad):  # refused before any ticket: nothing changes
+            raise ValueError(f"shard {self.shard}: a gradient slice of {_size(msg.grad)} values for "
+                             f"[{self.lo}, {self.hi})")  # fmt: skip
         with self._cond:
             ticket = self.ticket(msg)
             return ticket, self.push_slice(msg.grad, ticket, return_weights=return_weights)
@@ -349,6 +404,7 @@ class ParameterServer:
             raise ValueError(f"shard {self.shard} owns [{self.lo}, {self.hi}), got [{state.lo}, {state.hi})")
         self.flat.copy_(torch.as_tensor(np.asarray(state.params, dtype=np.float32)))
         load_segment_state(self.optimizer, self.params, state.optimizer)
+        self._plan = None  # it holds the replaced state's tensors
         for name, moments in (state.norms or {}).items():
             if name in self.norms:
                 self.norms[name].set(moments)

@@ -64,16 +64,15 @@ class ShardClient:
     def pull_into(self, out: torch.Tensor | None, norms: dict[str, RunningNorm] | None = None) -> int:
         return self._load(self._gather([self._call(s, "pull") for s in self.shards]), out, norms or {})
 
-    def submit_push(
-        self, grad: torch.Tensor, version: int, clip_coef: float, stats: WorkerStats
-    ) -> list[Any]:
-        """Send one push; returns what ``wait_push`` takes (ObjectRefs under Ray, results in-process)."""
+    def submit_push(self, grad: torch.Tensor, version: int, stats: WorkerStats) -> list[Any]:
+        """Send one push of ``grad`` (already clipped); returns what ``wait_push`` takes (ObjectRefs under Ray,
+        results in-process)."""
         if len(self.shards) == 1:
             payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
             # no keyword arguments: each costs Ray its own serialisation (replies carry the weights by default)
-            return [self._call(self.shards[0], "push", GradientPush(version, payload, clip_coef, stats))]
+            return [self._call(self.shards[0], "push", GradientPush(version, payload, stats))]
         (lo, hi), lead = self.bounds[0], self.shards[0]
-        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False), clip_coef, stats)
+        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False), stats)
         if self.remote:  # the ticket, a second return value, goes to the other shards as an ObjectRef
             ticket, first = lead.lead_push.options(num_returns=2).remote(msg)
         else:

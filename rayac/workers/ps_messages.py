@@ -24,8 +24,8 @@ class WorkerStats:
     """What one push reports besides its gradient: env steps, finished episodes, the loss terms."""
 
     num_steps: int
-    episode_returns: np.ndarray
-    episode_lengths: np.ndarray
+    episode_returns: list[float]  # plain lists: a push pickles faster without two (mostly empty) arrays
+    episode_lengths: list[int]
     train: dict[str, float] = field(default_factory=dict)  # train/* metrics of this update
     norms: NormStats | None = None  # the rollout's observation / return moments (model.normalize_obs etc.)
 
@@ -35,8 +35,7 @@ class GradientPush:
     """One push, in one argument (every argument of a Ray call costs its own serialisation)."""
 
     version: int  # the weights' version the gradient was computed from
-    grad: Any = None  # Payload of the whole gradient (one shard); None when asking the leader for a ticket
-    clip_coef: float = 1.0  # global-norm clip factor of the whole gradient, computed by the worker
+    grad: Any = None  # Payload of the gradient (clipped by the worker) or of the leader's slice of it
     stats: WorkerStats | None = None
 
 
@@ -47,7 +46,6 @@ class Ticket:
     applied: bool
     seq: int  # applied: the version this push makes on every shard; dropped: the leader's version
     epoch: int  # bumped by every resync after a restart; a shard ignores tickets of another epoch
-    clip_coef: float  # global-norm clip factor of the whole gradient, computed by the worker
     checkpoint: bool  # every shard checkpoints right after applying this push (the same version everywhere)
     stop: bool
 

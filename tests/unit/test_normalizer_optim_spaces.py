@@ -17,6 +17,7 @@ from rayac.evaluate import Evaluator
 from rayac.normalizer import Moments, combine, moments
 from rayac.optim import RMSpropTF, fused_adam_step
 from rayac.policy import build_policy
+from rayac.workers.flat import shared_tensor
 from rayac.workers.learner import Learner
 from rayac.workers.rollout import RolloutWorker
 
@@ -128,29 +129,43 @@ if "rayac-test/GridAction-v0" not in gym.registry:
     gym.register("rayac-test/GridAction-v0", entry_point=GridActionEnv)
 
 
+@pytest.mark.parametrize("critic_lr", [5e-3, 1e-3])  # 1e-3: both groups alike, stepped in one kernel call
+@pytest.mark.parametrize("explicit", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_fused_adam_step_is_torchs_fused_adam_bit_for_bit(weight_decay):
+def test_fused_adam_step_is_torchs_fused_adam_bit_for_bit(weight_decay, explicit, critic_lr):
     """The parameter server's shortcut around ``Adam.step()`` gives the same bits, step after step, with two groups
-    at different learning rates; it declines (False, nothing changed) where it does not apply."""
+    at different or equal learning rates, reading ``p.grad`` or gradients handed over read-only (never written);
+    it declines (False, nothing changed) where it does not apply."""
     torch.manual_seed(0)
     init = [torch.randn(300), torch.randn(70)]
     pairs = []
     for _ in range(2):
         params = [torch.nn.Parameter(t.clone()) for t in init]
-        opt = torch.optim.Adam([{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": 5e-3}],
+        opt = torch.optim.Adam([{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": critic_lr}],
                                eps=1e-5, weight_decay=weight_decay, fused=True)  # fmt: skip
         pairs.append((params, opt))
     (ref, ref_opt), (fast, fast_opt) = pairs
     for step in range(6):
         grads = [torch.randn_like(t) for t in init]
-        for params in (ref, fast):
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g.clone()
+        for p, g in zip(ref, grads, strict=True):
+            p.grad = g.clone()
         ref_opt.step()
         if step == 0:
+            for p, g in zip(fast, grads, strict=True):
+                p.grad = g.clone()
             assert not fused_adam_step(fast_opt)  # no state yet: torch's own first step creates it
             fast_opt.step()
+        elif explicit:
+            arrays = [g.numpy().copy() for g in grads]
+            for a in arrays:
+                a.flags.writeable = False  # as Ray hands a pushed buffer over
+            for p in fast:
+                p.grad = None
+            assert fused_adam_step(fast_opt, {p: shared_tensor(a) for p, a in zip(fast, arrays, strict=True)})
+            assert all(np.array_equal(a, g.numpy()) for a, g in zip(arrays, grads, strict=True))
         else:
+            for p, g in zip(fast, grads, strict=True):
+                p.grad = g.clone()
             assert fused_adam_step(fast_opt)
     for a, b in zip(ref, fast, strict=True):
         assert torch.equal(a, b)

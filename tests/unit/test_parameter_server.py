@@ -8,8 +8,9 @@ from rayac.algorithms.a3c import A3C
 from rayac.config import Config, build_config
 from rayac.envs import describe_env
 from rayac.policy import build_policy
+from rayac.workers import a3c_worker
 from rayac.workers.a3c_worker import A3CWorker
-from rayac.workers.flat import FlatLayout, ordered_parameters
+from rayac.workers.flat import FlatLayout, clip_coefficient, ordered_parameters
 from rayac.workers.learner import Learner, apply_gradients, build_optimizer
 from rayac.workers.parameter_server import ParameterServer
 from rayac.workers.ps_messages import GradientPush
@@ -116,21 +117,30 @@ def test_one_push_equals_the_synchronous_a2c_step():
     torch.testing.assert_close(ps.flat, expected, rtol=1e-6, atol=1e-7)
 
 
-def test_worker_gradient_is_one_flat_buffer_and_the_clip_factor_is_global():
+def test_worker_gradient_is_one_flat_buffer_clipped_by_its_global_norm(monkeypatch):
+    """The worker sends its gradient already clipped (every shard's slice scaled by the whole gradient's factor):
+    what clip_grad_norm_ makes of the same gradient."""
     cfg = build_config(
         preset="a3c_cartpole", overrides=["resources.num_workers=0", "algo.max_grad_norm=0.01"]
     )
     worker = A3CWorker(cfg, describe_env(cfg.env))
-    _, coef, stats = worker.compute_gradients()
+    seen = {}
+
+    def spy(grad, max_norm):  # the gradient as backward left it, before the clip
+        seen["raw"] = grad.clone()
+        return clip_coefficient(grad, max_norm)
+
+    monkeypatch.setattr(a3c_worker, "clip_coefficient", spy)
+    _, stats = worker.compute_gradients()
     per_tensor = torch.cat([p.grad.reshape(-1) for p in ordered_parameters(worker.policy)])
     assert torch.equal(worker.flat_grad, per_tensor) and worker.flat_grad.abs().sum() > 0
-    params = ordered_parameters(worker.policy)
-    clipped = [p.grad.clone() for p in params]
-    norm = torch.nn.utils.clip_grad_norm_(params, 0.01)
+    reference = [torch.nn.Parameter(torch.zeros(n)) for n in (seen["raw"].numel(),)]
+    reference[0].grad = seen["raw"].clone()
+    norm = torch.nn.utils.clip_grad_norm_(reference, 0.01)
     torch.testing.assert_close(stats.train["train/grad_norm"], float(norm), rtol=1e-6, atol=0)
-    torch.testing.assert_close(torch.cat([g.reshape(-1) * coef for g in clipped]),
-                               torch.cat([p.grad.reshape(-1) for p in params]), rtol=1e-6, atol=1e-9)  # fmt: skip
-    assert coef < 1
+    torch.testing.assert_close(worker.flat_grad, reference[0].grad, rtol=1e-6, atol=1e-9)
+    assert float(torch.linalg.vector_norm(worker.flat_grad)) == pytest.approx(0.01, rel=1e-4)
+    assert float(norm) > 0.01  # the clip did act
 
 
 def test_in_process_push_failure_raises_instead_of_looping(monkeypatch):

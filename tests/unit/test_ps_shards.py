@@ -11,6 +11,7 @@ from rayac.algorithms.a3c import A3C
 from rayac.config import build_config
 from rayac.envs import describe_env
 from rayac.policy import build_policy
+from rayac.workers import parameter_server
 from rayac.workers.flat import (
     FlatLayout,
     Payload,
@@ -38,7 +39,7 @@ def shards(cfg, k, **kwargs):
 
 
 def stats():
-    return WorkerStats(5, np.zeros(0), np.zeros(0, dtype=np.int64), {"train/loss": 1.0})
+    return WorkerStats(5, [], [], {"train/loss": 1.0})
 
 
 def flat_of(group):
@@ -70,7 +71,7 @@ def test_k_shards_equal_one_server_bit_for_bit(optimizer, k):
         coef = float(rng.uniform(0.05, 1.0))  # as if the worker's global-norm clip kicked in
         for j, client in enumerate(clients):
             version = max(client.shards[0].assigned - lag, 0)
-            pending = client.submit_push(grad, version, coef, stats())
+            pending = client.submit_push(grad * coef, version, stats())
             v, applied, _ = client.wait_push(pending, outs[j])
             applied_log[j].append((v, applied))
     assert applied_log[0] == applied_log[1] and 0 < sum(a for _, a in applied_log[0]) < 40
@@ -335,3 +336,65 @@ def test_after_a_worker_died_a_stalled_shard_goes_out_of_step_in_a_second_not_af
         s.version == 4 and s.in_sync for s in algo.shards
     )
     assert result.metrics["a3c/ps_restarts"] == 0
+
+
+def _read_only(rng, n):
+    arr = rng.normal(size=n).astype(np.float32) * 1e-2
+    arr.flags.writeable = False  # as Ray hands a pushed buffer to the shard
+    return arr
+
+
+def test_a_shard_steps_alike_on_the_pushed_buffer_a_copy_of_it_and_torchs_own_step(monkeypatch):
+    """The three ways a shard steps — fused Adam reading the message's buffer (large slices), the prepared plan on a
+    copy (small ones), torch's ``Adam.step()`` — give the same bits; the pushed buffers are never written. A state
+    loaded by a rollback is the one the next steps move (the plan holds the state's tensors: it must be remade)."""
+    cfg = a3c_cfg()
+    servers = {mode: shards(cfg, 1)[0] for mode in ("in place", "copy", "torch")}
+    grads = [_read_only(np.random.default_rng(i), servers["copy"].hi) for i in range(8)]
+    kept = [g.copy() for g in grads]
+
+    def run(ps, mode, todo):
+        with monkeypatch.context() as m:
+            if mode == "in place":
+                m.setattr(parameter_server, "COPY_BELOW_BYTES", 0)
+            if mode == "torch":
+                m.setattr(parameter_server.FusedAdamPlan, "of", classmethod(lambda cls, opt: None))
+                m.setattr(parameter_server, "fused_adam_step", lambda opt: False)
+            for g in todo:
+                assert ps.push(GradientPush(ps.version, Payload(g))).applied
+
+    for mode, ps in servers.items():
+        run(ps, mode, grads[:5])
+    assert servers["in place"]._plan is not None and servers["copy"]._plan is not None
+    saved = {mode: ps.get_state() for mode, ps in servers.items()}
+    for mode, ps in servers.items():
+        run(ps, mode, grads[5:])
+    after = {mode: (ps.flat.clone(), ps.get_state()) for mode, ps in servers.items()}
+    for mode, ps in servers.items():  # back to version 5, then the same three pushes again
+        ps.rollback(5, 1, from_checkpoint=True, state=saved[mode])
+        run(ps, mode, grads[5:])
+    ref_flat, ref_state = after["torch"]
+    for mode, ps in servers.items():
+        for flat, state in (after[mode], (ps.flat, ps.get_state())):
+            assert torch.equal(flat, ref_flat), mode
+            assert state.optimizer["scalars"] == ref_state.optimizer["scalars"]
+            for key, value in ref_state.optimizer["flat"].items():
+                assert np.array_equal(state.optimizer["flat"][key], value), (mode, key)
+    assert ref_state.optimizer["scalars"]["step"] == 8.0
+    assert all(np.array_equal(g, k) for g, k in zip(grads, kept, strict=True))
+
+
+def test_a_gradient_slice_of_the_wrong_length_is_refused_and_changes_nothing():
+    lead, other = shards(a3c_cfg(), 2)
+    with pytest.raises(ValueError, match="a gradient slice of 10 values for"):
+        lead.push(GradientPush(0, Payload(np.zeros(10, dtype=np.float32))))
+    assert (
+        lead.version == lead.assigned == 0
+    )  # refused before a ticket: the next push goes on as if it never came
+    ticket, result = lead.lead_push(GradientPush(0, Payload(np.ones(lead.hi, dtype=np.float32))))
+    assert ticket.applied and result.applied and lead.version == 1
+    with pytest.raises(
+        ValueError, match="out of step until resynced"
+    ):  # the ticket exists: the driver must resync
+        other.push_slice(np.zeros(10, dtype=np.float32), ticket)
+    assert not other.in_sync and other.version == 0
