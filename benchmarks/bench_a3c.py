@@ -2,8 +2,9 @@
 
 Payloads: the a3c_cartpole policy (separate 64-64 MLPs) and a Nature-CNN policy built by rayac.policy for
 84x84x4 uint8 observations and 6 actions (shared trunk: the CNN of the Atari work, ~1.7M float32 parameters).
-No env is stepped: the gradients are synthetic, pushed from this process with N calls in flight, the replies
-carrying the new weight slices as a worker's do.
+No env is stepped: the gradients are synthetic, pushed from this process by N independent senders (each keeps
+one push in flight and sends the next when its replies land, as N A3C workers do), the replies carrying the new
+weight slices as a worker's do.
 
 Floor: the same bytes through bare Ray actor calls — K "echo" actors, each getting its slice and returning it
 (what a shard receives and replies), K calls at once per push. push ÷ floor is what the server costs on top of
@@ -54,20 +55,25 @@ class Echo:
 
 
 def _rate(submit, in_flight: int, seconds: float) -> float:
-    """Calls/s with ``in_flight`` calls outstanding (each ``submit()`` returns a list of refs for one call)."""
+    """Calls/s of ``in_flight`` independent senders, each with one call outstanding that it replaces as soon as it
+    has landed, as A3C workers push (a call here: the refs one ``submit()`` returns, done when all are)."""
     import ray
 
     for _ in range(3):
         ray.get(submit())
-    n, t0, pending = 0, time.perf_counter(), []
+    t0, done, pending = time.perf_counter(), 0, {}
+    for _ in range(in_flight):
+        refs = submit()
+        pending[refs[-1]] = refs
     while time.perf_counter() - t0 < seconds:
-        pending.append(submit())
-        if len(pending) >= in_flight:
-            ray.get([r for refs in pending for r in refs])
-            n += len(pending)
-            pending = []
-    ray.get([r for refs in pending for r in refs])
-    return (n + len(pending)) / (time.perf_counter() - t0)
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            ray.get(pending.pop(ref))
+            done += 1
+            refs = submit()
+            pending[refs[-1]] = refs
+    ray.get([r for refs in pending.values() for r in refs])
+    return (done + len(pending)) / (time.perf_counter() - t0)
 
 
 def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> str:

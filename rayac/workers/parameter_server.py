@@ -59,9 +59,8 @@ from rayac.workers.ps_store import ShardMemory
 
 log = logging.getLogger(__name__)
 
-COPY_BELOW_BYTES = (
-    1 << 20
-)  # a pushed float32 slice up to this size is copied (cheaper than making tensor views)
+# a pushed float32 slice up to this size is copied into the shard's gradient buffer (cheaper than tensor views)
+COPY_BELOW_BYTES = 1 << 20
 ORDER_TIMEOUT_S = 15.0  # a ticket whose predecessor never arrives (its worker died mid-push): out of step
 
 
