@@ -50,6 +50,14 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
+def _fusable(group: dict[str, Any]) -> bool:
+    """A fused Adam group with none of the options the kernel calls here leave out."""
+    return bool(group.get("fused")) and not (
+        group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+        or group.get("decoupled_weight_decay") or isinstance(group["lr"], torch.Tensor)
+    )  # fmt: skip
+
+
 def fused_adam_step(
     optimizer: torch.optim.Optimizer, grads: Mapping[torch.nn.Parameter, torch.Tensor] | None = None
 ) -> bool:
@@ -69,9 +77,7 @@ def fused_adam_step(
         return False
     calls: list[tuple[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor], list[dict[str, Any]]]] = []
     for group in optimizer.param_groups:
-        if (not group.get("fused") or group["amsgrad"] or group["maximize"] or group["capturable"]
-                or group["differentiable"] or group.get("decoupled_weight_decay")
-                or isinstance(group["lr"], torch.Tensor)):  # fmt: skip
+        if not _fusable(group):
             return False
         pairs = [(p, p.grad if grads is None else grads.get(p)) for p in group["params"]]
         params = [p for p, g in pairs if g is not None]
@@ -121,9 +127,7 @@ class FusedAdamPlan:
             return None
         groups = []
         for group in optimizer.param_groups:
-            if (not group.get("fused") or group["amsgrad"] or group["maximize"] or group["capturable"]
-                    or group["differentiable"] or group.get("decoupled_weight_decay")
-                    or isinstance(group["lr"], torch.Tensor)):  # fmt: skip
+            if not _fusable(group):
                 return None
             states = [optimizer.state.get(p) for p in group["params"]]
             if not all(states) or any(p.device.type != "cpu" or s["step"].device.type != "cpu"
