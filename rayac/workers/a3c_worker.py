@@ -1,7 +1,7 @@
 """A3C worker: a RolloutWorker that loops on its own — pull, sample, backprop, push — until told to stop.
 
 One A3C update reads here in full: ``compute_gradients`` (rollout → targets → loss → backward into one flat
-gradient buffer → global-norm clip factor) and ``run`` (the push/pull loop over the parameter-server shards).
+gradient buffer → clipped by its global norm) and ``run`` (the push/pull loop over the parameter-server shards).
 """
 
 from __future__ import annotations

@@ -150,16 +150,21 @@ def shared_tensor(arr: np.ndarray) -> torch.Tensor:
     return tensor
 
 
-def encode(flat: torch.Tensor, dtype: str, *, copy: bool = True) -> Payload:
-    """``copy=False`` (float32 only): the payload is a view of ``flat``; fine when it is serialised at once."""
+def fp16_scale(flat: torch.Tensor) -> float:
+    """The largest power of two that keeps max|x| ≤ 2^15 (float16's max is 65504): exact to undo on decode."""
+    amax = float(flat.detach().abs().max()) if flat.numel() else 0.0
+    return 2.0 ** (15 - math.ceil(math.log2(amax))) if amax > 0 and math.isfinite(amax) else 1.0
+
+
+def encode(flat: torch.Tensor, dtype: str, *, copy: bool = True, scale: float | None = None) -> Payload:
+    """``copy=False`` (float32 only): the payload is a view of ``flat``; fine when it is serialised at once.
+    ``scale`` (float16): the one of a whole vector this is a slice of, so K slices round like the whole."""
     if dtype == "float32":
         arr = flat.detach().cpu().numpy()
         return Payload(arr.copy() if copy else arr)
     if dtype == "bfloat16":
         return Payload(flat.detach().to(torch.bfloat16).view(torch.int16).cpu().numpy(), dtype)
-    amax = float(flat.detach().abs().max()) if flat.numel() else 0.0
-    # largest power of two that keeps max|x| ≤ 2^15 (float16's max is 65504): exact to undo on decode
-    scale = 2.0 ** (15 - math.ceil(math.log2(amax))) if amax > 0 and math.isfinite(amax) else 1.0
+    scale = fp16_scale(flat) if scale is None else scale
     return Payload((flat.detach() * scale).to(torch.float16).cpu().numpy(), dtype, scale)
 
 
@@ -214,8 +219,12 @@ def load_segment_state(
             k: torch.tensor(v[offset : offset + n], device=p.device).view_as(p)
             for k, v in state["flat"].items()
         }
-        # torch keeps 'step' as a float32 CPU tensor when not capturable
-        entry.update({k: torch.tensor(v, dtype=torch.float32) for k, v in state["scalars"].items()})
+        # torch keeps 'step' as a float32 tensor on the CPU, or on the parameter's device when fused or capturable
+        group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
+        device = p.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
+        entry.update(
+            {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state["scalars"].items()}
+        )
         optimizer.state[p] = entry
         offset += n
 

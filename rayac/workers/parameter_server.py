@@ -277,7 +277,14 @@ class ParameterServer:
                         raise RuntimeError(
                             f"shard {self.shard}: ticket {ticket.seq} at version {self.version}"
                         )
-                    self._step(grad)
+                    try:
+                        self._step(grad)
+                    except Exception:
+                        self.in_sync = (
+                            False  # half a step may have happened: the driver rolls every shard back
+                        )
+                        self._cond.notify_all()
+                        raise
                     self.version = ticket.seq
                     self._advanced_at = time.monotonic()
                     self._cond.notify_all()
@@ -298,7 +305,9 @@ class ParameterServer:
         ``COPY_BELOW_BYTES`` (the Nature CNN's) is read where the message put it, saving a pass over megabytes;
         a smaller one is copied into ``self.grad`` with one numpy call (cheaper than making tensor views of it).
         Anything else is decoded into ``self.grad`` for the optimiser's own step."""
-        data = grad if isinstance(grad, np.ndarray) else grad.data if grad.dtype == "float32" else None
+        data = grad.data if isinstance(grad, Payload) and grad.dtype == "float32" else grad
+        if not (isinstance(data, np.ndarray) and data.dtype == np.float32):
+            data = None  # 16-bit, or a bare array of another dtype: decode_into converts it
         if self._plan is None and self._flat_np is not None:
             self._plan = FusedAdamPlan.of(
                 self.optimizer

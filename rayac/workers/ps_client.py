@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from rayac.normalizer import RunningNorm
-from rayac.workers.flat import FlatLayout, decode_into, encode
+from rayac.workers.flat import FlatLayout, decode_into, encode, fp16_scale
 from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, WorkerStats
 
 CALL_TIMEOUT_S = 120.0
@@ -72,13 +72,15 @@ class ShardClient:
             # no keyword arguments: each costs Ray its own serialisation (replies carry the weights by default)
             return [self._call(self.shards[0], "push", GradientPush(version, payload, stats))]
         (lo, hi), lead = self.bounds[0], self.shards[0]
-        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False), stats)
+        # float16: one scale for the whole gradient, so K slices round as one server's message would
+        scale = fp16_scale(grad) if self.dtype == "float16" else None
+        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False, scale=scale), stats)
         if self.remote:  # the ticket, a second return value, goes to the other shards as an ObjectRef
             ticket, first = lead.lead_push.options(num_returns=2).remote(msg)
         else:
             ticket, first = lead.lead_push(msg)
         return [first] + [
-            self._call(shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False), ticket)
+            self._call(shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False, scale=scale), ticket)
             for shard, (lo, hi) in zip(self.shards[1:], self.bounds[1:], strict=True)
         ]
 

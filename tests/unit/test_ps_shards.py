@@ -52,21 +52,29 @@ def state_of(group):
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
 @pytest.mark.parametrize("k", [2, 3, 5])
-def test_k_shards_equal_one_server_bit_for_bit(optimizer, k):
-    """Same pushes (clip factors < 1, stale ones dropped, out-of-date versions) → identical weights and state."""
+@pytest.mark.parametrize("transfer", ["float32", "float16", "in place"])
+def test_k_shards_equal_one_server_bit_for_bit(optimizer, k, transfer, monkeypatch):
+    """Same pushes (clip factors < 1, stale ones dropped, out-of-date versions) → identical weights and state.
+    float16: the worker scales its whole gradient once, so slices round as one message does; "in place": float32
+    slices read where the message put them, as the Nature CNN's are."""
+    if transfer == "in place":
+        monkeypatch.setattr(parameter_server, "COPY_BELOW_BYTES", 0)
+    dtype = "float16" if transfer == "float16" else "float32"
     cfg = a3c_cfg(
-        f"optim.name={optimizer}", "algo.max_staleness=2"
+        f"optim.name={optimizer}", "algo.max_staleness=2", f"algo.ps_transfer_dtype={dtype}"
     )  # separate nets: actor and critic lrs differ
     one, many = shards(cfg, 1), shards(cfg, k)
     total = one[0].layout.total
     assert [s.hi - s.lo for s in many] != [total] and one[0].layout.actor_size not in [s.lo for s in many]
     rng = np.random.default_rng(0)
     layout = one[0].layout
-    clients = [ShardClient(one, layout, "float32"), ShardClient(many, layout, "float32")]
+    clients = [ShardClient(one, layout, dtype), ShardClient(many, layout, dtype)]
     outs = [torch.zeros(total), torch.zeros(total)]
     applied_log = [[], []]
     for _ in range(40):
-        grad = torch.from_numpy(rng.normal(size=total).astype(np.float32))
+        # magnitudes from 1e-12 to 1 along the vector: slices differ in their largest value, and float16 keeps the
+        # smallest only as far as the scale lets it (one scale for all slices, or K slices would round differently)
+        grad = torch.from_numpy((rng.normal(size=total) * np.logspace(-12, 0, total)).astype(np.float32))
         lag = int(rng.integers(0, 5))  # 3 and 4 exceed max_staleness: dropped
         coef = float(rng.uniform(0.05, 1.0))  # as if the worker's global-norm clip kicked in
         for j, client in enumerate(clients):
@@ -75,7 +83,11 @@ def test_k_shards_equal_one_server_bit_for_bit(optimizer, k):
             v, applied, _ = client.wait_push(pending, outs[j])
             applied_log[j].append((v, applied))
     assert applied_log[0] == applied_log[1] and 0 < sum(a for _, a in applied_log[0]) < 40
-    assert torch.equal(flat_of(one), flat_of(many)) and torch.equal(outs[0], outs[1])
+    assert torch.equal(flat_of(one), flat_of(many))
+    if dtype == "float32":
+        assert torch.equal(outs[0], outs[1])
+    else:  # the replies: each shard scales its own slice to 16 bits
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-6)
     a, b = state_of(one), state_of(many)
     assert a["scalars"] == b["scalars"] and a["flat"].keys() == b["flat"].keys()
     for key in a["flat"]:
@@ -398,3 +410,12 @@ def test_a_gradient_slice_of_the_wrong_length_is_refused_and_changes_nothing():
     ):  # the ticket exists: the driver must resync
         other.push_slice(np.zeros(10, dtype=np.float32), ticket)
     assert not other.in_sync and other.version == 0
+
+
+def test_a_bare_float64_gradient_is_converted_like_a_float32_one():
+    a, b = shards(a3c_cfg(), 1)[0], shards(a3c_cfg(), 1)[0]
+    for i in range(3):  # the third push steps from the prepared plan
+        g = np.random.default_rng(i).normal(size=a.hi).astype(np.float32)
+        assert a.push(GradientPush(a.version, g.astype(np.float64))).applied
+        assert b.push(GradientPush(b.version, g)).applied
+    assert a.version == 3 and a.in_sync and torch.equal(a.flat, b.flat)
