@@ -93,7 +93,8 @@ def test_stop_head_stops_the_job_drivers_too(fresh_service):
         assert wait_for(lambda: _status(c, job["id"]) == "running", timeout=120)
     record = json.loads((svc.storage / HEAD_FILE).read_text())
     drivers = lambda: [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, job["id"])]  # noqa: E731
-    assert drivers()
+    # Ray reports RUNNING as it launches the driver: on a loaded machine its process may take a moment to appear
+    assert wait_for(drivers, timeout=30), "no job driver process found"
     env = {**os.environ, "RAYAC_STORAGE_DIR": str(svc.storage)}
     out = subprocess.run([sys.executable, "-m", "rayac.cli", "serve", "--stop-head"], env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
@@ -165,6 +166,7 @@ def test_forty_parallel_stops_hold_no_thread(service):
         codes: list[int] = []
         stoppers = [threading.Thread(target=lambda i=i: codes.append(service.client().post(f"/v1/jobs/{i}/stop").status_code))
                     for i in ids * 20]  # fmt: skip
+        started = time.monotonic()
         for t in stoppers:
             t.start()
         worst = 0.0
@@ -173,7 +175,12 @@ def test_forty_parallel_stops_hold_no_thread(service):
             assert httpx.get(f"{service.url}/healthz", timeout=10).status_code == 200
             worst = max(worst, time.monotonic() - t0)
             time.sleep(0.05)
-        assert worst < 3.0, f"/healthz took {worst:.2f} s while stops were in flight"
+        span = time.monotonic() - started
+        # a stop holding a thread (or the event loop) would keep /healthz waiting about as long as the stops took;
+        # 3 s, or a third of that span on a machine loaded enough to make everything slow
+        assert worst < max(3.0, span / 3), (
+            f"/healthz took {worst:.2f} s while stops were in flight for {span:.1f} s"
+        )
         assert sorted(set(codes)) <= [200, 409] and len(codes) == 40
         assert all(_status(c, i) == "stopped" for i in ids)
 
