@@ -66,60 +66,38 @@ def fused_adam_step(
 
     That machinery (hooks, profiler records, grouping by device) costs ~0.1 ms per parameter group per step:
     most of an A3C parameter-server shard's time per push for a small network. ``grads``: the gradient of each
-    parameter, read in place of ``p.grad`` (the kernel only reads it: a shard steps on the pushed buffer without
-    copying it). All step counters move in one call, and groups with the same settings share one kernel call
-    (the kernel treats each tensor on its own, so the bits are the same). Returns False, having done nothing,
-    when this does not apply — another optimiser, an option the kernel call here does not pass (amsgrad,
-    maximize, capturable, a tensor lr), or a first step, where torch creates the state — and the caller then
-    calls ``step()``."""
-    kernel = getattr(torch, "_fused_adam_", None)
-    if kernel is None or not isinstance(optimizer, torch.optim.Adam):
+    parameter, read in place of ``p.grad`` (the kernel only reads it). Returns False, having done nothing, when
+    this does not apply — another optimiser, an option the kernel call here does not pass (amsgrad, maximize,
+    capturable, a tensor lr), a parameter without a gradient, or a first step, where torch creates the state —
+    and the caller then calls ``step()``. A caller that steps often keeps the ``FusedAdamPlan`` instead."""
+    plan = FusedAdamPlan.of(optimizer)
+    if plan is None:
         return False
-    calls: list[tuple[tuple[Any, ...], list[torch.Tensor], list[torch.Tensor], list[dict[str, Any]]]] = []
-    for group in optimizer.param_groups:
-        if not _fusable(group):
-            return False
-        pairs = [(p, p.grad if grads is None else grads.get(p)) for p in group["params"]]
-        params = [p for p, g in pairs if g is not None]
-        states = [optimizer.state.get(p) for p in params]
-        if not all(states) or any(s["step"].device != p.device for s, p in zip(states, params, strict=True)):
-            return False
-        if not params:
-            continue
-        beta1, beta2 = group["betas"]
-        key = (group["lr"], float(beta1), float(beta2), group["weight_decay"], group["eps"])
-        if calls and calls[-1][0] == key:  # same settings as the previous group: one kernel call for both
-            calls[-1][1].extend(params)
-            calls[-1][2].extend(g for _, g in pairs if g is not None)
-            calls[-1][3].extend(states)
-        else:
-            calls.append((key, params, [g for _, g in pairs if g is not None], states))
-    if not calls:
-        return True
-    with torch.no_grad():
-        torch._foreach_add_([s["step"] for call in calls for s in call[3]], 1)
-        for (lr, beta1, beta2, weight_decay, eps), params, grad_list, states in calls:
-            kernel(params, grad_list, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-                   [s["step"] for s in states], amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                   weight_decay=weight_decay, eps=eps, maximize=False, grad_scale=None, found_inf=None)  # fmt: skip
+    chosen = [p.grad if grads is None else grads.get(p) for p in plan.params]
+    if any(g is None for g in chosen):
+        return False
+    plan.step(chosen)  # type: ignore[arg-type]
     return True
 
 
 class FusedAdamPlan:
-    """Fused Adam steps of a fixed list of CPU parameters whose state exists, everything but the kernel prepared
+    """Fused Adam steps of a fixed list of parameters whose state exists, everything but the kernel prepared
     once: a parameter-server shard steps its slice thousands of times a second, and each torch call it saves
     (state lookups, step counters, tensor lists) is worth ~10-25 µs in a process that has just run Ray's
     machinery (cold caches), several times what it costs in a loop.
 
     Bit for bit ``Adam.step()``: the same kernel on the same tensors with the group's settings, read at every
-    step; the step counters (float32 tensors) move through numpy views, the same float32 ``+ 1``. ``of`` returns
-    None where ``fused_adam_step`` would not apply. Make a new plan whenever the optimiser's state is replaced."""
+    step; step counters on the CPU (float32 tensors) move through numpy views, the same float32 ``+ 1``. ``of``
+    returns None where it does not apply (see ``fused_adam_step``). Make a new plan whenever the optimiser's
+    state is replaced."""
 
     def __init__(self, groups: list[tuple[dict[str, Any], list[torch.Tensor], list[dict[str, Any]]]]):
         self.groups = [(group, params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                         [s["step"] for s in states]) for group, params, states in groups]  # fmt: skip
-        self.counters = [s["step"].numpy() for _, _, states in groups for s in states]
-        self.size = sum(len(params) for _, params, _ in groups)
+        self.params = [p for _, params, _ in groups for p in params]
+        self.steps = [s["step"] for _, _, states in groups for s in states]
+        on_cpu = all(t.device.type == "cpu" for t in self.steps)
+        self.counters = [t.numpy() for t in self.steps] if on_cpu else None
 
     @classmethod
     def of(cls, optimizer: torch.optim.Optimizer) -> FusedAdamPlan | None:
@@ -130,21 +108,25 @@ class FusedAdamPlan:
             if not _fusable(group):
                 return None
             states = [optimizer.state.get(p) for p in group["params"]]
-            if not all(states) or any(p.device.type != "cpu" or s["step"].device.type != "cpu"
-                                      for p, s in zip(group["params"], states, strict=True)):  # fmt: skip
+            if not all(states) or any(
+                s["step"].device != p.device for p, s in zip(group["params"], states, strict=True)
+            ):
                 return None
             if group["params"]:
                 groups.append((group, list(group["params"]), states))
         return cls(groups)
 
     def step(self, grads: list[torch.Tensor]) -> None:
-        """One step; ``grads``: one per parameter, in ``optimizer.param_groups`` order (read, never written)."""
-        if len(grads) != self.size:
-            raise ValueError(f"{len(grads)} gradients for {self.size} parameters")
-        for counter in self.counters:
-            np.add(counter, 1, out=counter)
+        """One step; ``grads``: one per parameter, in ``self.params`` order (read, never written)."""
+        if len(grads) != len(self.params):
+            raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         i = 0
         with torch.no_grad():
+            if self.counters is not None:
+                for counter in self.counters:
+                    np.add(counter, 1, out=counter)
+            else:
+                torch._foreach_add_(self.steps, 1)
             for group, params, exp_avgs, exp_avg_sqs, steps in self.groups:
                 beta1, beta2 = group["betas"]
                 torch._fused_adam_(params, grads[i : i + len(params)], exp_avgs, exp_avg_sqs, [], steps,

@@ -33,7 +33,7 @@ from torch import nn
 
 from rayac.config import Config
 from rayac.envs import SpaceSpec
-from rayac.optim import FusedAdamPlan, fused_adam_step
+from rayac.optim import FusedAdamPlan
 from rayac.policy import build_policy
 from rayac.workers.flat import (
     FlatLayout,
@@ -280,9 +280,8 @@ class ParameterServer:
                     try:
                         self._step(grad)
                     except Exception:
-                        self.in_sync = (
-                            False  # half a step may have happened: the driver rolls every shard back
-                        )
+                        # half a step may have happened: the driver rolls every shard back
+                        self.in_sync = False
                         self._cond.notify_all()
                         raise
                     self.version = ticket.seq
@@ -301,28 +300,28 @@ class ParameterServer:
     def _step(self, grad: Payload | np.ndarray) -> None:
         """One optimiser step on this slice with the pushed gradient (already clipped by the worker).
 
-        Fused Adam on the CPU (once its state exists) runs from a prepared plan, and a float32 slice over
+        Fused Adam (once its state exists) runs from a prepared plan, and a float32 slice on the CPU over
         ``COPY_BELOW_BYTES`` (the Nature CNN's) is read where the message put it, saving a pass over megabytes;
         a smaller one is copied into ``self.grad`` with one numpy call (cheaper than making tensor views of it).
-        Anything else is decoded into ``self.grad`` for the optimiser's own step."""
+        Anything else is decoded into ``self.grad`` first; without a plan the optimiser's own ``step()`` runs."""
         data = grad.data if isinstance(grad, Payload) and grad.dtype == "float32" else grad
         if not (isinstance(data, np.ndarray) and data.dtype == np.float32):
             data = None  # 16-bit, or a bare array of another dtype: decode_into converts it
-        if self._plan is None and self._flat_np is not None:
+        if self._plan is None:
             self._plan = FusedAdamPlan.of(
                 self.optimizer
             )  # None: not fused Adam, or no state before a first step
-        if self._plan is not None and data is not None and data.nbytes > COPY_BELOW_BYTES:
-            pushed = shared_tensor(data)
-            self._plan.step([pushed[a:b] for _, a, b in self._ranges])
-            return
-        if data is not None and self._grad_np is not None:
+        if data is not None and self._grad_np is not None:  # float32, on the CPU
+            if self._plan is not None and data.nbytes > COPY_BELOW_BYTES:
+                pushed = shared_tensor(data)
+                self._plan.step([pushed[a:b] for _, a, b in self._ranges])
+                return
             np.copyto(self._grad_np, data)
         else:
             decode_into(grad, self.grad)
         if self._plan is not None:
             self._plan.step(self._grads)
-        elif not fused_adam_step(self.optimizer):
+        else:
             self.optimizer.step()
 
     def lead_push(self, msg: GradientPush, *, return_weights: bool = True) -> tuple[Ticket, PushResult]:

@@ -129,7 +129,7 @@ if "rayac-test/GridAction-v0" not in gym.registry:
     gym.register("rayac-test/GridAction-v0", entry_point=GridActionEnv)
 
 
-@pytest.mark.parametrize("critic_lr", [5e-3, 1e-3])  # 1e-3: both groups alike, stepped in one kernel call
+@pytest.mark.parametrize("critic_lr", [5e-3, 1e-3])  # 1e-3: both groups with the same settings
 @pytest.mark.parametrize("explicit", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_fused_adam_step_is_torchs_fused_adam_bit_for_bit(weight_decay, explicit, critic_lr):

@@ -371,7 +371,6 @@ def test_a_shard_steps_alike_on_the_pushed_buffer_a_copy_of_it_and_torchs_own_st
                 m.setattr(parameter_server, "COPY_BELOW_BYTES", 0)
             if mode == "torch":
                 m.setattr(parameter_server.FusedAdamPlan, "of", classmethod(lambda cls, opt: None))
-                m.setattr(parameter_server, "fused_adam_step", lambda opt: False)
             for g in todo:
                 assert ps.push(GradientPush(ps.version, Payload(g))).applied
 
