@@ -69,12 +69,12 @@ def read_section(name: str) -> str:
     return found.group(1) if found else ""
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace this script's section of RESULTS.md (other scripts' sections are kept)."""
+def write_section(name: str, body: str, path: Path = RESULTS) -> None:
+    """Replace this script's section of RESULTS.md, or of ``path`` (other sections are kept)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
+        path.read_text()
+        if path.exists()
         else "# Benchmark results\n\nWritten by the scripts in benchmarks/.\n"
     )
     block = f"{start}\n{body.rstrip()}\n{end}"
@@ -82,6 +82,6 @@ def write_section(name: str, body: str) -> None:
     text = (
         pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     )
-    tmp = RESULTS.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
-    tmp.replace(RESULTS)
+    tmp.replace(path)
