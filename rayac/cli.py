@@ -109,12 +109,40 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the built-in presets")
 
     pl = sub.add_parser("plot", help="learning curves of one or more runs on one chart (PNG)")
-    pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with a metrics.jsonl)")
+    pl.add_argument("runs", nargs="+", metavar="RUN",
+                    help="run directories (each with a metrics.jsonl), or a sweep directory: its trials")  # fmt: skip
     pl.add_argument("--metric", default="eval/return_mean",
                     help="the metric to plot against env steps (default eval/return_mean; e.g. "
                     "rollout/episode_return_mean, train/value_loss, time/sps)")  # fmt: skip
     pl.add_argument("-o", "--output", default="curves.png", help="PNG file to write (default curves.png)")
     pl.add_argument("--title", help="chart title (default: the metric)")
+
+    sw = sub.add_parser(
+        "sweep", help="a hyperparameter sweep on Ray Tune (random / grid / optuna; ASHA or PBT)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="SPEC: choice(a,b,…) | uniform(lo,hi) | loguniform(lo,hi) | randint(lo,hi) (hi excluded).\n"
+        "e.g. rayac sweep --preset a2c_cartpole --search 'optim.lr=loguniform(1e-5,1e-1)' --samples 6 "
+        "--scheduler asha\nEach trial is a run under SWEEP_DIR/trials/; SWEEP_DIR/sweep.json holds the table.",
+    )  # fmt: skip
+    sw.add_argument("--preset", help="base config: a preset name or a YAML file")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the base config (repeatable)")  # fmt: skip
+    sw.add_argument(
+        "--search", action="append", default=[], metavar="KEY=SPEC", help="a searched field (repeatable)"
+    )
+    sw.add_argument(
+        "--samples", type=int, default=8, help="trials to sample (grid: repeats of the grid; default 8)"
+    )
+    sw.add_argument("--concurrent", type=int, default=2, help="trials at once (default 2)")
+    sw.add_argument(
+        "--metric", default="eval/return_mean", help="what to optimise (default eval/return_mean)"
+    )
+    sw.add_argument("--mode", default="max", help="max or min (default max)")
+    sw.add_argument("--scheduler", default="none", help="none | asha (early stopping) | pbt (default none)")
+    sw.add_argument("--pbt-interval", type=int, default=10_000, help="PBT: env steps between perturbations")
+    sw.add_argument("--search-alg", default="random", help="random | grid | optuna (default random)")
+    sw.add_argument("--sweep-dir", help="where trials and sweep.json go (default sweeps/<preset>-<time>)")
+    sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep's unfinished trials")
 
     for name, command in plugged_commands().items():
         run: Callable[[argparse.Namespace], int]
@@ -226,13 +254,48 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rayac.sweep import SweepSpec, run_sweep, sweep_table
+
+    if args.resume:
+        spec, sweep_dir = None, Path(args.resume)
+    else:
+        base = load_preset(args.preset) if args.preset else {}
+        spec = SweepSpec(base=apply_overrides(base, args.overrides), search=args.search, samples=args.samples,
+                         concurrent=args.concurrent, metric=args.metric, mode=args.mode, scheduler=args.scheduler,
+                         pbt_interval=args.pbt_interval, search_alg=args.search_alg)  # fmt: skip
+        spec.validate()  # ConfigError → exit 2 before anything is written or started
+        name = Path(args.preset).stem if args.preset else "sweep"
+        sweep_dir = Path(args.sweep_dir or f"sweeps/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    doc = run_sweep(spec, sweep_dir, resume=bool(args.resume))  # type: ignore[arg-type]
+    rows = sweep_table(doc)
+    table = Table(*rows[0], title=f"sweep {sweep_dir} ({doc['state']}; * = best by {doc['metric']})")
+    for row in rows[1:]:
+        table.add_row(*row)
+    out = Console()
+    out.print(table)
+    best = next((t for t in doc["trials"] if t["id"] == doc.get("best_trial")), None)
+    if best:
+        out.print(f"best trial: {best['id']} {best['config']} → {doc['metric']} {best['best']:.1f}")
+        out.print(f"replay it:  rayac evaluate {best['run_dir']}")
+    out.print(f"sweep.json: {Path(sweep_dir) / 'sweep.json'}")
+    return 0 if doc["state"] == "finished" else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "any_arguments", False):  # what parse_args does
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot,
+                "sweep": cmd_sweep}  # fmt: skip
     handler = handlers.get(args.command) or args.plugged
     try:
         return handler(args)

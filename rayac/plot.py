@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,24 @@ def load_curve(run: str | Path, metric: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def expand_sweeps(runs: list[str | Path]) -> tuple[list[str | Path], set[str]]:
+    """A sweep directory (with sweep.json) stands for its trials' runs; returns (runs, the best trials' runs)."""
+    out: list[str | Path] = []
+    best: set[str] = set()
+    for run in runs:
+        doc_path = Path(run) / "sweep.json"
+        if not doc_path.is_file():
+            out.append(run)
+            continue
+        doc = json.loads(doc_path.read_text())
+        trials = [t for t in doc.get("trials", []) if (Path(t["run_dir"]) / "metrics.jsonl").is_file()]
+        if not trials:
+            raise ConfigError("RUN", f"{run}: a sweep with no trial that has written metrics yet")
+        out += [t["run_dir"] for t in trials]
+        best |= {t["run_dir"] for t in trials if t["id"] == doc.get("best_trial")}
+    return out, best
+
+
 def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: str | None = None) -> Any:
     """Draw one line per run (labelled with the run's directory name) and write the PNG atomically.
 
@@ -34,6 +53,7 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    runs, best = expand_sweeps(runs)
     names = [Path(run).resolve().name for run in runs]
     # a run is labelled by its directory name, or by the path given when two names are the same
     labels = [name if names.count(name) == 1 else str(run) for name, run in zip(names, runs, strict=True)]
@@ -44,8 +64,10 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
             raise ConfigError("--metric", f"{run}: no records with '{metric}'")
         curves.append((label, xs, ys))
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for label, xs, ys in curves:
-        ax.plot(xs, ys, label=label, linewidth=1.6, marker="o" if len(xs) < 30 else None, markersize=3)
+    for (label, xs, ys), run in zip(curves, runs, strict=True):
+        top = str(run) in best
+        ax.plot(xs, ys, label=label + (" (best)" if top else ""), linewidth=3.0 if top else 1.6,
+                marker="o" if len(xs) < 30 else None, markersize=3, zorder=3 if top else 2)  # fmt: skip
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
     ax.set_title(title or metric)

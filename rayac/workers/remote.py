@@ -41,6 +41,18 @@ def init_ray(*, num_cpus: int | None = None) -> bool:
     return True
 
 
+def spread_strategy() -> Any:
+    """Where a run's actors go: spread over the nodes, or, when the run is itself a Tune trial (a sweep), into
+    the trial's placement group, whose bundles were sized from the same config."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = ray.util.get_current_placement_group()
+    if group is None:
+        return "SPREAD"
+    return PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)
+
+
 def _remote(cls: type, **options: Any):
     import ray
 
@@ -55,7 +67,7 @@ def make_rollout_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offse
         RolloutWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0
     )
     return [
-        actor_cls.options(scheduling_strategy="SPREAD").remote(
+        actor_cls.options(scheduling_strategy=spread_strategy()).remote(
             cfg, spec, worker_index=i, seed_offset=seed_offset
         )
         for i in range(count)
@@ -97,7 +109,7 @@ def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: i
     actor_cls = _remote(A3CWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0,
                         max_concurrency=2)  # fmt: skip
     return [
-        actor_cls.options(scheduling_strategy="SPREAD").remote(
+        actor_cls.options(scheduling_strategy=spread_strategy()).remote(
             cfg, spec, worker_index=i, seed_offset=seed_offset
         )
         for i in range(count)

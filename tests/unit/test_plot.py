@@ -78,3 +78,26 @@ def test_runs_with_the_same_directory_name_get_their_own_lines(tmp_path):
     runs = [fake_run(tmp_path / "a", "run", 1.0), fake_run(tmp_path / "b", "run", 2.0)]
     fig = plot_runs(runs, metric="eval/return_mean", out=tmp_path / "c.png")
     assert [line.get_label() for line in fig.axes[0].get_lines()] == [str(r) for r in runs]
+
+
+def test_a_sweep_directory_plots_every_trial_with_the_best_one_marked(tmp_path):
+    sweep = tmp_path / "sweep"
+    (sweep / "trials").mkdir(parents=True)
+    trials = []
+    for i, slope in enumerate((0.5, 3.0, 1.0)):
+        run = fake_run(sweep / "trials", f"t{i}", slope)
+        trials.append(
+            {"id": f"t{i}", "run_dir": str(run), "config": {}, "status": "succeeded", "best": slope}
+        )
+    (sweep / "sweep.json").write_text(
+        json.dumps({"metric": "eval/return_mean", "best_trial": "t1", "trials": trials})
+    )
+    fig = plot_runs([sweep], metric="eval/return_mean", out=tmp_path / "s.png")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["t0", "t1 (best)", "t2"]
+    assert lines[1].get_linewidth() > lines[0].get_linewidth()
+    assert main(["plot", str(sweep), "-o", str(tmp_path / "cli.png")]) == 0
+    (sweep / "sweep.json").write_text(
+        json.dumps({"trials": [{"id": "x", "run_dir": str(tmp_path / "none")}]})
+    )
+    assert main(["plot", str(sweep), "-o", str(tmp_path / "x.png")]) == 2
