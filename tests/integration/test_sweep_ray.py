@@ -117,3 +117,16 @@ def test_an_interrupted_sweep_resumes_its_unfinished_trials_and_reruns_no_finish
     steps = [json.loads(line)["time/env_steps"] for line in (Path(cut["run_dir"]) / "metrics.jsonl").open()]
     assert steps == sorted(steps) and steps[-1] == 24000  # continued from its checkpoint: never back to 0
     assert len(steps) == len(set(steps)) or steps.count(steps[-1]) <= 2  # the final evaluation's own record
+
+
+@pytest.mark.timeout(600)
+def test_optuna_searches_within_the_bounds(ray_session, tmp_path) -> None:
+    base = _base(2000, 1000, 2)
+    spec = SweepSpec(base=base, search=["optim.lr=loguniform(1e-4,1e-2)", "algo.ent_coef=uniform(0,0.05)"],
+                     samples=3, concurrent=1, search_alg="optuna")  # fmt: skip
+    doc = run_sweep(spec, tmp_path / "sweep")
+    assert doc["search_alg"] == "optuna" and doc["state"] == "finished" and len(doc["trials"]) == 3
+    configs = [t["config"] for t in doc["trials"]]
+    assert len({c["optim.lr"] for c in configs}) == 3
+    assert all(1e-4 <= c["optim.lr"] <= 1e-2 and 0 <= c["algo.ent_coef"] <= 0.05 for c in configs)
+    assert all(t["status"] == "succeeded" and t["best"] is not None for t in doc["trials"])

@@ -97,3 +97,11 @@ def test_the_console_table_marks_the_best_trial() -> None:
     assert rows[0] == ["trial", "optim.lr", "status", "env steps", "best eval/return_mean"]
     assert rows[1] == ["a", "1e-05", "stopped_early", "4,000", "9.0"]
     assert rows[2] == ["b *", "0.002", "succeeded", "20,000", "500.0"]
+
+
+def test_optuna_without_its_extra_is_one_clear_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna → ImportError
+    spec = SweepSpec(base=BASE, search=["optim.lr=loguniform(1e-4,1e-2)"], search_alg="optuna")
+    with pytest.raises(ConfigError, match=r"pip install 'rayac\[optuna\]'") as err:
+        spec.validate()
+    assert err.value.field == "--search-alg"
