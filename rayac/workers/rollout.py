@@ -163,6 +163,7 @@ class RolloutWorker:
             version=self.version,
             obs_moments=obs_moments,
             return_moments=return_moments,
+            last_obs=self.obs,
         )
 
     # -- exact resume

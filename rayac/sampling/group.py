@@ -1,0 +1,175 @@
+"""WorkerGroup: a run's rollout workers, N Ray actors or (N = 0) one worker in this process.
+
+The only code that knows remote from local. Algorithms publish weights and ask for rollouts:
+- ``sample_all()``: one rollout from every worker, in worker order (synchronous A2C);
+- ``feed(queue_size)``: rollouts as they arrive, every worker sampling continuously (IMPALA).
+A worker whose process dies is restarted by Ray (``max_restarts=-1``); the group retries the sample it lost on
+the restarted actor, with the newest weights, and counts the restart (``restarts``). Modelled on RLlib's
+EnvRunnerGroup and FaultTolerantActorManager, without their generality: rayac's workers are all alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.policy import ActorCritic
+from rayac.sampling.feed import InlineFeed, RolloutFeed, ThreadedFeed
+from rayac.types import Rollout
+from rayac.workers.rollout import RolloutWorker
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TIMEOUT_S = 600.0
+RESTART_WAIT_S = 120.0  # how long a sample waits for its worker's actor to come back
+RETRY_PAUSE_S = 0.5
+
+
+class WorkerGroup:
+    def __init__(
+        self,
+        cfg: Config,
+        spec: SpaceSpec,
+        *,
+        seed_offset: int = 0,
+        local_policy: ActorCritic | None = None,
+        what: str = "rollout workers",
+    ):
+        """``resources.num_workers`` actors on Ray, or one local worker (0). ``local_policy``: the local worker
+        samples with this module itself (an in-process learner's CPU policy: no weight copies at all)."""
+        self.cfg = cfg
+        self.restarts = 0
+        self.num_remote = cfg.resources.num_workers
+        self._weights: Any = (
+            None  # the published weights: an ObjectRef (remote) or a dict (local, not shared)
+        )
+        self._version = 0
+        if self.num_remote:
+            from rayac.workers.remote import make_rollout_workers, wait_for_actors
+
+            self.actors = make_rollout_workers(cfg, spec, count=self.num_remote, seed_offset=seed_offset)
+            wait_for_actors(self.actors, what=what, cfg=cfg)
+            self.local_worker = None
+        else:
+            self.actors = []
+            self.local_worker = RolloutWorker(
+                cfg, spec, worker_index=0, seed_offset=seed_offset, policy=local_policy
+            )
+            # the worker pins its process to 1 thread (right for an actor); here it shares the learner's
+            torch.set_num_threads(cfg.resources.learner_threads)
+        self._shared = local_policy is not None and not self.num_remote
+
+    @property
+    def num_workers(self) -> int:
+        """Workers that sample: the actors, or the one local worker."""
+        return self.num_remote or 1
+
+    # -- weights
+    def publish(self, get_weights: Callable[[], Any], version: int) -> None:
+        """Make ``(weights, version)`` what every sample started from now on uses. ``get_weights`` returns a
+        numpy state dict or an ObjectRef of one; it is not called when the local worker shares the learner's
+        policy. Remote: one ``ray.put``, every worker reads the same copy."""
+        self._version = version
+        if self._shared:
+            return
+        weights = get_weights()
+        if self.num_remote:
+            import ray
+
+            self._weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        else:
+            self._weights = weights
+
+    @property
+    def published_version(self) -> int:
+        return self._version
+
+    def sample_local(self) -> Rollout:
+        """One rollout of the local worker with the published weights."""
+        worker = self.local_worker
+        assert worker is not None, "sample_local needs num_workers=0"
+        if self._weights is not None and worker.version != self._version:
+            worker.set_weights(self._weights, self._version)
+        worker.version = self._version
+        return worker.sample()
+
+    # -- remote calls, with retries on a restarted actor
+    def submit(self, index: int) -> Any:
+        """Start a sample on actor ``index`` with the newest published weights; returns its ObjectRef."""
+        return self.actors[index].sample_with.remote(self._weights, self._version)
+
+    def fetch(self, index: int, ref: Any, *, deadline: float | None = None) -> tuple[Rollout, Any]:
+        """``(rollout, its ref)`` of a sample started by ``submit(index)``. A dead actor's sample is retried on
+        the restarted actor (with the newest weights) until ``deadline`` (default: RESTART_WAIT_S from now)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        deadline = deadline or time.monotonic() + RESTART_WAIT_S
+        counted = False
+        while True:
+            try:
+                return ray.get(ref, timeout=SAMPLE_TIMEOUT_S), ref
+            except RayActorError:  # died, or (ActorUnavailableError) still restarting
+                if time.monotonic() > deadline:
+                    raise
+                if not counted:  # Ray restarts the actor (max_restarts=-1); it needs the weights again
+                    self.restarts += 1
+                    counted = True
+                    log.warning("rollout worker %d died; retrying its sample on the restarted actor", index)
+                time.sleep(RETRY_PAUSE_S)
+                ref = self.submit(index)
+
+    def sample_all(self) -> tuple[list[Rollout], list[Any]]:
+        """One rollout from every worker with the published weights, in worker order: ``(rollouts, refs)``;
+        ``refs`` (remote only) lets a learner actor fetch the rollouts from the workers' nodes itself."""
+        if not self.num_remote:
+            return [self.sample_local()], []
+        refs = [self.submit(i) for i in range(self.num_remote)]
+        pairs = [self.fetch(i, ref) for i, ref in enumerate(refs)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def feed(self, *, queue_size: int) -> RolloutFeed:
+        """Rollouts as they arrive: remote workers sample continuously into a queue of ``queue_size``
+        (a thread keeps them busy); the local worker samples when asked, so learning and sampling alternate."""
+        if not self.num_remote:
+            return InlineFeed(self)
+        return ThreadedFeed(self, queue_size=queue_size)
+
+    # -- state, for exact resume
+    def get_states(self) -> list[bytes | None]:
+        """Each worker's ``get_state``, in worker order (the checkpoint's ``sampler.pkl``)."""
+        if not self.num_remote:
+            return [self.local_worker.get_state()]  # type: ignore[union-attr]
+        import ray
+
+        return ray.get([w.get_state.remote() for w in self.actors], timeout=SAMPLE_TIMEOUT_S)
+
+    def set_states(self, states: list[bytes | None]) -> bool:
+        """Put every worker back where ``get_states`` left it; False (nothing changed) for another worker count
+        or envs whose state was not saved."""
+        if len(states) != self.num_workers or any(s is None for s in states):
+            return False
+        if not self.num_remote:
+            self.local_worker.set_state(states[0])  # type: ignore[union-attr, arg-type]
+            return True
+        import ray
+
+        ray.get(
+            [w.set_state.remote(s) for w, s in zip(self.actors, states, strict=True)],
+            timeout=SAMPLE_TIMEOUT_S,
+        )
+        return True
+
+    def stop(self) -> None:
+        if self.num_remote:
+            from rayac.workers.remote import kill_actors
+
+            kill_actors(self.actors)
+        else:
+            self.local_worker.close()  # type: ignore[union-attr]
