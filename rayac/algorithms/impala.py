@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from rayac.algorithms.base import StepResult, concat_episodes
 from rayac.config import Config
@@ -30,6 +31,8 @@ class IMPALA:
             from rayac.workers.remote import init_ray
 
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
+        # before the network's init: its orthogonal init differs in the last bits across thread counts
+        torch.set_num_threads(res.learner_threads)
         self.learner = Learner(cfg, spec)
         shared = self.learner.policy if self.learner.device.type == "cpu" else None
         self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, local_policy=shared,
