@@ -141,6 +141,14 @@ class WorkerGroup:
             return InlineFeed(self)
         return ThreadedFeed(self, queue_size=queue_size)
 
+    def pids(self) -> list[int]:
+        """The workers' processes, in worker order (fault tests SIGKILL one)."""
+        if not self.num_remote:
+            return [self.local_worker.pid()]  # type: ignore[union-attr]
+        import ray
+
+        return ray.get([w.pid.remote() for w in self.actors], timeout=SAMPLE_TIMEOUT_S)
+
     # -- state, for exact resume
     def get_states(self) -> list[bytes | None]:
         """Each worker's ``get_state``, in worker order (the checkpoint's ``sampler.pkl``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import cloudpickle
@@ -190,6 +191,10 @@ class RolloutWorker:
         import ray
 
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+    def pid(self) -> int:
+        """This worker's process (fault tests SIGKILL it)."""
+        return os.getpid()
 
     def close(self) -> None:
         self.envs.close()
