@@ -1,7 +1,7 @@
 """IMPALA: asynchronous actor-critic with V-trace (Espeholt et al. 2018).
 
 Workers sample continuously, each rollout tagged with the weights version it was drawn with and the behaviour
-log-probabilities; the learner (in this process) takes ``algo.learner_batch_rollouts`` of them as they arrive,
+log-probabilities; the learner (in this process, or an actor: see LearnerHandle) takes ``algo.learner_batch_rollouts`` of them as they arrive,
 corrects their lag with V-trace, updates, and publishes the new weights (one ``ray.put``) for each worker's next
 rollout. With ``num_workers=0`` sampling and learning alternate in this process: on-policy (ρ = 1), exact and
 reproducible. Which of the two happens is the worker group's business, not this file's.
@@ -18,9 +18,9 @@ import torch
 from rayac.algorithms.base import StepResult, concat_episodes
 from rayac.config import Config
 from rayac.envs import SpaceSpec
+from rayac.learning import LearnerHandle
 from rayac.sampling import WorkerGroup
 from rayac.types import Rollout
-from rayac.workers.learner import Learner
 
 
 class IMPALA:
@@ -33,9 +33,8 @@ class IMPALA:
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
         # before the network's init: its orthogonal init differs in the last bits across thread counts
         torch.set_num_threads(res.learner_threads)
-        self.learner = Learner(cfg, spec)
-        shared = self.learner.policy if self.learner.device.type == "cpu" else None
-        self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, local_policy=shared,
+        self.learner = LearnerHandle(cfg, spec)
+        self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, local_policy=self.learner.local_policy,
                                  what="IMPALA rollout workers")  # fmt: skip
         self.feed = self.group.feed(queue_size=cfg.algo.rollout_queue_size)
         self.dropped_total = 0
@@ -46,7 +45,7 @@ class IMPALA:
         return self.learner.version
 
     def _publish(self) -> None:
-        self.group.publish(self.learner.get_weights, self.learner.version)
+        self.group.publish(self.learner.weights, self.learner.version)
 
     def _collect(self) -> tuple[list[Rollout], list[Rollout], list[int]]:
         """(rollouts to learn from, every rollout that arrived, their lags): ``learner_batch_rollouts`` rollouts
@@ -104,11 +103,14 @@ class IMPALA:
         out = {"impala/dropped_total": self.dropped_total}
         if self.group.num_remote:
             out["workers/restarts"] = self.group.restarts
+        if self.learner.remote:
+            out["learner/restarts"] = self.learner.restarts
         return out
 
     def restore_counters(self, saved: dict[str, int]) -> None:
         self.dropped_total = int(saved.get("impala/dropped_total", 0))
         self.group.restarts = int(saved.get("workers/restarts", 0))
+        self.learner.restarts = int(saved.get("learner/restarts", 0))
 
     def sampler_state(self) -> list[bytes | None]:
         """In process: the worker's envs, for an exact resume. Remote workers sample on their own clock, so no
@@ -123,3 +125,4 @@ class IMPALA:
     def stop(self) -> None:
         self.feed.close()
         self.group.stop()
+        self.learner.stop()

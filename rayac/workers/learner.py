@@ -6,6 +6,7 @@ a synchronous update are the same arithmetic.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,13 @@ class Learner:
             self.optimizer.load_state_dict(optimizer_state)
             set_learning_rates(self.optimizer, self.cfg.optim, self.cfg.run.stop.total_env_steps)
         self.version = version
+
+    def get_version(self) -> int:
+        return self.version
+
+    def pid(self) -> int:
+        """This learner's process (fault tests SIGKILL it)."""
+        return os.getpid()
 
     def node_id(self) -> str:
         import ray

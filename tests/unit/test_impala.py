@@ -82,7 +82,7 @@ def test_rollouts_beyond_max_lag_are_dropped_and_counted(cartpole_spec):
     algo = IMPALA(impala_cfg("algo.max_lag=2", "algo.learner_batch_rollouts=2"), cartpole_spec)
     try:
         rollout = algo.group.sample_local()
-        algo.learner.version = 5
+        algo.learner.local.version = 5
         algo.feed = StaleFeed(rollout, [1, 4, 2, 5])  # lags 4, 1, 3, 0: the first and third are dropped
         res = algo.train_step()
     finally:
