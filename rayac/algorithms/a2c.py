@@ -32,6 +32,12 @@ class A2C:
         self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, local_policy=self.learner.local_policy,
                                  what="A2C rollout workers")  # fmt: skip
         self._version = 0
+        self._publish()
+
+    def _publish(self) -> None:
+        """Right after each update (not at the next step's start): a learner actor killed between steps has
+        already stored the weights the workers read, and its death is found by the next update, which restores it."""
+        self.group.publish(self.learner.weights, self._version)
 
     @property
     def version(self) -> int:
@@ -39,11 +45,11 @@ class A2C:
 
     def train_step(self) -> StepResult:
         t0 = time.perf_counter()
-        self.group.publish(self.learner.weights, self._version)
         rollouts, refs = self.group.sample_all()
         t1 = time.perf_counter()
         metrics = self.learner.update(rollouts, refs)
         self._version = self.learner.version  # +1, or where a restarted learner actor came back
+        self._publish()
         t2 = time.perf_counter()
         metrics["time/sample_s"] = t1 - t0
         metrics["time/learn_s"] = t2 - t1
@@ -64,6 +70,7 @@ class A2C:
     def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
         self.learner.restore(weights, optimizer_state, version)
         self._version = version
+        self._publish()
 
     def counters(self) -> dict[str, int]:
         """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""

@@ -39,3 +39,26 @@ def test_impala_survives_a_sigkilled_worker(ray_session, tmp_path):
     assert max(r.get("workers/restarts", 0) for r in records) >= 1
     steps = [r["time/env_steps"] for r in records]
     assert steps == sorted(steps) and records[-1]["time/env_steps"] == result.env_steps
+
+
+@pytest.mark.parametrize("preset", ["impala_cartpole", "a2c_cartpole"])
+def test_a_sigkilled_learner_actor_is_restored_from_the_last_checkpoint(ray_session, tmp_path, preset):
+    """The learner as an actor (placed by learner_resources): SIGKILLed after the 4k-step checkpoint, it comes
+    back from that checkpoint's version, the restart is counted, and the run goes on to its end."""
+    callback, state = kill_once(6_000, lambda algo: algo.learner.pid())
+    cfg = impala_cfg("run.stop.total_env_steps=12000", "run.stop.target_return=null", "run.eval_interval_steps=0",
+                     "run.checkpoint_interval_steps=4000", "resources.learner_resources={learner_slot: 0}",
+                     "resources.learner_cpus=0")  # fmt: skip
+    cfg = build_config(base={**cfg.model_dump(mode="json"), "algo": build_config(preset=preset).algo.model_dump()},
+                       overrides=[])  # fmt: skip
+    result = rayac.Runner(cfg, run_dir=tmp_path / "run", callbacks=[callback]).run()
+    assert state["killed_at"] is not None and result.env_steps >= 12_000
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert max(r.get("learner/restarts", 0) for r in records) == 1
+    steps = [r["time/env_steps"] for r in records]
+    assert steps == sorted(steps) and records[-1]["time/env_steps"] == result.env_steps
+    updates = [r for r in records if "time/version" in r]
+    at_kill = next(r["time/version"] for r in updates if r["time/env_steps"] == state["killed_at"])
+    after = [r["time/version"] for r in updates if r["time/env_steps"] > state["killed_at"]]
+    checkpoint_version = next(r["time/version"] for r in updates if r["time/env_steps"] >= 4000)
+    assert checkpoint_version <= after[0] <= at_kill + 1  # back to the checkpoint, not to 0
