@@ -13,6 +13,7 @@ On 2 cores the bound for IMPALA over sync A2C with 2 workers is ~1.4x (sampling 
 one, overlapped instead of in series).
 
     python benchmarks/bench_impala.py [--seconds 30] [--rows raw-envpool,a2c-2w,impala-2w,...]
+    python benchmarks/bench_impala.py --cartpole-seeds 5   # time to solve CartPole: impala_cartpole vs a2c_cartpole, 2 workers
 """
 
 from __future__ import annotations
@@ -111,15 +112,44 @@ def label(row: str) -> str:
     return LABELS[kind].format(w=w, n=NUM_ENVS // max(w, 1), b=max(w, 1))
 
 
+def cartpole(seeds: int, *, write: bool) -> None:
+    """bench_core's time-to-solve protocol (greedy 10-episode mean >= 475, checked every 2,000 env steps, 200k
+    budget, each run its own process) for the two presets on 2 Ray workers, the same seeds, one after the other."""
+    import tempfile
+
+    from bench_core import BUDGET, EVAL_EPISODES, EVAL_EVERY, TARGET, solve_table
+    from common import machine, write_section
+
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    with tempfile.TemporaryDirectory() as tmp:
+        table, _ = solve_table(["rayac-a2c-2w", "rayac-impala-2w"], seeds, Path(tmp))
+    body = (f"## CartPole-v1: impala_cartpole vs a2c_cartpole on 2 Ray workers (bench_impala.py --cartpole-seeds)\n\n"
+            f"Machine: {machine()}. Run: `benchmarks/bench_impala.py --cartpole-seeds {seeds}` on {date.today()}. "
+            f"Greedy mean >= {TARGET:g} over {EVAL_EPISODES} episodes, checked every {EVAL_EVERY:,} env steps, budget "
+            f"{BUDGET:,}; seeds 0-{seeds - 1}; unsolved counts as infinite.\n\n{table}\n")  # fmt: skip
+    print(body)
+    if write:
+        write_section("bench_impala_cartpole", body)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument(
+        "--cartpole-seeds",
+        type=int,
+        default=0,
+        help="instead: time to solve CartPole-v1, impala_cartpole vs a2c_cartpole on 2 Ray workers, N seeds",
+    )
     args = p.parse_args()
     if args.one:
         print("RESULT " + json.dumps(measure(args.one, args.seconds)), flush=True)
+        return
+    if args.cartpole_seeds:
+        cartpole(args.cartpole_seeds, write=not args.no_write)
         return
 
     from common import machine, write_section

@@ -59,6 +59,7 @@ class ThreadedFeed:
         self._wait_s = 0.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.started = 0  # rollouts started on the workers so far
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rayac-rollout-feed", daemon=True)
@@ -104,6 +105,7 @@ class ThreadedFeed:
         group = self.group
         try:
             in_flight = {group.submit(i): i for i in range(group.num_remote)}
+            self.started += group.num_remote
             while not self._stop.is_set():
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
                 for ref in ready:
@@ -112,6 +114,7 @@ class ThreadedFeed:
                     if not self._put(rollout):
                         return
                     in_flight[group.submit(index)] = index  # its next rollout starts from the newest weights
+                    self.started += 1
         except BaseException as err:  # noqa: BLE001 - handed to the learner, which raises it
             log.exception("the rollout feed failed")
             self._put(err)

@@ -46,10 +46,9 @@ class WorkerGroup:
         self.cfg = cfg
         self.restarts = 0
         self.num_remote = cfg.resources.num_workers
-        self._weights: Any = (
-            None  # the published weights: an ObjectRef (remote) or a dict (local, not shared)
-        )
-        self._version = 0
+        # (weights, version), replaced whole: a feed thread never reads one's weights with the other's version.
+        # weights: an ObjectRef (remote), a dict (local, not shared), or None (local, shared: nothing to copy)
+        self._published: tuple[Any, int] = (None, 0)
         if self.num_remote:
             from rayac.workers.remote import make_rollout_workers, wait_for_actors
 
@@ -75,34 +74,35 @@ class WorkerGroup:
         """Make ``(weights, version)`` what every sample started from now on uses. ``get_weights`` returns a
         numpy state dict or an ObjectRef of one; it is not called when the local worker shares the learner's
         policy. Remote: one ``ray.put``, every worker reads the same copy."""
-        self._version = version
         if self._shared:
+            self._published = (None, version)
             return
         weights = get_weights()
         if self.num_remote:
             import ray
 
-            self._weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
-        else:
-            self._weights = weights
+            weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        self._published = (weights, version)
 
     @property
     def published_version(self) -> int:
-        return self._version
+        return self._published[1]
 
     def sample_local(self) -> Rollout:
         """One rollout of the local worker with the published weights."""
         worker = self.local_worker
         assert worker is not None, "sample_local needs num_workers=0"
-        if self._weights is not None and worker.version != self._version:
-            worker.set_weights(self._weights, self._version)
-        worker.version = self._version
+        weights, version = self._published
+        if weights is not None and worker.version != version:
+            worker.set_weights(weights, version)
+        worker.version = version
         return worker.sample()
 
     # -- remote calls, with retries on a restarted actor
     def submit(self, index: int) -> Any:
         """Start a sample on actor ``index`` with the newest published weights; returns its ObjectRef."""
-        return self.actors[index].sample_with.remote(self._weights, self._version)
+        weights, version = self._published
+        return self.actors[index].sample_with.remote(weights, version)
 
     def fetch(self, index: int, ref: Any, *, deadline: float | None = None) -> tuple[Rollout, Any]:
         """``(rollout, its ref)`` of a sample started by ``submit(index)``. A dead actor's sample is retried on

@@ -62,3 +62,36 @@ def test_a_sigkilled_learner_actor_is_restored_from_the_last_checkpoint(ray_sess
     after = [r["time/version"] for r in updates if r["time/env_steps"] > state["killed_at"]]
     checkpoint_version = next(r["time/version"] for r in updates if r["time/env_steps"] >= 4000)
     assert checkpoint_version <= after[0] <= at_kill + 1  # back to the checkpoint, not to 0
+
+
+def test_a_full_queue_holds_the_workers_back(ray_session):
+    """Backpressure: while the learner takes nothing, at most queue + one finished rollout per worker + the one
+    the feed thread holds are sampled (unbounded, 2 CartPole workers would start hundreds in 3 s)."""
+    import time
+
+    from rayac.envs import describe_env
+    from rayac.policy import build_policy, weights_to_numpy
+    from rayac.sampling import WorkerGroup
+
+    cfg = impala_cfg("algo.rollout_queue_size=1")
+    spec = describe_env(cfg.env)
+    group = WorkerGroup(cfg, spec)
+    feed = group.feed(queue_size=cfg.algo.rollout_queue_size)
+    try:
+        group.publish(lambda: weights_to_numpy(build_policy(spec, cfg.model, estimator="gae")), 7)
+        first = feed.get(1)
+        assert first[0].version == 7
+        time.sleep(3.0)
+        assert feed.started <= 1 + 1 + 2 + 1, (
+            feed.started
+        )  # taken, queued, one per worker, held by the thread
+        held = feed.started
+        assert len(feed.get(2)) == 2  # and it flows again once the learner takes
+        deadline = time.monotonic() + 30
+        while feed.started <= held and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert feed.started > held
+        assert feed.sampler_wait_s() > 1.0  # the held rollout's wait for room, counted once it got in
+    finally:
+        feed.close()
+        group.stop()
