@@ -2,7 +2,8 @@
 
 The only code that knows remote from local. Algorithms publish weights and ask for rollouts:
 - ``sample_all()``: one rollout from every worker, in worker order (synchronous A2C);
-- ``feed(queue_size)``: rollouts as they arrive, every worker sampling continuously (IMPALA).
+- ``feed(queue_size)``: rollouts as they arrive, every worker sampling continuously (IMPALA);
+- ``call_async`` / ``fetch`` / ``foreach``: any method of any worker class (A3C's workers, later).
 A worker whose process dies is restarted by Ray (``max_restarts=-1``); the group retries the sample it lost on
 the restarted actor, with the newest weights, and counts the restart (``restarts``). Modelled on RLlib's
 EnvRunnerGroup and FaultTolerantActorManager, without their generality: rayac's workers are all alike.
@@ -40,9 +41,14 @@ class WorkerGroup:
         seed_offset: int = 0,
         local_policy: ActorCritic | None = None,
         what: str = "rollout workers",
+        worker_cls: type = RolloutWorker,
+        actor_options: dict[str, Any] | None = None,
     ):
-        """``resources.num_workers`` actors on Ray, or one local worker (0). ``local_policy``: the local worker
-        samples with this module itself (an in-process learner's CPU policy: no weight copies at all)."""
+        """``resources.num_workers`` actors on Ray, or one local worker (0), of ``worker_cls`` (built as
+        ``worker_cls(cfg, spec, worker_index=i, seed_offset=...)``; ``actor_options`` add Ray actor options).
+        ``local_policy``: the local RolloutWorker samples with this module itself (an in-process learner's CPU
+        policy: no weight copies at all). ``publish``/``sample_all``/``feed`` need a RolloutWorker-like class;
+        ``call_async``/``fetch``/``foreach`` work with any."""
         self.cfg = cfg
         self.restarts = 0
         self.num_remote = cfg.resources.num_workers
@@ -50,16 +56,16 @@ class WorkerGroup:
         # weights: an ObjectRef (remote), a dict (local, not shared), or None (local, shared: nothing to copy)
         self._published: tuple[Any, int] = (None, 0)
         if self.num_remote:
-            from rayac.workers.remote import make_rollout_workers, wait_for_actors
+            from rayac.workers.remote import make_workers, wait_for_actors
 
-            self.actors = make_rollout_workers(cfg, spec, count=self.num_remote, seed_offset=seed_offset)
+            self.actors = make_workers(worker_cls, cfg, spec, count=self.num_remote, seed_offset=seed_offset,
+                                       **(actor_options or {}))  # fmt: skip
             wait_for_actors(self.actors, what=what, cfg=cfg)
             self.local_worker = None
         else:
             self.actors = []
-            self.local_worker = RolloutWorker(
-                cfg, spec, worker_index=0, seed_offset=seed_offset, policy=local_policy
-            )
+            extra = {"policy": local_policy} if local_policy is not None else {}
+            self.local_worker = worker_cls(cfg, spec, worker_index=0, seed_offset=seed_offset, **extra)
             # the worker pins its process to 1 thread (right for an actor); here it shares the learner's
             torch.set_num_threads(cfg.resources.learner_threads)
         self._shared = local_policy is not None and not self.num_remote
@@ -99,18 +105,19 @@ class WorkerGroup:
         return worker.sample()
 
     # -- remote calls, with retries on a restarted actor
-    def submit(self, index: int) -> Any:
-        """Start a sample on actor ``index`` with the newest published weights; returns its ObjectRef."""
-        weights, version = self._published
-        return self.actors[index].sample_with.remote(weights, version)
+    def call_async(self, index: int, method: str, *args: Any) -> Any:
+        """Start ``method(*args)`` on actor ``index``; returns its ObjectRef (for ``fetch``)."""
+        return getattr(self.actors[index], method).remote(*args)
 
-    def fetch(self, index: int, ref: Any, *, deadline: float | None = None) -> tuple[Rollout, Any]:
-        """``(rollout, its ref)`` of a sample started by ``submit(index)``. A dead actor's sample is retried on
-        the restarted actor (with the newest weights) until ``deadline`` (default: RESTART_WAIT_S from now)."""
+    def fetch(self, index: int, ref: Any, *, again: Callable[[], Any] | None = None) -> tuple[Any, Any]:
+        """``(result, its ref)`` of a call on actor ``index``. If the actor died, the call is made again on the
+        restarted actor (``again()``, default: a new sample with the newest weights), until RESTART_WAIT_S; the
+        restart is counted once."""
         import ray
         from ray.exceptions import RayActorError
 
-        deadline = deadline or time.monotonic() + RESTART_WAIT_S
+        again = again or (lambda: self.submit(index))
+        deadline = time.monotonic() + RESTART_WAIT_S
         counted = False
         while True:
             try:
@@ -118,12 +125,25 @@ class WorkerGroup:
             except RayActorError:  # died, or (ActorUnavailableError) still restarting
                 if time.monotonic() > deadline:
                     raise
-                if not counted:  # Ray restarts the actor (max_restarts=-1); it needs the weights again
+                if not counted:  # Ray restarts the actor (max_restarts=-1), which remembers nothing
                     self.restarts += 1
                     counted = True
-                    log.warning("rollout worker %d died; retrying its sample on the restarted actor", index)
+                    log.warning("worker %d died; retrying its call on the restarted actor", index)
                 time.sleep(RETRY_PAUSE_S)
-                ref = self.submit(index)
+                ref = again()
+
+    def foreach(self, method: str, args: Callable[[int], tuple] = lambda i: ()) -> list[Any]:
+        """``method(*args(i))`` on every worker i, local or remote, all at once; results in worker order."""
+        if not self.num_remote:
+            return [getattr(self.local_worker, method)(*args(0))]
+        refs = [self.call_async(i, method, *args(i)) for i in range(self.num_remote)]
+        return [self.fetch(i, ref, again=lambda i=i: self.call_async(i, method, *args(i)))[0]
+                for i, ref in enumerate(refs)]  # fmt: skip
+
+    def submit(self, index: int) -> Any:
+        """Start a sample on actor ``index`` with the newest published weights; returns its ObjectRef."""
+        weights, version = self._published
+        return self.call_async(index, "sample_with", weights, version)
 
     def sample_all(self) -> tuple[list[Rollout], list[Any]]:
         """One rollout from every worker with the published weights, in worker order: ``(rollouts, refs)``;
@@ -143,35 +163,19 @@ class WorkerGroup:
 
     def pids(self) -> list[int]:
         """The workers' processes, in worker order (fault tests SIGKILL one)."""
-        if not self.num_remote:
-            return [self.local_worker.pid()]  # type: ignore[union-attr]
-        import ray
-
-        return ray.get([w.pid.remote() for w in self.actors], timeout=SAMPLE_TIMEOUT_S)
+        return self.foreach("pid")
 
     # -- state, for exact resume
     def get_states(self) -> list[bytes | None]:
         """Each worker's ``get_state``, in worker order (the checkpoint's ``sampler.pkl``)."""
-        if not self.num_remote:
-            return [self.local_worker.get_state()]  # type: ignore[union-attr]
-        import ray
-
-        return ray.get([w.get_state.remote() for w in self.actors], timeout=SAMPLE_TIMEOUT_S)
+        return self.foreach("get_state")
 
     def set_states(self, states: list[bytes | None]) -> bool:
         """Put every worker back where ``get_states`` left it; False (nothing changed) for another worker count
         or envs whose state was not saved."""
         if len(states) != self.num_workers or any(s is None for s in states):
             return False
-        if not self.num_remote:
-            self.local_worker.set_state(states[0])  # type: ignore[union-attr, arg-type]
-            return True
-        import ray
-
-        ray.get(
-            [w.set_state.remote(s) for w, s in zip(self.actors, states, strict=True)],
-            timeout=SAMPLE_TIMEOUT_S,
-        )
+        self.foreach("set_state", lambda i: (states[i],))
         return True
 
     def stop(self) -> None:
