@@ -90,10 +90,6 @@ class WorkerGroup:
             weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
         self._published = (weights, version)
 
-    @property
-    def published_version(self) -> int:
-        return self._published[1]
-
     def sample_local(self) -> Rollout:
         """One rollout of the local worker with the published weights."""
         worker = self.local_worker
