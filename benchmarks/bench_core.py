@@ -31,7 +31,7 @@ def _solve_rayac(system: str, seed: int, run_dir: str) -> dict:
     import rayac
 
     algo, workers = system.split("-")[1], int(system.split("-")[2].rstrip("w"))
-    preset = "a3c_cartpole" if algo == "a3c" else "a2c_cartpole"
+    preset = f"{algo}_cartpole"  # a2c_cartpole, a3c_cartpole, impala_cartpole
     cfg = rayac.build_config(preset=preset, overrides=[
         f"env.seed={seed}", f"resources.num_workers={workers}", f"run.stop.total_env_steps={BUDGET}",
         f"run.stop.target_return={TARGET}", f"run.eval_interval_steps={EVAL_EVERY}",
@@ -189,7 +189,7 @@ def throughput_table(seconds: float = 5.0) -> str:
 def _ray_cfg(algo: str, workers: int, *extra: str):
     from rayac.config import build_config
 
-    preset = "a3c_cartpole" if algo == "a3c" else "a2c_cartpole"
+    preset = f"{algo}_cartpole"  # a2c_cartpole, a3c_cartpole, impala_cartpole
     return build_config(preset=preset, overrides=[f"resources.num_workers={workers}", *extra])
 
 

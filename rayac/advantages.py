@@ -10,6 +10,8 @@ return ever leaks from one episode into the next.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from rayac.config import AlgoConfig
@@ -102,6 +104,46 @@ def mc_returns(
     zeros = np.zeros_like(rewards[0])
     return nstep_returns(rewards, zeros[None].repeat(len(rewards), 0), zeros, terminated, truncated, final_values,
                          gamma=gamma)  # fmt: skip
+
+
+class VTrace(NamedTuple):
+    """V-trace's outputs, each (T, N): ``vs`` the critic's targets, ``pg_advantages`` the policy-gradient weights."""
+
+    vs: np.ndarray
+    pg_advantages: np.ndarray
+
+
+def vtrace(rewards: np.ndarray, values: np.ndarray, last_value: np.ndarray, terminated: np.ndarray,
+           truncated: np.ndarray, final_values: np.ndarray, *, log_rhos: np.ndarray, gamma: float,
+           rho_bar: float = 1.0, c_bar: float = 1.0, lam: float = 1.0) -> VTrace:  # fmt: skip
+    """V-trace (Espeholt et al. 2018, "IMPALA", eq. 1 and Remark 1), off-policy targets for a lagging behaviour μ.
+
+    log_rhos = log π(a_t|x_t) − log μ(a_t|x_t), the learner's policy π against the one that sampled (μ).
+        ρ_t = min(ρ̄, π/μ)                        truncated importance weight: which value function is learnt
+        c_t = λ · min(c̄, π/μ)                    "trace" coefficients: how fast a correction propagates back
+        δ_t V = ρ_t (r_t + γ V(x_{t+1}) − V(x_t))
+        v_s − V(x_s) = δ_s V + γ c_s (v_{s+1} − V(x_{s+1}))
+        A_s = ρ_s (r_s + γ v_{s+1} − V(x_s))       the policy-gradient advantage
+    V(x_{t+1}) is ``next_values``: 0 after a termination, V(final observation) after a truncation, and an episode's
+    end cuts the recursion (v_{t+1} = V(x_{t+1}) there), as in every other estimator here. At the rollout's end
+    v_T = V(x_T) = ``last_value``. With π = μ and ρ̄ = c̄ = λ = 1, v_s is the n-step return to the rollout's end.
+    """
+    rhos = np.exp(log_rhos.astype(np.float64))
+    clipped_rhos = np.minimum(rho_bar, rhos)
+    cs = lam * np.minimum(c_bar, rhos)
+    nxt = next_values(values, last_value, terminated, truncated, final_values).astype(np.float64)
+    not_done = ~(terminated | truncated)
+    deltas = clipped_rhos * (rewards + gamma * nxt - values)
+    vs_minus_v = np.zeros_like(deltas)  # v_s − V(x_s)
+    acc = np.zeros_like(deltas[0])  # v_{s+1} − V(x_{s+1}); 0 past the rollout's end
+    next_vs = np.zeros_like(deltas)  # v_{s+1}: what A_s bootstraps from
+    for t in reversed(range(len(deltas))):
+        next_vs[t] = nxt[t] + np.where(not_done[t], acc, 0.0)
+        acc = deltas[t] + gamma * cs[t] * np.where(not_done[t], acc, 0.0)
+        vs_minus_v[t] = acc
+    vs = values + vs_minus_v
+    pg_advantages = clipped_rhos * (rewards + gamma * next_vs - values)
+    return VTrace(vs.astype(np.float32), pg_advantages.astype(np.float32))
 
 
 def compute_advantages(rollout: Rollout, algo: AlgoConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         + "\n".join(config_reference()),
     )  # fmt: skip
     t.add_argument("--preset", help="a preset name (see `rayac presets`) or a YAML file")
-    t.add_argument("--algo", choices=["a2c", "a3c"], help="algorithm (algo.name)")
+    t.add_argument("--algo", choices=["a2c", "a3c", "impala"], help="algorithm (algo.name)")
     t.add_argument("--env", help="gymnasium env id (env.id)")
     t.add_argument("--workers", type=int, help="rollout worker actors; 0 = no Ray (resources.num_workers)")
     t.add_argument("--seed", type=int, help="base seed (env.seed)")

@@ -239,7 +239,11 @@ Estimator = Literal["mc", "nstep", "gae", "td", "q"]
 
 
 class AlgoConfig(_Section):
-    name: Literal["a2c", "a3c"] = Field("a2c", description="Algorithm: synchronous A2C or asynchronous A3C.")
+    name: Literal["a2c", "a3c", "impala"] = Field(
+        "a2c",
+        description="Algorithm: synchronous A2C, asynchronous A3C (workers push gradients), or IMPALA "
+        "(workers push trajectories; the learner corrects their lag with V-trace, which replaces the estimator).",
+    )
     estimator: Estimator = Field(
         "gae",
         description=(
@@ -312,6 +316,29 @@ class AlgoConfig(_Section):
         description="A3C: dtype of the gradients and weights on the wire; the parameter server keeps float32.",
     )
 
+    rho_bar: float = Field(
+        1.0, gt=0, le=1e6, description="IMPALA: ρ̄, the clip of the V-trace importance weights in δ_t and the "
+        "policy gradient (which value function is learnt: V^π for ρ̄ = ∞, V^μ near ρ̄ = 0)."
+    )  # fmt: skip
+    c_bar: float = Field(
+        1.0, gt=0, le=1e6, description="IMPALA: c̄, the clip of the V-trace trace coefficients (how far back a "
+        "correction reaches; the paper's c̄ = 1)."
+    )  # fmt: skip
+    vtrace_lambda: float = Field(
+        1.0, ge=0, le=1, description="IMPALA: λ of V-trace's traces, c_t = λ·min(c̄, π/μ) (1: the paper's default)."
+    )  # fmt: skip
+    learner_batch_rollouts: int = Field(
+        1, ge=1, le=1024, description="IMPALA: rollouts (one worker's num_envs × rollout_steps each) per update."
+    )  # fmt: skip
+    max_lag: int | None = Field(
+        None, ge=0, description="IMPALA: drop (and count) rollouts sampled with weights more than this many "
+        "versions behind the learner (None: keep every rollout; V-trace corrects the lag)."
+    )  # fmt: skip
+    rollout_queue_size: int = Field(
+        4, ge=1, le=1024, description="IMPALA: sampled rollouts held for the learner at most; a worker whose "
+        "rollout finds the queue full waits (backpressure, bounded memory)."
+    )  # fmt: skip
+
     @field_validator("ps_shards", mode="before")
     @classmethod
     def _shards(cls, value: Any) -> int | str:
@@ -331,6 +358,13 @@ class AlgoConfig(_Section):
             raise ConfigError(
                 "algo.batch_mode", "the 'mc' estimator needs whole episodes: use 'episodes' or 'auto'"
             )
+        if self.name == "impala" and self.estimator == "q":
+            raise ConfigError(
+                "algo.estimator", "'q' does not apply to impala (V-trace learns a state value V)"
+            )
+        if self.name == "impala" and self.episodic:
+            raise ConfigError("algo.batch_mode", "impala samples fixed-length rollouts: use 'steps' (or 'auto' "
+                              "with an estimator other than 'mc')")  # fmt: skip
         if self.q_baseline != "none" and self.estimator != "q":
             raise ConfigError("algo.q_baseline", "applies to the 'q' estimator only (set algo.estimator=q)")
         return self

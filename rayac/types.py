@@ -30,6 +30,7 @@ class Rollout(NamedTuple):
     version      int                          weights version the sample was drawn with
     obs_moments     Moments | None            mean/var/count of the observations (model.normalize_obs)
     return_moments  Moments | None            of the running discounted return (algo.scale_rewards)
+    last_obs     (N, *obs_shape) | None       s_T, so a learner can bootstrap from its own V(s_T) (IMPALA)
 
     obs keep the env's dtype: uint8 images stay uint8 until the CNN's first layer.
     """
@@ -50,6 +51,7 @@ class Rollout(NamedTuple):
     version: int
     obs_moments: Moments | None = None
     return_moments: Moments | None = None
+    last_obs: np.ndarray | None = None
 
 
 class Batch(NamedTuple):

@@ -58,6 +58,10 @@ def make_algorithm(cfg: Config, spec: SpaceSpec, *, seed_offset: int = 0, **kwar
         from rayac.algorithms.a3c import A3C
 
         return A3C(cfg, spec, seed_offset=seed_offset, **kwargs)
+    if cfg.algo.name == "impala":
+        from rayac.algorithms.impala import IMPALA
+
+        return IMPALA(cfg, spec, seed_offset=seed_offset)
     from rayac.algorithms.a2c import A2C
 
     return A2C(cfg, spec, seed_offset=seed_offset)

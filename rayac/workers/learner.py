@@ -6,6 +6,7 @@ a synchronous update are the same arithmetic.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from rayac.advantages import make_batch
 from rayac.config import Config, ConfigError, OptimConfig
 from rayac.envs import SpaceSpec
-from rayac.losses import actor_critic_loss, to_tensors
+from rayac.losses import actor_critic_loss, to_tensors, vtrace_loss
 from rayac.optim import RMSpropTF
 from rayac.policy import ActorCritic, build_policy, weights_to_numpy
 from rayac.types import Rollout
@@ -93,10 +94,13 @@ class Learner:
         self.version = 0
 
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
-        batch = to_tensors(make_batch(rollouts, self.cfg.algo), self.device)
         lr = self._anneal(sum(r.env_steps for r in rollouts))
         self.optimizer.zero_grad(set_to_none=True)
-        loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
+        if self.cfg.algo.name == "impala":  # V-trace on the learner's own V and log π, side by side in time
+            loss, metrics = vtrace_loss(self.policy, side_by_side(rollouts), self.cfg.algo, self.device)
+        else:
+            batch = to_tensors(make_batch(rollouts, self.cfg.algo), self.device)
+            loss, metrics = actor_critic_loss(self.policy, batch, self.cfg.algo)
         loss.backward()
         metrics["train/grad_norm"] = apply_gradients(
             self.policy, self.optimizer, None, self.cfg.algo.max_grad_norm
@@ -151,10 +155,41 @@ class Learner:
             set_learning_rates(self.optimizer, self.cfg.optim, self.cfg.run.stop.total_env_steps)
         self.version = version
 
+    def get_version(self) -> int:
+        return self.version
+
+    def pid(self) -> int:
+        """This learner's process (fault tests SIGKILL it)."""
+        return os.getpid()
+
     def node_id(self) -> str:
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+
+def side_by_side(rollouts: list[Rollout]) -> Rollout:
+    """Rollouts of the same length as one: their envs side by side, (T, N₁ + N₂ + …)."""
+    if len(rollouts) == 1:
+        return rollouts[0]
+    first = rollouts[0]
+
+    def cat(name: str, axis: int) -> np.ndarray:
+        return np.concatenate([getattr(r, name) for r in rollouts], axis=axis)
+
+    time_major = ("obs", "actions", "rewards", "terminated", "truncated", "values", "log_probs", "final_values",
+                  "mask")  # fmt: skip
+    last_obs = None if any(r.last_obs is None for r in rollouts) else cat("last_obs", 0)
+    return first._replace(
+        **{name: cat(name, 1) for name in time_major},
+        last_value=cat("last_value", 0),
+        last_obs=last_obs,
+        env_steps=sum(r.env_steps for r in rollouts),
+        episode_returns=cat("episode_returns", 0),
+        episode_lengths=cat("episode_lengths", 0),
+        obs_moments=None,
+        return_moments=None,
+    )
 
 
 def tensors_to_cpu(obj: Any) -> Any:

@@ -59,12 +59,14 @@ def _remote(cls: type, **options: Any):
     return ray.remote(**options)(cls)
 
 
-def make_rollout_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
-    """``count`` RolloutWorker actors, spread over nodes; Ray restarts one whose process dies."""
-    from rayac.workers.rollout import RolloutWorker
-
+def make_workers(
+    cls: type, cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0, **options: Any
+):
+    """``count`` actors of a worker class built as ``cls(cfg, spec, worker_index=i, seed_offset=...)``, spread over
+    nodes, one ``worker_cpus`` each; Ray restarts one whose process dies. ``options``: more actor options
+    (``max_concurrency``...)."""
     actor_cls = _remote(
-        RolloutWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0
+        cls, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0, **options
     )
     return [
         actor_cls.options(scheduling_strategy=spread_strategy()).remote(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import cloudpickle
@@ -163,6 +164,7 @@ class RolloutWorker:
             version=self.version,
             obs_moments=obs_moments,
             return_moments=return_moments,
+            last_obs=self.obs,
         )
 
     # -- exact resume
@@ -189,6 +191,10 @@ class RolloutWorker:
         import ray
 
         return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+    def pid(self) -> int:
+        """This worker's process (fault tests SIGKILL it)."""
+        return os.getpid()
 
     def close(self) -> None:
         self.envs.close()

@@ -45,10 +45,10 @@ def test_a2c_survives_a_killed_worker(ray_session):
     algo = A2C(cfg, describe_env(cfg.env))
     try:
         algo.train_step()
-        ray.kill(algo.workers[0], no_restart=False)  # the process dies; Ray restarts the actor
+        ray.kill(algo.group.actors[0], no_restart=False)  # the process dies; Ray restarts the actor
         steps = [algo.train_step() for _ in range(5)]
         assert all(s.num_steps == 2 * cfg.env.num_envs * cfg.algo.rollout_steps for s in steps)
-        assert algo.worker_restarts >= 1
+        assert algo.group.restarts >= 1
         assert algo.version == 6
     finally:
         algo.stop()
