@@ -206,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
-    out = Console()
+    out = Console(soft_wrap=True)  # piped: whole lines, never cut at 80 columns
     out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "
               f"{result.elapsed_s:.1f}s, {result.version:,} updates")  # fmt: skip
     if result.eval_return is not None:
@@ -233,7 +233,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluator = Evaluator(env_cfg, ckpt.build_policy(), episodes=args.episodes)
     stats = evaluator.evaluate()
     evaluator.close()
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(
         f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})"
     )

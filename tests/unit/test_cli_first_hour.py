@@ -183,3 +183,14 @@ def test_demo_preset_splits_its_envs_over_the_workers():
     cfg = build_config(preset="a2c_cartpole", overrides=["resources.num_workers=2", "env.num_envs=4"])
     assert (cfg.env.num_envs, cfg.env.num_envs_total) == (4, None)
     assert build_config(overrides=["resources.num_workers=2"]).env.num_envs == 8  # the default: per worker
+
+
+def test_piped_train_and_evaluate_lines_are_whole(capsys, tmp_path):
+    """Piped, rich wrapped at 80 columns: `version` went on a line of its own under a long checkpoint path."""
+    run = tmp_path / ("a-long-run-directory-name-" * 3)
+    assert main(["train", "--steps", "80", "--run-dir", str(run), "--set", "run.tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert f"\nreplay it:      rayac evaluate {run} --gif {run / 'agent.gif'}\n" in out
+    assert main(["evaluate", str(run), "--episodes", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"checkpoint {run / 'checkpoints' / 'ckpt_000000000080'} (80 env steps, version 2)"
