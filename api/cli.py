@@ -109,7 +109,7 @@ def startup_line(settings: Settings) -> str:
 def _submit_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--preset", help="a preset name or YAML/JSON config file")
     m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    m.add_argument("--name", help="a name for the job")
+    m.add_argument("--name", help="a name for the job (default: the preset's name)")
     m.add_argument(
         "--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)"
     )
@@ -178,7 +178,7 @@ def progress_line(record: dict) -> str:
         line += f"  train return {record['rollout/episode_return_mean']:7.1f}"
     if record.get("eval/return_mean") is not None:
         line += f"  eval return {record['eval/return_mean']:7.1f}"
-    return line
+    return line if "return" in line else line + "  (no episode finished yet)"
 
 
 def _print_policy(client: httpx.Client, job_id: str, *, token: bool) -> None:
@@ -193,8 +193,8 @@ def _print_policy(client: httpx.Client, job_id: str, *, token: bool) -> None:
     for n in shape:
         size *= n
     ret = policy.get("eval_return")
-    print(f"policy: {policy['checkpoint']} ({policy['env_steps']:,} env steps"
-          + (f", greedy eval return {ret:.1f})" if ret is not None else ")"))  # fmt: skip
+    print(f"policy {job_id}: checkpoint {policy['checkpoint']}, {policy['env_steps']:,} env steps"
+          + (f", greedy eval return {ret:.1f}" if ret is not None else ""))  # fmt: skip
     if size <= 64:  # one observation of zeros, as nested lists of the policy's shape
         zero: object = 0.0
         for n in reversed(shape):
@@ -219,11 +219,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=60) as client:
-            resp = client.post("/v1/jobs", json={"name": args.name, "config": cfg.model_dump(mode="json")})
+            name = args.name or (Path(args.preset).stem if args.preset else None)  # the dashboard shows it
+            resp = client.post("/v1/jobs", json={"name": name, "config": cfg.model_dump(mode="json")})
             if resp.status_code >= 400:
                 return fail(_error(resp))
             job = resp.json()
-            print(f"submitted {job['id']} ({job['status']})")
+            print(f"submitted {job['id']} ({job['status']})"
+                  + ("; following its metrics (Ctrl-C stops following, not the job)" if args.follow else ""))  # fmt: skip
             return _follow(client, job["id"], every_s=args.every, token=bool(token)) if args.follow else 0
     except httpx.TransportError as err:  # no service there, or it went away mid-stream
         return fail(f"--url {args.url}: {err}")

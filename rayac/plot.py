@@ -27,7 +27,9 @@ def load_curve(run: str | Path, metric: str) -> tuple[list[float], list[float]]:
             xs.append(float(record[X_KEY]))
             ys.append(float(record[metric]))
     if not xs:
-        close = difflib.get_close_matches(metric, sorted(seen), n=1)
+        # a name cut short (eval/return) means its mean first, then the nearest spelling
+        longer = sorted((k for k in seen if k.startswith(metric)), key=lambda k: (not k.endswith("_mean"), k))
+        close = longer[:1] or difflib.get_close_matches(metric, sorted(seen), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         have = ", ".join(sorted(seen - {X_KEY})) or "none"
         raise ConfigError("--metric", f"{run}: no records with '{metric}'; {hint}its metrics: {have}")

@@ -134,6 +134,10 @@ def test_plot_unknown_metric_names_the_ones_there(capsys, tmp_path):
     assert err == (f"rayac: error: --metric: {run}: no records with 'train/valueloss'; did you mean "
                    "'train/value_loss'? its metrics: train/entropy, train/value_loss\n")  # fmt: skip
     assert not (tmp_path / "c.png").exists()
+    (run / "metrics.jsonl").write_text(json.dumps({"time/env_steps": 80, "eval/return_std": 1.0,
+                                                   "eval/return_mean": 9.0}) + "\n")  # fmt: skip
+    assert main(["plot", str(run), "--metric", "eval/return", "-o", str(tmp_path / "c.png")]) == 2
+    assert "did you mean 'eval/return_mean'?" in capsys.readouterr().err
 
 
 def test_presets_are_whole_sentences_wrapped_under_their_column(capsys, monkeypatch):

@@ -116,11 +116,14 @@ def _sse(*events: dict) -> bytes:
     return b": ping\r\n\r\n" + b": ping\r\n\r\n".join(ServerSentEvent(**e).encode() for e in events)
 
 
-def _mock_service(monkeypatch, body: bytes, policy: dict | None = None, token: str | None = "t0k"):
+def _mock_service(monkeypatch, body: bytes, policy: dict | None = None, token: str | None = "t0k") -> list:
+    posted = []
+
     def handler(request: httpx.Request) -> httpx.Response:
         if token:
             assert request.headers["authorization"] == f"Bearer {token}"
         if request.method == "POST":
+            posted.append(json.loads(request.content))
             return httpx.Response(201, json={"id": "job-1", "status": "pending"})
         if request.url.path == "/v1/policies/job-1":
             return (
@@ -135,6 +138,7 @@ def _mock_service(monkeypatch, body: bytes, policy: dict | None = None, token: s
     monkeypatch.setattr(
         httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
     )
+    return posted
 
 
 def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch):
@@ -148,7 +152,7 @@ def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch
     assert main(["submit", "--follow", "--token", "t0k"]) == 1  # the job failed
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "submitted job-1 (pending)",
+        "submitted job-1 (pending); following its metrics (Ctrl-C stops following, not the job)",
         "      1,000 env steps  train return    20.5",
         "      2,000 env steps  eval return   500.0",
         "job-1: failed (boom)",
@@ -160,26 +164,26 @@ def test_submit_follow_is_readable_and_ends_with_the_policy_and_a_curl(capsys, m
     shown), training and eval returns labelled and rounded; then the policy and a curl that works."""
     records = [{"time/env_steps": 80 * i, "rollout/episode_return_mean": 20 + i / 3} for i in range(1, 200)]
     records[99]["eval/return_mean"] = 131.23456
+    records[0] = {"time/env_steps": 80}  # no episode has finished yet
     body = _sse(
         *({"id": str(i), "event": "metrics", "data": json.dumps(r)} for i, r in enumerate(records)),
         {"event": "status", "data": json.dumps({"status": "succeeded", "error": None})},
     )
-    policy = {"id": "job-1", "job_id": "job-1", "env_id": "CartPole-v1", "checkpoint": "/data/runs/job-1/ckpt_15920",
+    policy = {"id": "job-1", "job_id": "job-1", "env_id": "CartPole-v1", "checkpoint": "ckpt_000000015920",
               "observation_shape": [4], "observation_dtype": "float32", "action_space": {"type": "Discrete", "n": 2},
               "eval_return": 500.0, "env_steps": 15920}  # fmt: skip
-    _mock_service(monkeypatch, body, policy)
-    assert (
-        main(["submit", "--follow", "--token", "t0k", "--every", "3600", "--url", "http://127.0.0.1:8123"])
-        == 0
-    )
+    posted = _mock_service(monkeypatch, body, policy)
+    args = ["--preset", "a2c_cartpole", "--every", "3600", "--url", "http://127.0.0.1:8123"]
+    assert main(["submit", "--follow", "--token", "t0k", *args]) == 0
+    assert posted[0]["name"] == "a2c_cartpole"  # named after its preset, so the dashboard has a name to show
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "submitted job-1 (pending)",
-        "         80 env steps  train return    20.3",
+        "submitted job-1 (pending); following its metrics (Ctrl-C stops following, not the job)",
+        "         80 env steps  (no episode finished yet)",
         "      8,000 env steps  train return    53.3  eval return   131.2",
         "     15,920 env steps  train return    86.3",
         "job-1: succeeded",
-        "policy: /data/runs/job-1/ckpt_15920 (15,920 env steps, greedy eval return 500.0)",
+        "policy job-1: checkpoint ckpt_000000015920, 15,920 env steps, greedy eval return 500.0",
         "act on it:",
         "  curl -s -X POST http://127.0.0.1:8123/v1/policies/job-1/act -H 'content-type: application/json' "
         '-H "Authorization: Bearer $RAYAC_API_TOKEN" -d \'{"observations": [[0.0, 0.0, 0.0, 0.0]], '
@@ -189,14 +193,14 @@ def test_submit_follow_is_readable_and_ends_with_the_policy_and_a_curl(capsys, m
 
 def test_submit_follow_curl_for_an_image_policy_sends_base64(capsys, monkeypatch):
     body = _sse({"event": "status", "data": json.dumps({"status": "succeeded", "error": None})})
-    policy = {"id": "job-1", "job_id": "job-1", "env_id": "ALE/Pong-v5", "checkpoint": "/c", "eval_return": None,
+    policy = {"id": "job-1", "job_id": "job-1", "env_id": "ALE/Pong-v5", "checkpoint": "ckpt_000000000010", "eval_return": None,
               "observation_shape": [4, 84, 84], "observation_dtype": "uint8", "action_space": {}, "env_steps": 10}  # fmt: skip
     _mock_service(monkeypatch, body, policy, token=None)
     monkeypatch.delenv("RAYAC_API_TOKEN", raising=False)
     assert main(["submit", "--follow"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-3:] == [
-        "policy: /c (10 env steps)",
+        "policy job-1: checkpoint ckpt_000000000010, 10 env steps",
         "act on it:",
         "  curl -s -X POST http://127.0.0.1:8000/v1/policies/job-1/act -H 'content-type: application/json' "
         '-d \'{"observations_b64": "<base64 of 4x84x84 uint8>"}\'',
