@@ -78,10 +78,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    busy = _port_in_use(settings.host, settings.port)
+    if busy:
+        return fail(f"--port: {settings.host}:{settings.port} is taken ({busy}); another `rayac serve`? Pick "
+                    "another port with --port")  # fmt: skip
     app = create_app(settings)
     print(startup_line(settings), flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound now, or None. Checked before the start line, so a second ``rayac serve``
+    on the same port says so in one line instead of uvicorn's error after a line that says it is serving."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as uvicorn binds it: a port in TIME_WAIT is no conflict
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return None
 
 
 def startup_line(settings: Settings) -> str:
@@ -228,7 +248,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                   + ("; following its metrics (Ctrl-C stops following, not the job)" if args.follow else ""))  # fmt: skip
             return _follow(client, job["id"], every_s=args.every, token=bool(token)) if args.follow else 0
     except httpx.TransportError as err:  # no service there, or it went away mid-stream
-        return fail(f"--url {args.url}: {err}")
+        return fail(f"--url {args.url}: {err} (is `rayac serve` running there?)")
 
 
 serve = ServiceCommand(

@@ -91,6 +91,21 @@ def test_submit_to_no_service_is_one_line_exit_2(capsys):
     assert main(["submit", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--url http://127.0.0.1:9" in err[0], err
+    assert err[0].endswith("(is `rayac serve` running there?)")
+
+
+def test_serve_on_a_taken_port_is_one_line_exit_2_before_the_start_line(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--storage", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # no "rayac serve: http://…" line for a service that never served
+    assert out.err == (f"rayac: error: --port: 127.0.0.1:{port} is taken (Address already in use); another "
+                       "`rayac serve`? Pick another port with --port\n")  # fmt: skip
 
 
 @pytest.mark.parametrize(
