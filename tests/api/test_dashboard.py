@@ -131,6 +131,7 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
     assert atari.tag_name == "select" and atari.get_attribute("value") == '"auto"'
     options = d.execute_script("return [...arguments[0].options].map(o => [o.value, o.text])", atari)
     assert options == [["true", "true"], ["false", "false"], ['"auto"', "auto"]]
+    shot(d, tmp_path, "1b-submit-choice-dropdown", focus='[id="f-env.atari"]')
     set_field(d, "algo.gamma", "0.99")
     set_field(d, "run.stop.total_env_steps", "4000")
     set_field(d, "run.eval_interval_steps", "1000")
