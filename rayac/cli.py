@@ -138,9 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the built-in presets")
     r = sub.add_parser("runs", help="list local runs: algorithm, env, env steps, best evaluation, status")
-    r.add_argument(
-        "dir", nargs="?", default="runs", metavar="DIR", help="where the runs are (default ./runs)"
-    )
+    r.add_argument("dir", nargs="?", default=None, metavar="DIR", help="where the runs are (default ./runs)")
 
     pl = sub.add_parser("plot", help="learning curves of one or more runs on one chart (PNG)")
     pl.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with a metrics.jsonl)")
@@ -262,9 +260,11 @@ def cmd_presets(_: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from rayac.runs import format_runs, list_runs
 
-    runs = list_runs(args.dir)  # ConfigError (not a directory) → exit 2
+    root = args.dir or "runs"
+    # ConfigError (not a directory) → exit 2; no ./runs yet is no error, only no runs
+    runs = list_runs(root) if args.dir or Path(root).is_dir() else []
     if not runs:
-        print(f"no runs in {args.dir} (a run directory holds a config.json; start one with `rayac train`)")
+        print(f"no runs in {root} (a run directory holds a config.json; start one with `rayac train`)")
         return 0
     print(format_runs(runs))
     return 0

@@ -107,7 +107,10 @@ def test_runs_lists_local_runs(capsys, tmp_path):
     ]
 
 
-def test_runs_empty_and_missing_dirs(capsys, tmp_path):
+def test_runs_empty_and_missing_dirs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a new user, before the first run: no ./runs yet is not an error
+    assert run_cli(capsys, "runs") == (0, "no runs in runs (a run directory holds a config.json; start one with "
+                                          "`rayac train`)\n", "")  # fmt: skip
     code, out, _ = run_cli(capsys, "runs", str(tmp_path))
     assert code == 0
     assert (
