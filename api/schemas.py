@@ -80,6 +80,9 @@ class MetricsPage(BaseModel):
 class PolicyOut(BaseModel):
     id: str
     job_id: str
+    job_name: str | None = Field(
+        None, description="The name of the job that trained it, if it was given one."
+    )
     env_id: str
     checkpoint: str
     observation_shape: list[int]

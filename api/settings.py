@@ -7,7 +7,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from rayac.config import ConfigError
 
 
 class Settings(BaseModel):
@@ -106,7 +108,19 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
             )
     if "ray_address" not in values and env.get("RAY_ADDRESS"):
         values["ray_address"] = env["RAY_ADDRESS"]
-    return Settings.model_validate(values)
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as err:  # named as the operator wrote it: the variable, not the field
+        e = err.errors()[0]
+        name = str(e["loc"][0]) if e["loc"] else ""
+        var = (
+            f"RAYAC_{name.upper()}"
+            if f"RAYAC_{name.upper()}" in env or name != "ray_address"
+            else "RAY_ADDRESS"
+        )
+        msg = e["msg"].removeprefix("Value error, ").removeprefix(f"{var} ")
+        shown = "" if name == "api_token" else f" (it is {env.get(var, '')!r})"  # a secret is not echoed
+        raise ConfigError(var, msg + shown) from None
 
 
 @lru_cache

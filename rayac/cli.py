@@ -1,4 +1,4 @@
-"""The ``rayac`` command: train | evaluate | presets | plot, and the service's serve | submit.
+"""The ``rayac`` command: train | evaluate | presets | runs | plot, and the service's serve | submit.
 
 Bad input exits with code 2 and one line naming the field, before anything is written.
 
@@ -65,40 +65,70 @@ def _unavailable(name: str, reason: str, _args: argparse.Namespace) -> int:
                 "reinstall rayac so that its entry points are registered (make setup, or pip install -e .)")  # fmt: skip
 
 
-def config_reference(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every config key with its default and description, for ``--help``."""
+def config_reference(
+    model: type[BaseModel] = Config, prefix: str = "", *, width: int | None = None
+) -> list[str]:
+    """Every config key with its default and description, for ``--help``: a heading per section (``algo: The
+    algorithm and its estimator.``), each description wrapped to the terminal's width under its key."""
+    import shutil
+    import textwrap
+
+    width = width or min(shutil.get_terminal_size().columns, 120)
     lines = []
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            lines += config_reference(ann, f"{prefix}{name}.")
+            lines += ["", f"{prefix}{name}: {field.description or ''}"] if not prefix else []
+            lines += config_reference(ann, f"{prefix}{name}.", width=width)
             continue
         default = field.get_default(call_default_factory=True)
-        lines.append(f"  {prefix}{name} = {json.dumps(default)}\n      {field.description or ''}")
+        lines.append(f"  {prefix}{name} = {json.dumps(default)}")
+        lines += textwrap.wrap(field.description or "", width=width, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6, break_on_hyphens=False)  # fmt: skip
     return lines
 
 
+def _workers_arg(value: str) -> int | str:
+    """``--workers``: a count, or 'auto' (one per CPU), as resources.num_workers takes."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0 or 'auto' (one per CPU), not '{value}'"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
+    from rayac import __version__
+
     p = argparse.ArgumentParser(prog="rayac", description="Actor-critic RL on Ray: train, evaluate, serve.")
+    p.add_argument("--version", action="version", version=f"rayac {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
         "train", help="train an agent",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys for --set KEY=VALUE (values are YAML: 0.9, true, [64, 64], null):\n"
+        epilog="config keys for --set KEY=VALUE, by section\n(values are YAML: 0.9, true, [64, 64], null):\n"
         + "\n".join(config_reference()),
     )  # fmt: skip
-    t.add_argument("--preset", help="a preset name (see `rayac presets`) or a YAML file")
-    t.add_argument("--algo", choices=["a2c", "a3c", "impala"], help="algorithm (algo.name)")
-    t.add_argument("--env", help="gymnasium env id (env.id)")
-    t.add_argument("--workers", type=int, help="rollout worker actors; 0 = no Ray (resources.num_workers)")
-    t.add_argument("--seed", type=int, help="base seed (env.seed)")
-    t.add_argument("--steps", type=int, help="stop after this many env steps (run.stop.total_env_steps)")
-    t.add_argument("--run-dir", help="run directory (run.run_dir)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set algo.gamma=0.95 (repeatable)")  # fmt: skip
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (run.progress_bar=false)")
+    what = t.add_argument_group("what to train")
+    res = t.add_argument_group("resources")
+    run = t.add_argument_group("the run")
+    set_ = t.add_argument_group("any config field (see the keys below)")
+    what.add_argument("--preset", help="a preset name (see `rayac presets`) or a YAML file")
+    what.add_argument("--algo", choices=["a2c", "a3c", "impala"], help="algorithm (algo.name)")
+    what.add_argument("--env", help="gymnasium env id (env.id)")
+    res.add_argument("--workers", type=_workers_arg,
+                     help="rollout worker actors; 0 = no Ray, auto = one per CPU (resources.num_workers)")  # fmt: skip
+    what.add_argument("--seed", type=int, help="base seed (env.seed)")
+    run.add_argument("--steps", type=int, help="stop after this many env steps (run.stop.total_env_steps)")
+    run.add_argument("--run-dir", help="run directory (run.run_dir)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    set_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override any config field, e.g. --set algo.gamma=0.95 (repeatable)")  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (run.progress_bar=false)")
 
     e = sub.add_parser("evaluate", help="replay a trained policy greedily (and render a GIF)")
     e.add_argument("path", metavar="RUN_OR_CHECKPOINT")
@@ -107,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
 
     sub.add_parser("presets", help="list the built-in presets")
+    r = sub.add_parser("runs", help="list local runs: algorithm, env, env steps, best evaluation, status")
+    r.add_argument("dir", nargs="?", default=None, metavar="DIR", help="where the runs are (default ./runs)")
 
     pl = sub.add_parser("plot", help="learning curves of one or more runs on one chart (PNG)")
     pl.add_argument("runs", nargs="+", metavar="RUN",
@@ -200,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
-    out = Console()
+    out = Console(soft_wrap=True)  # piped: whole lines, never cut at 80 columns
     out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "
               f"{result.elapsed_s:.1f}s, {result.version:,} updates")  # fmt: skip
     if result.eval_return is not None:
@@ -227,7 +259,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluator = Evaluator(env_cfg, ckpt.build_policy(), episodes=args.episodes)
     stats = evaluator.evaluate()
     evaluator.close()
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(
         f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})"
     )
@@ -241,8 +273,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(_: argparse.Namespace) -> int:
-    for name, summary in list_presets().items():
-        print(f"{name:28s} {summary}")
+    import shutil
+    import textwrap
+
+    width = max(60, min(shutil.get_terminal_size().columns, 120))
+    presets = list_presets()
+    pad = max(map(len, presets)) + 2
+    for name, summary in presets.items():  # each summary a whole sentence, wrapped under its column
+        print("\n".join(textwrap.wrap(summary, width=width, initial_indent=name.ljust(pad),
+                                      subsequent_indent=" " * pad, break_on_hyphens=False)))  # fmt: skip
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rayac.runs import format_runs, list_runs
+
+    root = args.dir or "runs"
+    # ConfigError (not a directory) → exit 2; no ./runs yet is no error, only no runs
+    runs = list_runs(root) if args.dir or Path(root).is_dir() else []
+    if not runs:
+        print(f"no runs in {root} (a run directory holds a config.json; start one with `rayac train`)")
+        return 0
+    print(format_runs(runs))
     return 0
 
 
@@ -295,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown and not getattr(args, "any_arguments", False):  # what parse_args does
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot,
-                "sweep": cmd_sweep}  # fmt: skip
+                "sweep": cmd_sweep, "runs": cmd_runs}  # fmt: skip
     handler = handlers.get(args.command) or args.plugged
     try:
         return handler(args)

@@ -114,6 +114,15 @@ class EnvConfig(_Section):
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     num_envs: int = Field(8, ge=1, le=4096, description="Environments per rollout worker (one vector env).")
+    num_envs_total: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="The environments of the whole run, split over the rollout workers: each of max(1, "
+        "resources.num_workers) gets num_envs_total / workers (rounded up), and env.num_envs is set from it. The "
+        "batch, and so the updates per env step, stay as with 0 workers: adding workers adds throughput without "
+        "changing what is learned per sample. None: env.num_envs per worker.",
+    )
     vectorization: Literal["sync", "async"] = Field(
         "sync", description="Vector env kind: 'sync' steps in-process, 'async' in subprocesses."
     )
@@ -156,8 +165,7 @@ class EnvConfig(_Section):
             register_atari()  # raises naming the extra to install when ale-py is missing
             if value in gym.registry:
                 return value
-        close = difflib.get_close_matches(value, list(gym.registry), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = _env_id_hint(value)
         raise ValueError(f"unknown env id '{value}'{hint}")
 
     @field_validator("atari", mode="before")
@@ -170,6 +178,23 @@ class EnvConfig(_Section):
     @property
     def is_atari(self) -> bool:
         return self.id.startswith("ALE/") if self.atari == "auto" else bool(self.atari)
+
+
+def _env_id_hint(value: str) -> str:
+    """`` (did you mean 'ALE/Pong-v5'?)``: the same name in a namespace (Atari's ids live under ALE/) before the
+    nearest spelling, so ``Pong-v5`` is not sent to ``Ant-v5``."""
+    import contextlib
+
+    import gymnasium as gym
+
+    if "/" not in value:
+        from rayac.envs.extras import register_atari
+
+        with contextlib.suppress(ValueError):  # ale-py missing: no ALE/* ids to suggest
+            register_atari()
+    same_name = [k for k in gym.registry if "/" in k and k.rsplit("/", 1)[1].lower() == value.lower()]
+    close = same_name[:1] or difflib.get_close_matches(value, list(gym.registry), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class ModelConfig(_Section):
@@ -474,6 +499,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if self.env.num_envs_total is not None:  # derived, not assigned: validate_assignment would recurse
+            self.env.__dict__["num_envs"] = -(-self.env.num_envs_total // max(1, self.resources.num_workers))
         if self.model.architecture == "shared":
             for name in ("actor_lr", "critic_lr"):
                 if getattr(self.optim, name) is not None:
@@ -508,8 +535,41 @@ def describe_error(
     if msg.startswith(("Value error, ", "Assertion failed, ")):
         msg = msg.split(", ", 1)[1]
     if e["type"] == "extra_forbidden":
-        msg = "unknown field"
+        msg = "unknown field" + _nearest_key_hint([str(p) for p in e["loc"] if p not in skip])
     return loc or root, msg
+
+
+def config_keys(model: type[BaseModel] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]
+    """Every dotted key of the config, sections and fields: ``algo``, ``algo.gamma``, ``run.stop.target_return``."""
+    keys = []
+    for name, field in (model or Config).model_fields.items():
+        keys.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += config_keys(field.annotation, f"{prefix}{name}.")
+    return keys
+
+
+# what other libraries (SB3, RLlib) call a field, for the hint on an unknown key
+KEY_ALIASES = {
+    "learning_rate": "optim.lr", "n_steps": "algo.rollout_steps", "n_envs": "env.num_envs",
+    "total_timesteps": "run.stop.total_env_steps", "num_env_runners": "resources.num_workers",
+    "num_envs_per_env_runner": "env.num_envs", "env_id": "env.id", "seed": "env.seed",
+}  # fmt: skip
+
+
+def _nearest_key_hint(loc: list[str]) -> str:
+    """`` (did you mean 'algo.gamma'?)`` for an unknown ``algo.gama``; a leading non-config part (the REST body's
+    ``config``) is kept in the suggestion."""
+    lead = 1 if len(loc) > 1 and loc[0] not in Config.model_fields and loc[1] in Config.model_fields else 0
+    key = ".".join(loc[lead:])
+    keys = config_keys()
+    # a key in the wrong section (run.total_env_steps) is matched on its last part too
+    close = (
+        difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+        or [k for k in keys if k.rsplit(".", 1)[-1] == loc[-1] and k != key][:1]
+        or ([KEY_ALIASES[loc[-1]]] if loc[-1] in KEY_ALIASES else [])
+    )
+    return f" (did you mean '{'.'.join([*loc[:lead], close[0]])}'?)" if close else ""
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -544,6 +604,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = json.loads(json.dumps(data))  # deep copy of plain data
     for item in overrides:
         path, value = parse_override(item)
+        if path == ["env", "num_envs"] and isinstance(data.get("env"), dict):
+            data["env"].pop("num_envs_total", None)  # envs per worker asked for: no longer split from a total
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -557,12 +619,26 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 def list_presets() -> dict[str, str]:
-    """Preset name → its first comment line."""
+    """Preset name → the first sentence of its leading comment (which may run over several lines)."""
     out = {}
     for path in sorted(PRESETS_DIR.glob("*.yaml")):
-        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
-        out[path.stem] = first.lstrip("# ").strip()
+        comment = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comment.append(line.lstrip("# ").strip())
+        out[path.stem] = first_sentence(" ".join(comment))
     return out
+
+
+def first_sentence(text: str) -> str:
+    """Up to the first '.' that ends a sentence: followed by a space or the end, outside parentheses."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
+            return text[: i + 1]
+    return text
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:

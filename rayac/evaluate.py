@@ -59,6 +59,19 @@ class Evaluator:
         self.envs.close()
 
 
+def downscale_frame(frame: np.ndarray, k: int) -> np.ndarray:
+    """``frame`` (H, W, C) at 1/k resolution, each pixel the mean of its k×k block: a 1-pixel line (CartPole's
+    track) stays as a fainter line, where taking every k-th pixel drops it when it falls between."""
+    if k == 1:
+        return frame
+    h, w = frame.shape[0] // k * k, frame.shape[1] // k * k
+    total = np.zeros((h // k, w // k, *frame.shape[2:]), np.uint16)
+    for dy in range(k):  # k² strided adds: ~10x faster than a sum over a reshaped block axis
+        for dx in range(k):
+            total += frame[dy:h:k, dx:w:k]
+    return (total // (k * k)).astype(np.uint8)
+
+
 @torch.inference_mode()
 def play_episode(policy: ActorCritic, env_cfg: EnvConfig, *, seed: int = 0, max_steps: int = 1000,
                  downscale: int = 1) -> tuple[list[np.ndarray], float, int]:  # fmt: skip
@@ -68,13 +81,13 @@ def play_episode(policy: ActorCritic, env_cfg: EnvConfig, *, seed: int = 0, max_
     k = downscale
     try:
         obs, _ = env.reset(seed=seed)
-        frames = [env.render()[::k, ::k]]
+        frames = [downscale_frame(env.render(), k)]
         total, steps = 0.0, 0
         for steps in range(1, max_steps + 1):  # noqa: B007
             action = policy.actions(torch.as_tensor(obs[None]), deterministic=True)
             obs, reward, terminated, truncated, _ = env.step(policy.spec.clip_actions(action.numpy())[0])
             total += float(reward)
-            frames.append(env.render()[::k, ::k])
+            frames.append(downscale_frame(env.render(), k))
             if terminated or truncated:
                 break
     finally:

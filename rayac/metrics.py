@@ -135,16 +135,25 @@ def summary_table(record: dict[str, Any], title: str) -> Table:
 
 
 class ConsoleSink:
-    """A rich progress bar plus a summary table every ``interval_s`` seconds."""
+    """On a terminal: a rich progress bar plus a summary table every ``interval_s`` seconds. Piped (CI logs,
+    ``nohup``, a Ray job's log): one plain progress line every ``interval_s`` seconds and one at the end, which
+    read as text where a redrawn bar would be printed once, cut to the pipe's 80 columns."""
 
     def __init__(self, *, total_steps: int | None, interval_s: float, progress_bar: bool, title: str,
                  console: Console | None = None):  # fmt: skip
         self.console = console or Console(stderr=True)
         self.interval_s = interval_s
         self.title = title
-        self.last_table = 0.0
+        self.total_steps = total_steps
+        self.last_table = -math.inf  # the first record is shown at once
         self.progress = None
-        if progress_bar:
+        self.lines = not self.console.is_terminal
+        self.last_record: dict[str, Any] | None = None
+        self.best_eval: float | None = None
+        self.last_eval: float | None = None
+        self.printed: dict[str, Any] | None = None  # the record of the last progress line
+        self.last_line: tuple[float, int] | None = None  # (elapsed_s, env_steps) of the last line printed
+        if progress_bar and not self.lines:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} steps"),
                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -153,7 +162,37 @@ class ConsoleSink:
             self.task = self.progress.add_task(title, total=total_steps, info="")
             self.progress.start()
 
+    def progress_line(self, record: dict[str, Any]) -> str:
+        """``run  12,000/200,000 steps (6%)  return 45.2  eval 116.7 (best 130.0)  2,310 steps/s  0:00:05  ~0:01:21
+        left``: what the bar shows, as one line of text."""
+        steps, elapsed = int(record.get("time/env_steps", 0)), float(record.get("time/elapsed_s", 0.0))
+        parts = [self.title]
+        if self.total_steps:
+            parts.append(f"{steps:,}/{self.total_steps:,} steps ({100 * steps / self.total_steps:.0f}%)")
+        else:
+            parts.append(f"{steps:,} steps")
+        if "rollout/episode_return_mean" in record:
+            parts.append(f"return {record['rollout/episode_return_mean']:.1f}")
+        if self.best_eval is not None and self.last_eval is not None:
+            last = self.last_eval
+            parts.append(
+                f"eval {last:.1f}" + (f" (best {self.best_eval:.1f})" if self.best_eval != last else "")
+            )
+        since_s, since_steps = self.last_line or (0.0, 0)
+        rate = (steps - since_steps) / (elapsed - since_s) if elapsed > since_s else None
+        if rate:
+            parts.append(f"{rate:,.0f} steps/s")
+        parts.append(_clock(elapsed))
+        if rate and self.total_steps and steps < self.total_steps:
+            parts.append(f"~{_clock((self.total_steps - steps) / rate)} left")
+        self.last_line = (elapsed, steps)
+        return "  ".join(parts)
+
     def write(self, record: dict[str, Any]) -> None:
+        self.last_record = record
+        if "eval/return_mean" in record:
+            self.last_eval = float(record["eval/return_mean"])
+            self.best_eval = self.last_eval if self.best_eval is None else max(self.best_eval, self.last_eval)
         if self.progress is not None:
             info = []
             if "rollout/episode_return_mean" in record:
@@ -164,11 +203,24 @@ class ConsoleSink:
         now = time.monotonic()
         if now - self.last_table >= self.interval_s:
             self.last_table = now
-            self.console.print(summary_table(record, self.title))
+            if self.lines:
+                self.console.print(self.progress_line(record), markup=False, highlight=False, soft_wrap=True)
+                self.printed = record
+            else:
+                self.console.print(summary_table(record, self.title))
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+        elif self.lines and self.last_record is not None and self.printed is not self.last_record:
+            self.console.print(
+                self.progress_line(self.last_record), markup=False, highlight=False, soft_wrap=True
+            )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class MetricLogger:

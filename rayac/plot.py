@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -14,15 +15,25 @@ X_KEY = "time/env_steps"
 
 
 def load_curve(run: str | Path, metric: str) -> tuple[list[float], list[float]]:
-    """(env steps, values) of ``metric`` in a run directory; records without the metric are skipped."""
+    """(env steps, values) of ``metric`` in a run directory; records without the metric are skipped.
+
+    A metric the run never wrote is a ConfigError that lists the numeric metrics it did write."""
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise ConfigError("RUN", f"{run}: no metrics.jsonl (is it a run directory?)")
-    xs, ys = [], []
+    xs, ys, seen = [], [], set()
     for record in read_metrics(path):
+        seen.update(k for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool))
         if metric in record and X_KEY in record:
             xs.append(float(record[X_KEY]))
             ys.append(float(record[metric]))
+    if not xs:
+        # a name cut short (eval/return) means its mean first, then the nearest spelling
+        longer = sorted((k for k in seen if k.startswith(metric)), key=lambda k: (not k.endswith("_mean"), k))
+        close = longer[:1] or difflib.get_close_matches(metric, sorted(seen), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        have = ", ".join(sorted(seen - {X_KEY})) or "none"
+        raise ConfigError("--metric", f"{run}: no records with '{metric}'; {hint}its metrics: {have}")
     return xs, ys
 
 
@@ -60,8 +71,6 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
     curves = []
     for run, label in zip(runs, labels, strict=True):
         xs, ys = load_curve(run, metric)
-        if not xs:
-            raise ConfigError("--metric", f"{run}: no records with '{metric}'")
         curves.append((label, xs, ys))
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for (label, xs, ys), run in zip(curves, runs, strict=True):

@@ -116,6 +116,7 @@ class Runner:
         self.env_steps = self.iterations = self.episodes = 0
         self.elapsed_before = 0.0  # training time of earlier sessions of this run (resume)
         self.best_eval: float | None = None
+        self.saved_version = 0  # the version of the last checkpoint written
         self.last_eval: float | None = None
         # the last EPISODE_WINDOW finished episodes (return, length): rollout/episode_*_mean, saved in checkpoints
         self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=EPISODE_WINDOW)
@@ -185,6 +186,8 @@ class Runner:
         save_checkpoint(path, weights=weights, optimizer_state=optimizer_state, cfg=self.cfg, spec=self.spec,
                         state=state, sampler=self.algo.sampler_state())  # fmt: skip
         prune_checkpoints(self.run_dir, self.cfg.run.keep_checkpoints)
+        # A3C's server runs ahead of algo.version (its last poll): the result names what was saved
+        self.saved_version = version
         return path
 
     def evaluate(self) -> dict[str, float]:
@@ -299,7 +302,7 @@ class Runner:
         result = RunResult(
             run_dir=str(self.run_dir), checkpoint=str(ckpt_path) if ckpt_path else None, stop_reason=stop_reason,
             env_steps=self.env_steps, iterations=self.iterations, episodes=self.episodes, elapsed_s=elapsed,
-            version=self.algo.version, eval_return=self.last_eval, best_eval_return=self.best_eval, solved=solved,
+            version=self.saved_version if ckpt_path else self.algo.version, eval_return=self.last_eval, best_eval_return=self.best_eval, solved=solved,
         )  # fmt: skip
         atomic_write_text(self.run_dir / "result.json", json.dumps(asdict(result), indent=2))
         return result

@@ -146,8 +146,11 @@ class PolicyService:
             self.cache.popitem(last=False)
         return batcher
 
-    def describe(self, policy_id: str) -> dict[str, Any]:
+    def describe(self, policy_id: str, *, job_name: str | None = None) -> dict[str, Any]:
+        """``job_name``: the job's name when the caller has its record already (else it is read)."""
         ckpt = self._checkpoint_of(policy_id)
+        if job_name is None:
+            job_name = self.jobs.store.get(policy_id).name
         state = json.loads((ckpt / "state.json").read_text())
         spaces = json.loads((ckpt / "spaces.json").read_text())
         config = json.loads((ckpt / "config.json").read_text())
@@ -157,7 +160,7 @@ class PolicyService:
         else:
             action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
         return {
-            "id": policy_id, "job_id": policy_id, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
+            "id": policy_id, "job_id": policy_id, "job_name": job_name, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
             "observation_shape": spaces["obs_shape"], "observation_dtype": spaces["obs_dtype"], "action_space": action,
             "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
         }  # fmt: skip
@@ -166,7 +169,7 @@ class PolicyService:
         out = []
         for rec in self.jobs.store.all():
             if latest_checkpoint(Path(rec.run_dir)) is not None:
-                out.append(self.describe(rec.id))
+                out.append(self.describe(rec.id, job_name=rec.name))
         return out
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,

@@ -54,12 +54,15 @@ export function jobsPage(view) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
-// Each chart: a title and the record keys it plots against time/env_steps.
+// Each chart: a title and the record keys it plots against time/env_steps. fromZero: returns are drawn from 0
+// (when none is negative), so a drop from 500 to 427 looks like the 15 % it is, not a crash; right: keys on
+// their own axis at the right (the value loss is often 100x the policy loss and the entropy).
 const CHARTS = [
-  { id: "episode", title: "Episode return (training)", keys: ["rollout/episode_return_mean"] },
-  { id: "eval", title: "Eval return (greedy)", keys: ["eval/return_mean"] },
-  { id: "losses", title: "Losses", keys: ["train/policy_loss", "train/value_loss", "train/entropy"] },
-  { id: "sps", title: "Env steps / s", keys: ["time/sps"] },
+  { id: "episode", title: "Episode return (training)", keys: ["rollout/episode_return_mean"], fromZero: true },
+  { id: "eval", title: "Eval return (greedy)", keys: ["eval/return_mean"], fromZero: true },
+  { id: "losses", title: "Losses (value loss: right axis)",
+    keys: ["train/policy_loss", "train/value_loss", "train/entropy"], right: ["train/value_loss"] },
+  { id: "sps", title: "Env steps / s", keys: ["time/sps"], fromZero: true },
 ];
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 
@@ -67,14 +70,35 @@ function chartWidth(host) {
   return Math.max(300, host.clientWidth - 10);
 }
 
+// A legend number: thousands separated when large, three significant digits otherwise.
+function legendNumber(v) {
+  return Math.abs(v) >= 1000 ? Math.round(v).toLocaleString("en") : Number(v.toPrecision(3)).toString();
+}
+
+// The legend shows the newest value without hovering (idx null), and under the cursor the newest value at or
+// before it (evaluations are sparse: most records have none).
+function legendValue(u, _raw, si, idx) {
+  const d = u.data[si];
+  let i = idx ?? d.length - 1;
+  while (i >= 0 && (d[i] === null || d[i] === undefined)) i--;
+  return i < 0 ? "–" : legendNumber(d[i]);
+}
+
+function fromZero(_u, min, max) {
+  if (min === null || max === null) return [0, 1];
+  return min >= 0 ? [0, max > 0 ? max * 1.05 : 1] : uPlot.rangeNum(min, max, 0.1, true);
+}
+
 function makeChart(spec, host) {
+  const right = spec.right || [];
   const opts = {
     width: chartWidth(host), height: 220, title: spec.title,
-    scales: { x: { time: false } },
-    axes: [{ label: "env steps" }, { size: 64 }],
-    series: [{ label: "env steps" }, ...spec.keys.map((k, i) => ({
-      label: k.split("/")[1], stroke: COLORS[i], width: 1.5, spanGaps: true,
-      points: { show: spec.id === "eval" },
+    scales: { x: { time: false }, y: spec.fromZero ? { range: fromZero } : {}, ...(right.length ? { right: {} } : {}) },
+    axes: [{ label: "env steps" }, { size: 64 },
+      ...(right.length ? [{ scale: "right", side: 1, size: 64, grid: { show: false }, stroke: COLORS[1] }] : [])],
+    series: [{ label: "env steps", value: legendValue }, ...spec.keys.map((k, i) => ({
+      label: k.split("/")[1], stroke: COLORS[i], width: 1.5, spanGaps: true, value: legendValue,
+      scale: right.includes(k) ? "right" : "y", points: { show: spec.id === "eval" },
     }))],
   };
   return new uPlot(opts, [[], ...spec.keys.map(() => [])], host);
@@ -112,7 +136,10 @@ export function jobPage(view, jobId) {
   let drawPending = false;
   function draw() {
     drawPending = false;
-    plots.forEach((plot, i) => plot.setData([data.x, ...data.series[i]]));
+    plots.forEach((plot, i) => {
+      plot.setData([data.x, ...data.series[i]]);
+      plot.setLegend({ idx: plot.cursor.idx ?? null }); // the newest values, unless the cursor points elsewhere
+    });
     points.textContent = `${data.x.length} records`;
   }
   function onRecord(id, record) {
@@ -162,6 +189,7 @@ export function jobPage(view, jobId) {
   });
   window.rayacStream = stream; // for the browser test: drop() a connection, then read ids/gaps
   window.rayacData = data;
+  window.rayacPlots = plots; // for the browser test: axis ranges
   stopBtn.addEventListener("click", async () => {
     stopBtn.disabled = true;
     stopBtn.textContent = "Stopping…";

@@ -91,7 +91,8 @@ export function policiesPage(view) {
           panel.replaceChildren(panel.childElementCount ? "" : tryPanel(p));
         });
         return h("div", { class: "card policy", dataset: { policyId: p.id } },
-          h("div", { class: "row" }, h("b", {}, p.id), h("span", {}, p.env_id),
+          h("div", { class: "row" }, h("b", { class: "policy-name" }, p.job_name || p.id),
+            p.job_name ? h("span", { class: "muted policy-id" }, p.id) : null, h("span", {}, p.env_id),
             h("span", { class: "muted" }, `${p.checkpoint} · ${fmt(p.env_steps)} env steps · eval return `
               + `${fmt(p.eval_return)} · obs [${p.observation_shape.join(", ")}] · ${describeAction(p.action_space)}`),
             h("a", { href: `#/jobs/${encodeURIComponent(p.job_id)}` }, "job"), tryBtn),

@@ -12,7 +12,7 @@ function resolve(schema, node) {
   return node.$ref ? schema.$defs[node.$ref.split("/").pop()] : node;
 }
 
-// What kind of input a leaf field gets: {kind: enum|bool|number|text|json, nullable, options}.
+// What kind of input a leaf field gets: {kind: enum|choice|bool|number|text|json, nullable, options}.
 function kindOf(prop) {
   const alts = prop.anyOf || [prop];
   const nullable = alts.some((a) => a.type === "null");
@@ -20,6 +20,11 @@ function kindOf(prop) {
   const first = main[0] || {};
   if (main.length === 1 && first.enum) return { kind: "enum", nullable, options: first.enum };
   if (main.length === 1 && first.type === "boolean") return { kind: "bool", nullable };
+  // a few values of mixed types (env.atari: true, false or "auto"): a dropdown whose options keep their type
+  if (main.length > 1 && main.every((a) => a.type === "boolean" || a.enum || a.const !== undefined)) {
+    const options = main.flatMap((a) => (a.type === "boolean" ? [true, false] : a.enum || [a.const]));
+    return { kind: "choice", nullable, options: nullable ? [null, ...options] : options };
+  }
   if (main.every((a) => ["integer", "number"].includes(a.type) || a.const !== undefined)) {
     return { kind: "number", nullable };
   }
@@ -46,6 +51,9 @@ function buildFields(schema, node, path, fields) {
     if (kind.kind === "enum") {
       input = h("select", {}, [...(kind.nullable ? [""] : []), ...kind.options]
         .map((o) => h("option", { value: o }, o === "" ? "(none)" : o)));
+    } else if (kind.kind === "choice") {
+      input = h("select", {}, kind.options.map((o) => h("option", { value: JSON.stringify(o) },
+        o === null ? "(none)" : String(o))));
     } else if (kind.kind === "bool") {
       input = h("input", { type: "checkbox" });
     } else {
@@ -67,6 +75,7 @@ function setValue(field, value) {
   const { kind, input } = field;
   if (kind.kind === "bool") input.checked = Boolean(value);
   else if (kind.kind === "enum") input.value = value ?? "";
+  else if (kind.kind === "choice") input.value = JSON.stringify(value ?? null);
   else if (kind.kind === "json") input.value = value === null || value === undefined ? "" : JSON.stringify(value);
   else input.value = value === null || value === undefined ? "" : String(value);
 }
@@ -74,6 +83,7 @@ function setValue(field, value) {
 function getValue(field) {
   const { kind, input } = field;
   if (kind.kind === "bool") return input.checked;
+  if (kind.kind === "choice") return JSON.parse(input.value);
   const raw = input.value.trim();
   if (raw === "" && kind.nullable) return null;
   if (kind.kind === "number") return NUMBER.test(raw) ? Number(raw) : raw; // "auto", or a mistake to report

@@ -126,6 +126,12 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
     wait(d, lambda d: "less than 1" in css(d, gamma_error).text, what="gamma's error next to it")
     assert "invalid" in css(d, '[data-field="algo.gamma"]').get_attribute("class")
     shot(d, tmp_path, "1-submit-validation-error", focus=gamma_error)
+    # a field of a few values of mixed types (true, false or "auto") is a dropdown that keeps their types
+    atari = css(d, '[id="f-env.atari"]')
+    assert atari.tag_name == "select" and atari.get_attribute("value") == '"auto"'
+    options = d.execute_script("return [...arguments[0].options].map(o => [o.value, o.text])", atari)
+    assert options == [["true", "true"], ["false", "false"], ['"auto"', "auto"]]
+    shot(d, tmp_path, "1b-submit-choice-dropdown", focus='[id="f-env.atari"]')
     set_field(d, "algo.gamma", "0.99")
     set_field(d, "run.stop.total_env_steps", "4000")
     set_field(d, "run.eval_interval_steps", "1000")
@@ -154,8 +160,11 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
     assert evals == sum("eval/return_mean" in r for r in records) >= 4
     wait(d, lambda d: "ckpt_" in css(d, "#job-checkpoints").text, 30, "the checkpoint row")
     assert '"total_env_steps": 4000' in css(d, "#job-config").text
+    assert '"atari": "auto"' in css(d, "#job-config").text  # the dropdown sent the string, not JSON text
     wait(d, lambda d: "done" in css(d, "#job-logs").text, 30, "the log tail")
     shot(d, tmp_path, "2-job-finished")
+    shot(d, tmp_path, "2b-job-charts", focus="#chart-losses")
+    check_charts(d, records)
 
     # -- a second, long job: its stream is dropped once and resumes without gaps; then the stop button
     with service.client() as c:
@@ -194,6 +203,8 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
     d.get(f"{service.url}/#/policies")
     card = f'.policy[data-policy-id="{job_id}"]'
     wait(d, lambda d: d.find_elements("css selector", card), 30, "the policy card")
+    assert css(d, f"{card} .policy-name").text == "browser-tiny"  # the job's name, its id beside it
+    assert css(d, f"{card} .policy-id").text == job_id
     css(d, f"{card} .try-it").click()
     obs = [0.01, 0.2, -0.03, -0.3]
     area = css(d, f"{card} textarea.obs")
@@ -253,6 +264,51 @@ def test_dashboard_in_a_real_browser(service, browser, tmp_path):
         if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
     ]
     assert not errors, errors  # no JavaScript errors
+
+
+def legend_number(v: float) -> str:
+    """What the charts' legends print (jobs.js legendNumber): separators from 1,000, else 3 significant digits."""
+    return f"{round(v):,}" if abs(v) >= 1000 else f"{float(f'{v:.3g}'):g}".replace("e+", "e")
+
+
+def check_charts(d, records: list[dict]) -> None:
+    """Read at a glance: returns drawn from 0, the value loss on its own (right) axis so that it does not flatten
+    the policy loss and the entropy, and every legend showing the newest value without hovering."""
+    scales = d.execute_script(
+        "return rayacPlots.map(p => Object.fromEntries(Object.entries(p.scales).map(([k, s]) => [k, [s.min, s.max]])))"
+    )
+    evals = [r["eval/return_mean"] for r in records if "eval/return_mean" in r]
+    episode = [r["rollout/episode_return_mean"] for r in records if "rollout/episode_return_mean" in r]
+    assert scales[1]["y"][0] == 0 and scales[1]["y"][1] >= max(
+        evals
+    )  # eval: from 0, not from the lowest eval
+    assert scales[0]["y"][0] == 0 and scales[0]["y"][1] >= max(episode)
+    losses = {
+        k: [r[k] for r in records if k in r]
+        for k in ("train/policy_loss", "train/value_loss", "train/entropy")
+    }
+    low, high = scales[2]["y"]
+    assert low <= min(losses["train/policy_loss"] + losses["train/entropy"])
+    assert high >= max(losses["train/policy_loss"] + losses["train/entropy"])
+    assert max(losses["train/value_loss"]) > high  # on one axis it would have squashed the other two
+    assert (
+        scales[2]["right"][0]
+        <= min(losses["train/value_loss"])
+        <= max(losses["train/value_loss"])
+        <= scales[2]["right"][1]
+    )
+    series_scales = d.execute_script("return rayacPlots[2].series.map(s => s.scale)")
+    assert series_scales == ["x", "y", "right", "y"]
+    legends = d.execute_script(
+        "return rayacPlots.map(p => [...p.root.querySelectorAll('.u-legend .u-series')].map(r => r.textContent))"
+    )
+    last = records[-1]
+    assert (
+        legends[1][1] == f"return_mean{legend_number(evals[-1])}"
+    )  # the newest eval, on a record without one
+    assert legends[0][1] == f"episode_return_mean{legend_number(episode[-1])}"
+    assert legends[2][2] == f"value_loss{legend_number(last['train/value_loss'])}"
+    assert legends[0][0] == f"env steps{legend_number(last['time/env_steps'])}"
 
 
 @pytest.fixture

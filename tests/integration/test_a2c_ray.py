@@ -70,7 +70,7 @@ def test_resume_with_ray_workers_continues_each_workers_envs_exactly(ray_session
     overrides = ["resources.num_workers=2", "run.stop.target_return=null", "run.eval_interval_steps=2000"]
     straight = tiny_run(
         tmp_path, "straight", *overrides, steps=8000
-    )  # 2 workers x 16 envs x 5 = 160 an update
+    )  # a2c_cartpole splits its 16 envs: 2 workers x 8 envs x 5 = 80 an update
     tiny_run(tmp_path, "resumed", *overrides, steps=4000)
     resumed = resume_run(tmp_path / "resumed", "run.stop.total_env_steps=8000")
     a, b = load_checkpoint(straight.run_dir), load_checkpoint(resumed.run_dir)

@@ -3,6 +3,7 @@ rayac never imports api, the commands still dispatch, and a missing service is o
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -90,6 +91,21 @@ def test_submit_to_no_service_is_one_line_exit_2(capsys):
     assert main(["submit", "--url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--url http://127.0.0.1:9" in err[0], err
+    assert err[0].endswith("(is `rayac serve` running there?)")
+
+
+def test_serve_on_a_taken_port_is_one_line_exit_2_before_the_start_line(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--storage", str(tmp_path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # no "rayac serve: http://…" line for a service that never served
+    assert out.err == (f"rayac: error: --port: 127.0.0.1:{port} is taken (Address already in use); another "
+                       "`rayac serve`? Pick another port with --port\n")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -115,18 +131,21 @@ def _sse(*events: dict) -> bytes:
     return b": ping\r\n\r\n" + b": ping\r\n\r\n".join(ServerSentEvent(**e).encode() for e in events)
 
 
-def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch):
-    records = [{"time/env_steps": 1000, "rollout/episode_return_mean": 20.5},
-               {"time/env_steps": 2000, "eval/return_mean": 500.0}]  # fmt: skip
-    body = _sse(
-        *({"id": str(i), "event": "metrics", "data": json.dumps(r)} for i, r in enumerate(records)),
-        {"event": "status", "data": json.dumps({"status": "failed", "error": "boom"})},
-    )
+def _mock_service(monkeypatch, body: bytes, policy: dict | None = None, token: str | None = "t0k") -> list:
+    posted = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if token:
+            assert request.headers["authorization"] == f"Bearer {token}"
         if request.method == "POST":
-            assert request.headers["authorization"] == "Bearer t0k"
+            posted.append(json.loads(request.content))
             return httpx.Response(201, json={"id": "job-1", "status": "pending"})
+        if request.url.path == "/v1/policies/job-1":
+            return (
+                httpx.Response(200, json=policy)
+                if policy
+                else httpx.Response(404, json={"detail": "no such"})
+            )
         assert request.url.path == "/v1/jobs/job-1/metrics/stream"
         return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
 
@@ -134,11 +153,112 @@ def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch
     monkeypatch.setattr(
         httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
     )
+    return posted
+
+
+def test_submit_follow_prints_metrics_until_the_status_event(capsys, monkeypatch):
+    records = [{"time/env_steps": 1000, "rollout/episode_return_mean": 20.5},
+               {"time/env_steps": 2000, "eval/return_mean": 500.0}]  # fmt: skip
+    body = _sse(
+        *({"id": str(i), "event": "metrics", "data": json.dumps(r)} for i, r in enumerate(records)),
+        {"event": "status", "data": json.dumps({"status": "failed", "error": "boom"})},
+    )
+    _mock_service(monkeypatch, body)
     assert main(["submit", "--follow", "--token", "t0k"]) == 1  # the job failed
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "submitted job-1 (pending)"
-    assert "1,000 steps  return 20.5" in out[1] and "2,000 steps  return 500.0" in out[2]
-    assert out[3] == "job-1: failed (boom)" and len(out) == 4
+    assert out == [
+        "submitted job-1 (pending); following its metrics (Ctrl-C stops following, not the job)",
+        "      1,000 env steps  train return    20.5",
+        "      2,000 env steps  eval return   500.0",
+        "job-1: failed (boom)",
+    ]
+
+
+def test_submit_follow_is_readable_and_ends_with_the_policy_and_a_curl(capsys, monkeypatch):
+    """A line per evaluation and at most one per --every seconds otherwise (the newest before the end is
+    shown), training and eval returns labelled and rounded; then the policy and a curl that works."""
+    records = [{"time/env_steps": 80 * i, "rollout/episode_return_mean": 20 + i / 3} for i in range(1, 200)]
+    records[99]["eval/return_mean"] = 131.23456
+    records[0] = {"time/env_steps": 80}  # no episode has finished yet
+    body = _sse(
+        *({"id": str(i), "event": "metrics", "data": json.dumps(r)} for i, r in enumerate(records)),
+        {"event": "status", "data": json.dumps({"status": "succeeded", "error": None})},
+    )
+    policy = {"id": "job-1", "job_id": "job-1", "env_id": "CartPole-v1", "checkpoint": "ckpt_000000015920",
+              "observation_shape": [4], "observation_dtype": "float32", "action_space": {"type": "Discrete", "n": 2},
+              "eval_return": 500.0, "env_steps": 15920}  # fmt: skip
+    posted = _mock_service(monkeypatch, body, policy)
+    args = ["--preset", "a2c_cartpole", "--every", "3600", "--url", "http://127.0.0.1:8123"]
+    assert main(["submit", "--follow", "--token", "t0k", *args]) == 0
+    assert posted[0]["name"] == "a2c_cartpole"  # named after its preset, so the dashboard has a name to show
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "submitted job-1 (pending); following its metrics (Ctrl-C stops following, not the job)",
+        "         80 env steps  (no episode finished yet)",
+        "      8,000 env steps  train return    53.3  eval return   131.2",
+        "     15,920 env steps  train return    86.3",
+        "job-1: succeeded",
+        "policy job-1: checkpoint ckpt_000000015920, 15,920 env steps, greedy eval return 500.0",
+        "act on it:",
+        "  curl -s -X POST http://127.0.0.1:8123/v1/policies/job-1/act -H 'content-type: application/json' "
+        '-H "Authorization: Bearer $RAYAC_API_TOKEN" -d \'{"observations": [[0.0, 0.0, 0.0, 0.0]], '
+        '"deterministic": true}\'',
+    ]
+
+
+def test_submit_follow_curl_for_an_image_policy_sends_base64(capsys, monkeypatch):
+    body = _sse({"event": "status", "data": json.dumps({"status": "succeeded", "error": None})})
+    policy = {"id": "job-1", "job_id": "job-1", "env_id": "ALE/Pong-v5", "checkpoint": "ckpt_000000000010", "eval_return": None,
+              "observation_shape": [4, 84, 84], "observation_dtype": "uint8", "action_space": {}, "env_steps": 10}  # fmt: skip
+    _mock_service(monkeypatch, body, policy, token=None)
+    monkeypatch.delenv("RAYAC_API_TOKEN", raising=False)
+    assert main(["submit", "--follow"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == [
+        "policy job-1: checkpoint ckpt_000000000010, 10 env steps",
+        "act on it:",
+        "  curl -s -X POST http://127.0.0.1:8000/v1/policies/job-1/act -H 'content-type: application/json' "
+        '-d \'{"observations_b64": "<base64 of 4x84x84 uint8>"}\'',
+    ]
+
+
+def test_serve_prints_one_line_on_start(tmp_path, monkeypatch):
+    from api.cli import startup_line
+    from api.settings import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert startup_line(Settings(storage_dir=tmp_path)) == (
+        f"rayac serve: http://127.0.0.1:8000/ (dashboard; API under /v1)  storage {tmp_path}  no token (loopback "
+        "only)  Ray: its own local head, 6 CPUs (RAYAC_HEAD_CPUS), started at the first job"
+    )
+    (tmp_path / "ray_head.json").write_text(json.dumps({"gcs_address": "127.0.0.1:6123"}))
+    assert startup_line(Settings(storage_dir=tmp_path, api_token="x", host="0.0.0.0", port=9000)) == (
+        f"rayac serve: http://0.0.0.0:9000/ (dashboard; API under /v1)  storage {tmp_path}  token required "
+        f"(RAYAC_API_TOKEN)  Ray: its own head at 127.0.0.1:6123 (from {tmp_path / 'ray_head.json'})"
+    )
+    assert startup_line(Settings(ray_address="10.0.0.2:6379")).endswith("Ray: 10.0.0.2:6379 (RAY_ADDRESS)")
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"RAYAC_MAX_WORKERS_PER_JOB": "lots"}, "rayac: error: RAYAC_MAX_WORKERS_PER_JOB: Input should be a valid "
+         "integer, unable to parse string as an integer (it is 'lots')"),
+        ({"RAYAC_HEAD_CPUS": "0"}, "rayac: error: RAYAC_HEAD_CPUS: Input should be greater than or equal to 1 (it is '0')"),
+        ({"RAYAC_API_TOKEN": "a secret"}, "rayac: error: RAYAC_API_TOKEN: must be printable ASCII without spaces "
+         "(it travels in an HTTP header)"),
+        ({}, "rayac: error: --port: Input should be less than or equal to 65535"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_named_as_the_operator_wrote_it(capsys, monkeypatch, env, line):
+    for key in list(os.environ):
+        if key.startswith("RAYAC_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    port = [] if env else ["--port", "70000"]
+    assert main(["serve", "--stop-head", *port]) == 2
+    assert capsys.readouterr().err == line + "\n"
 
 
 def test_docs_name_only_commands_flags_and_make_targets_that_exist():

@@ -50,7 +50,7 @@ def test_non_numeric_flag_is_refused_by_argparse(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--workers", "two", "--run-dir", str(tmp_path / "r")])
     assert exc.value.code == 2
-    assert "--workers: invalid int value: 'two'" in capsys.readouterr().err
+    assert "--workers: must be an integer >= 0 or 'auto' (one per CPU), not 'two'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

@@ -1,0 +1,203 @@
+"""What a new user meets in the first hour of the CLI, on the exact text printed: --version, `rayac runs`,
+hints for unknown keys and env ids, --workers auto, plot's metric names, presets and train --help."""
+
+import json
+import os
+import time
+
+import pytest
+
+from rayac import __version__
+from rayac.cli import main
+from rayac.config import build_config, list_presets
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"rayac {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("algo.gama=0.9", "rayac: error: algo.gama: unknown field (did you mean 'algo.gamma'?)"),
+        ("algoo.gamma=0.9", "rayac: error: algoo: unknown field (did you mean 'algo'?)"),
+        (
+            "run.total_env_steps=5",
+            "rayac: error: run.total_env_steps: unknown field (did you mean 'run.stop.total_env_steps'?)",
+        ),
+        (
+            "optim.learning_rate=0.1",
+            "rayac: error: optim.learning_rate: unknown field (did you mean 'optim.lr'?)",
+        ),
+        ("algo.zzzz=1", "rayac: error: algo.zzzz: unknown field"),
+    ],
+)
+def test_unknown_key_suggests_the_nearest(capsys, tmp_path, override, line):
+    code, _, err = run_cli(capsys, "train", "--set", override, "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and err == line + "\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_rest_api_field_names_keep_their_prefix():
+    from api.errors import validation_body
+
+    body = validation_body([{"type": "extra_forbidden", "loc": ("body", "config", "algo", "gama"),
+                             "msg": "Extra inputs are not permitted", "input": 1}])  # fmt: skip
+    assert body["detail"] == "config.algo.gama: unknown field (did you mean 'config.algo.gamma'?)"
+
+
+def test_atari_name_without_namespace_suggests_ale(capsys, tmp_path):
+    pytest.importorskip("ale_py", reason="ale-py comes with the atari extra, which make setup installs")
+    code, _, err = run_cli(capsys, "train", "--env", "Pong-v5", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert err == "rayac: error: env.id: unknown env id 'Pong-v5' (did you mean 'ALE/Pong-v5'?)\n"
+
+
+def test_workers_auto_is_one_per_cpu(capsys, tmp_path, monkeypatch):
+    from rayac import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_train", lambda args: seen.setdefault("cfg", cli._train_config(args)) and 0)
+    assert main(["train", "--workers", "auto", "--run-dir", str(tmp_path / "r")]) == 0
+    assert seen["cfg"].resources.num_workers == os.cpu_count()
+
+
+def _write_run(root, name, *, algo="a2c", env="CartPole-v1", result=None, metrics=None, age_s=0.0):
+    run = root / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"algo": {"name": algo}, "env": {"id": env}}))
+    if result is not None:
+        (run / "result.json").write_text(json.dumps(result))
+    if metrics is not None:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+        past = time.time() - age_s
+        os.utime(run / "metrics.jsonl", (past, past))
+    return run
+
+
+def test_runs_lists_local_runs(capsys, tmp_path):
+    _write_run(tmp_path, "a2c-solved", result={"stop_reason": "target_return", "env_steps": 15040,
+                                                "best_eval_return": 500.0, "solved": True})  # fmt: skip
+    time.sleep(0.01)
+    _write_run(tmp_path, "a3c-budget", algo="a3c", env="ALE/Pong-v5",
+               result={"stop_reason": "total_env_steps", "env_steps": 1_000_000, "best_eval_return": -20.25,
+                       "solved": False})  # fmt: skip
+    time.sleep(0.01)
+    _write_run(tmp_path, "live", metrics=[{"time/env_steps": 4000}])
+    time.sleep(0.01)
+    _write_run(tmp_path, "crashed", metrics=[{"time/env_steps": 800}], age_s=3600)
+    (tmp_path / "not-a-run").mkdir()
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path))
+    assert code == 0
+    assert out.splitlines() == [
+        "RUN         ALGO  ENV          ENV STEPS  BEST EVAL  STATUS",
+        "a2c-solved  a2c   CartPole-v1     15,040      500.0  solved",
+        "a3c-budget  a3c   ALE/Pong-v5  1,000,000      -20.2  done (step budget)",
+        "live        a2c   CartPole-v1      4,000          -  running",
+        "crashed     a2c   CartPole-v1        800          -  unfinished (no result.json)",
+    ]
+
+
+def test_runs_empty_and_missing_dirs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a new user, before the first run: no ./runs yet is not an error
+    assert run_cli(capsys, "runs") == (0, "no runs in runs (a run directory holds a config.json; start one with "
+                                          "`rayac train`)\n", "")  # fmt: skip
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path))
+    assert code == 0
+    assert (
+        out == f"no runs in {tmp_path} (a run directory holds a config.json; start one with `rayac train`)\n"
+    )
+    code, _, err = run_cli(capsys, "runs", str(tmp_path / "nope"))
+    assert code == 2
+    assert (
+        err
+        == f"rayac: error: DIR: {tmp_path / 'nope'} is not a directory (runs are written to ./runs by default)\n"
+    )
+
+
+def test_plot_unknown_metric_names_the_ones_there(capsys, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"time/env_steps": 80, "train/value_loss": 1.5, "train/entropy": 0.69}) + "\n"
+    )
+    code, _, err = run_cli(
+        capsys, "plot", str(run), "--metric", "train/valueloss", "-o", str(tmp_path / "c.png")
+    )
+    assert code == 2
+    assert err == (f"rayac: error: --metric: {run}: no records with 'train/valueloss'; did you mean "
+                   "'train/value_loss'? its metrics: train/entropy, train/value_loss\n")  # fmt: skip
+    assert not (tmp_path / "c.png").exists()
+    (run / "metrics.jsonl").write_text(json.dumps({"time/env_steps": 80, "eval/return_std": 1.0,
+                                                   "eval/return_mean": 9.0}) + "\n")  # fmt: skip
+    assert main(["plot", str(run), "--metric", "eval/return", "-o", str(tmp_path / "c.png")]) == 2
+    assert "did you mean 'eval/return_mean'?" in capsys.readouterr().err
+
+
+def test_presets_are_whole_sentences_wrapped_under_their_column(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0
+    summaries = list_presets()
+    assert summaries["a2c_halfcheetah"] == ("A2C on HalfCheetah-v5, tuned for the 1M-env-step budget of "
+                                            "benchmarks/bench_learning.py (greedy return of the final policy).")  # fmt: skip
+    assert all(s.endswith(".") for s in summaries.values()), summaries
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    start = lines.index(next(line for line in lines if line.startswith("a2c_halfcheetah ")))
+    block = [lines[start]] + [ln for ln in lines[start + 1 : start + 4] if ln.startswith(" ")]
+    assert (
+        " ".join(ln.split(None, 1)[1] if i == 0 else ln.strip() for i, ln in enumerate(block))
+        == (summaries["a2c_halfcheetah"])
+    )
+
+
+def test_train_help_groups_flags_and_config_keys_by_section(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for heading in ("what to train:", "resources:", "the run:", "env: The environment.",
+                    "algo: The algorithm and its estimator.", "run: Stop, evaluation, checkpoints, logging."):  # fmt: skip
+        assert f"\n{heading}" in out, heading
+    assert all(len(line) <= 80 for line in out.splitlines()), max(out.splitlines(), key=len)
+    # a long description continues under its key, indented, not as one 300-character line
+    i = out.splitlines().index('  model.encoder_dtype = "float32"')
+    assert out.splitlines()[i + 1].startswith("      What the encoder")
+    assert out.splitlines()[i + 2].startswith("      ")
+
+
+def test_demo_preset_splits_its_envs_over_the_workers():
+    """a2c_cartpole's 16 envs are the run's, not each worker's: the batch is 80 with 0, 2 or 4 workers."""
+    for workers, per_worker in [(0, 16), (1, 16), (2, 8), (4, 4), (3, 6)]:
+        cfg = build_config(preset="a2c_cartpole", overrides=[f"resources.num_workers={workers}"])
+        assert (cfg.env.num_envs, cfg.env.num_envs_total) == (per_worker, 16)
+    # the saved config reads back the same, also with another worker count (the dashboard edits a full config)
+    saved = build_config(preset="a2c_cartpole", overrides=["resources.num_workers=2"]).model_dump(mode="json")
+    assert build_config(base=saved).env.num_envs == 8
+    saved["resources"]["num_workers"] = 4
+    assert build_config(base=saved).env.num_envs == 4
+    # asking for envs per worker drops the split
+    cfg = build_config(preset="a2c_cartpole", overrides=["resources.num_workers=2", "env.num_envs=4"])
+    assert (cfg.env.num_envs, cfg.env.num_envs_total) == (4, None)
+    assert build_config(overrides=["resources.num_workers=2"]).env.num_envs == 8  # the default: per worker
+
+
+def test_piped_train_and_evaluate_lines_are_whole(capsys, tmp_path):
+    """Piped, rich wrapped at 80 columns: `version` went on a line of its own under a long checkpoint path."""
+    run = tmp_path / ("a-long-run-directory-name-" * 3)
+    assert main(["train", "--steps", "80", "--run-dir", str(run), "--set", "run.tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert f"\nreplay it:      rayac evaluate {run} --gif {run / 'agent.gif'}\n" in out
+    assert main(["evaluate", str(run), "--episodes", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"checkpoint {run / 'checkpoints' / 'ckpt_000000000080'} (80 env steps, version 2)"
