@@ -1,4 +1,4 @@
-"""The ``rayac`` command: train | evaluate | presets | plot, and the service's serve | submit.
+"""The ``rayac`` command: train | evaluate | presets | plot | export, and the service's serve | submit.
 
 Bad input exits with code 2 and one line naming the field, before anything is written.
 
@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", default="curves.png", help="PNG file to write (default curves.png)")
     pl.add_argument("--title", help="chart title (default: the metric)")
 
+    x = sub.add_parser("export", help="export a trained policy to ONNX or TorchScript (runs without rayac)")
+    x.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    x.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (run it with onnxruntime: rayac[export]) or torchscript (default onnx)")  # fmt: skip
+    x.add_argument("--checkpoint", default="latest",
+                   help="best (highest evaluation), latest, or an env-step count (default latest)")  # fmt: skip
+    x.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="file to write; its JSON sidecar goes to FILE.json")  # fmt: skip
+
     for name, command in plugged_commands().items():
         run: Callable[[argparse.Namespace], int]
         if isinstance(command, str):  # not installed: it takes any arguments, so that the one error is ours
@@ -226,13 +235,40 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rayac.checkpoint import NoSuchCheckpoint, parse_checkpoint_choice
+    from rayac.export import export_policy
+
+    try:
+        choice = parse_checkpoint_choice(args.checkpoint)
+    except ValueError as err:
+        return fail(f"--checkpoint: {err}")
+    if Path(args.output).is_dir():
+        return fail(f"--output: {args.output} is a directory; name the file to write")
+    try:
+        sidecar = export_policy(args.path, args.output, fmt=args.fmt, checkpoint=choice)
+    except NoSuchCheckpoint as err:
+        return fail(f"--checkpoint: {err}")
+    except (OSError, ValueError) as err:  # no checkpoint at all (FileNotFoundError), an unreadable one
+        return fail(f"RUN_OR_CHECKPOINT: {err}")
+    print(f"wrote {args.output} ({args.fmt}, {sidecar['checkpoint']} of {sidecar['env_id']}; "
+          f"inputs and outputs in {args.output}.json)")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "any_arguments", False):  # what parse_args does
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot}
+    handlers = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "presets": cmd_presets,
+        "plot": cmd_plot,
+        "export": cmd_export,
+    }
     handler = handlers.get(args.command) or args.plugged
     try:
         return handler(args)
