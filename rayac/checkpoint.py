@@ -133,32 +133,36 @@ def parse_checkpoint_choice(value: str | int) -> str | int:
     return step
 
 
-def select_checkpoint(run_dir: str | Path, choice: str | int = "latest") -> Path:
+def select_checkpoint(run_dir: str | Path, choice: str | int = "latest", *, label: str | None = None) -> Path:
     """The checkpoint of a run that ``choice`` names: ``latest``; ``best``, the kept checkpoint whose state
     records the highest greedy evaluation return (the latest of equals); or a step, ``ckpt_<STEP>``.
 
     ValueError for a malformed choice; FileNotFoundError when the run has no checkpoint, NoSuchCheckpoint (naming
-    what there is) when none matches."""
+    what there is) when none matches. ``label`` names the run in messages (default: its path)."""
     choice = parse_checkpoint_choice(choice)
+    label = label or str(run_dir)
     dirs = checkpoint_dirs(Path(run_dir))
     if not dirs:
-        raise FileNotFoundError(f"no checkpoint in {run_dir}")
+        raise FileNotFoundError(f"no checkpoint in {label}")
     if choice == "latest":
         return dirs[-1]
     if choice == "best":
         scored = []
         for d in dirs:
-            value = json.loads((d / "state.json").read_text()).get("eval_return")
+            try:
+                value = json.loads((d / "state.json").read_text()).get("eval_return")
+            except FileNotFoundError:  # pruned by its run since the listing
+                continue
             if value is not None:
                 scored.append((float(value), d.name, d))
         if not scored:
-            raise NoSuchCheckpoint(f"no checkpoint in {run_dir} has an evaluation yet, so none is 'best'")
+            raise NoSuchCheckpoint(f"no checkpoint in {label} has an evaluation yet, so none is 'best'")
         return max(scored)[2]
     for d in dirs:
         if d.name == f"{CKPT_PREFIX}{choice:012d}":
             return d
     steps = ", ".join(str(int(d.name[len(CKPT_PREFIX) :])) for d in dirs)
-    raise NoSuchCheckpoint(f"no checkpoint at step {choice} in {run_dir} (there are: {steps})")
+    raise NoSuchCheckpoint(f"no checkpoint at step {choice} in {label} (there are: {steps})")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -128,6 +128,11 @@ class PolicyService:
             ckpt = resolved[1]
         else:
             ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id)
+        return await self.batcher_at(policy_id, ckpt)
+
+    async def batcher_at(self, key: str, ckpt: Path) -> MicroBatcher:
+        """The cached batcher of checkpoint ``ckpt`` under ``key`` (a job id, or a deployment's version)."""
+        policy_id = key
         hit = self.cache.get(policy_id)
         if hit is not None and hit[0] == ckpt:
             self.cache.move_to_end(policy_id)
@@ -147,20 +152,7 @@ class PolicyService:
         return batcher
 
     def describe(self, policy_id: str) -> dict[str, Any]:
-        ckpt = self._checkpoint_of(policy_id)
-        state = json.loads((ckpt / "state.json").read_text())
-        spaces = json.loads((ckpt / "spaces.json").read_text())
-        config = json.loads((ckpt / "config.json").read_text())
-        action: dict[str, Any] = {"kind": spaces["action_kind"]}
-        if spaces["action_kind"] == "discrete":
-            action["n"] = spaces["action_n"]
-        else:
-            action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
-        return {
-            "id": policy_id, "job_id": policy_id, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
-            "observation_shape": spaces["obs_shape"], "observation_dtype": spaces["obs_dtype"], "action_space": action,
-            "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
-        }  # fmt: skip
+        return {"id": policy_id, "job_id": policy_id, **describe_checkpoint(self._checkpoint_of(policy_id))}
 
     def list(self) -> list[dict[str, Any]]:
         out = []
@@ -172,7 +164,12 @@ class PolicyService:
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
                   probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
         """``observations`` (nested lists), or ``observations_b64``: base64 of the batch's raw bytes."""
-        batcher = await self.batcher(policy_id)
+        return await self.act_with(await self.batcher(policy_id), observations, deterministic=deterministic,
+                                   values=values, probs=probs, observations_b64=observations_b64)  # fmt: skip
+
+    async def act_with(self, batcher: MicroBatcher, observations: Any, *, deterministic: bool, values: bool,
+                       probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+        """Act on ``batcher``'s policy: the request checks of every act route, then its micro-batch."""
         field = "observations" if observations_b64 is None else "observations_b64"
         try:
             if observations_b64 is None:
@@ -191,3 +188,20 @@ class PolicyService:
         if probs and not batcher.policy.spec.discrete:
             raise ConfigError("return_probs", "action probabilities exist only for Discrete action spaces")
         return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)
+
+
+def describe_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """What a client needs to call a checkpoint's policy: env, spaces, and where in training it was saved."""
+    state = json.loads((ckpt / "state.json").read_text())
+    spaces = json.loads((ckpt / "spaces.json").read_text())
+    config = json.loads((ckpt / "config.json").read_text())
+    action: dict[str, Any] = {"kind": spaces["action_kind"]}
+    if spaces["action_kind"] == "discrete":
+        action["n"] = spaces["action_n"]
+    else:
+        action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
+    return {
+        "env_id": config["env"]["id"], "checkpoint": ckpt.name, "observation_shape": spaces["obs_shape"],
+        "observation_dtype": spaces["obs_dtype"], "action_space": action, "eval_return": state.get("eval_return"),
+        "env_steps": state["env_steps"],
+    }  # fmt: skip
