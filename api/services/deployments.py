@@ -12,6 +12,7 @@ The registry is two tables in the service's SQLite file (``jobs.db``, see api.se
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import sqlite3
@@ -29,6 +30,7 @@ from rayac.checkpoint import NoSuchCheckpoint, load_checkpoint, select_checkpoin
 from rayac.config import ConfigError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # also a safe directory name
+log = logging.getLogger(__name__)
 PINNED_FILES = ("policy.safetensors", "config.json", "spaces.json", "state.json")
 RESOLVE_TTL_S = 1.0  # another service process on the same storage sees a rollback within this
 COPY_ATTEMPTS = 5  # a checkpoint pruned while it is copied: choose again
@@ -148,6 +150,11 @@ class DeploymentService:
         self.store = DeploymentStore(jobs.storage / "jobs.db")
         self._resolved: dict[str, tuple[float, Version]] = {}
         self._export_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.serve = None  # RAYAC_SERVE_REPLICAS: act on Ray Serve replicas instead of in this process
+        if getattr(settings, "serve_replicas", None):
+            from api.services.serve_act import ServeActs
+
+            self.serve = ServeActs(settings, jobs.cluster)
 
     # -- create, rollback, delete
     def create(self, name: str, *, policy: str, checkpoint: str | int, replace: bool) -> dict[str, Any]:
@@ -181,6 +188,7 @@ class DeploymentService:
         finally:
             shutil.rmtree(staged.parent, ignore_errors=True)
         self._resolved.pop(name, None)
+        self._warm(name)
         return self.describe(name)
 
     def _pin(self, run_dir: Path, job_id: str, checkpoint: str | int) -> Path:
@@ -224,12 +232,28 @@ class DeploymentService:
             raise ConfigError("version", f"deployment '{name}' has no version {version} (it has {known})")
         self.store.set_current(name, version)
         self._resolved.pop(name, None)
+        self._warm(name)
         return self.describe(name)
 
     def delete(self, name: str) -> None:
         self.store.delete(name)
         self._resolved.pop(name, None)
         shutil.rmtree(self.root / name, ignore_errors=True)
+        if self.serve is not None:
+            self.serve.forget(name)
+
+    def _warm(self, name: str) -> None:
+        """With Serve: start the replicas of the version ``name`` serves now, in the background."""
+        if self.serve is None:
+            return
+
+        def start() -> None:
+            try:
+                self.serve.handle(name, self.resolve(name).checkpoint_dir)
+            except Exception as err:  # the next act tries again, and reports
+                log.warning("deployment %s: Serve replicas not started yet: %s", name, err)
+
+        threading.Thread(target=start, name=f"rayac-serve-{name}", daemon=True).start()
 
     # -- reading
     def resolve(self, name: str) -> Version:
@@ -278,6 +302,11 @@ class DeploymentService:
         except FileNotFoundError:  # deleted by another service process on this storage since resolved
             self._resolved.pop(name, None)
             raise NotFound(f"no deployment '{name}'") from None
+        if self.serve is not None:  # the same checks here, the forward pass on a replica
+            obs = self.policies.check_request(batcher.policy, observations, probs=probs,
+                                              observations_b64=observations_b64)  # fmt: skip
+            return await self.serve.act(name, pinned.checkpoint_dir, obs, deterministic=deterministic,
+                                        values=values, probs=probs)  # fmt: skip
         return await self.policies.act_with(batcher, observations, deterministic=deterministic, values=values,
                                             probs=probs, observations_b64=observations_b64)  # fmt: skip
 
