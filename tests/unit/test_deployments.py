@@ -213,3 +213,17 @@ def test_strings_sqlite_cannot_store_are_422_or_404_not_500(client, job):
     for path in ("/v1/deployments/%ED%A0%80", "/v1/deployments/%F0%9F%A6%84", "/v1/deployments/a%20b"):
         assert client.get(path).status_code == 404, path
         assert client.post(path + "/act", json={"observations": OBS}).status_code == 404, path
+
+
+def test_serve_replicas_setting_is_checked_at_start_up(monkeypatch, capsys):
+    from api.settings import settings_from_env
+    from rayac.cli import main
+
+    assert settings_from_env({"RAYAC_SERVE_REPLICAS": "auto"}).serve_replicas == "auto"
+    assert settings_from_env({"RAYAC_SERVE_REPLICAS": "4"}).serve_replicas == "4"
+    assert settings_from_env({}).serve_replicas is None  # in process by default
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("RAYAC_SERVE_REPLICAS", bad)
+        assert main(["serve", "--port", "9"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "RAYAC_SERVE_REPLICAS must be a number of replicas" in err, err
