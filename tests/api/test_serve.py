@@ -169,3 +169,48 @@ def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, extra_
                     timeout=120)  # fmt: skip
     with served.client() as c:
         assert answers(c, "kill") == serve_job[1000]
+
+
+def test_the_only_replica_killed_gives_clear_503s_then_answers(service, extra_service, serve_job):
+    """No replica at all until Serve has replaced it: each request waits at most 3 tries × RAYAC_SERVE_TIMEOUT_S,
+    then is a 503 that says what happened — never a hang — and answers resume once the new replica is up."""
+    with service.client() as c:
+        assert (
+            c.post(
+                "/v1/deployments", json={"name": "solo", "policy": "job-serve", "checkpoint": 1000}
+            ).status_code
+            == 201
+        )
+    served = extra_service(RAYAC_SERVE_REPLICAS="1", RAYAC_SERVE_TIMEOUT_S="2")
+    with served.client() as c:
+        assert answers(c, "solo") == serve_job[1000]
+    assert wait_for(lambda: len(replicas(served, "solo")) == 1, timeout=120)
+    victim = replicas(served, "solo")[0]["pid"]
+    os.kill(victim, signal.SIGKILL)  # a replica of our own head, by its pid
+    results: list[tuple[int | str, float, str]] = []
+    deadline = time.monotonic() + 120
+    with served.client() as c:
+        while time.monotonic() < deadline:  # bounded: until answers resume (or 2 min)
+            t0 = time.monotonic()
+            try:
+                resp = c.post("/v1/deployments/solo/act", json={"observations": OBS[0], **BODY}, timeout=60)
+                results.append((resp.status_code, time.monotonic() - t0, resp.text[:300]))
+            except httpx.HTTPError as err:
+                results.append((type(err).__name__, time.monotonic() - t0, str(err)))
+            if results[-1][0] == 200 and any(r[0] == 503 for r in results):
+                break
+            time.sleep(0.2)
+    failed = [r for r in results if r[0] != 200]
+    print(
+        f"SERVE-SOLO: {len(results)} requests after the kill, {len(failed)} 503s, max latency "
+        f"{max(lat for _, lat, _ in results):.1f} s"
+    )
+    assert all(status in (200, 503) for status, _, _ in results), failed[:3]
+    assert max(latency for _, latency, _ in results) < 3 * 2 + 5  # ATTEMPTS × RAYAC_SERVE_TIMEOUT_S + slack
+    assert all(
+        "Serve replicas did not answer after 3 tries" in text and "retry" in text for _, _, text in failed
+    )
+    assert results[-1][0] == 200  # answers resumed
+    assert wait_for(lambda: [r["pid"] for r in replicas(served, "solo")] not in ([], [victim]), timeout=120)
+    with served.client() as c:
+        assert answers(c, "solo") == serve_job[1000]
