@@ -65,8 +65,26 @@ def serve_job(service):
     return expected
 
 
+@pytest.fixture
+def serve_service(extra_service):
+    """``start(name, **settings)``: a service with Serve settings; afterwards its deployment ``name`` is deleted,
+    so no replica keeps the session head's CPUs from the tests that follow."""
+    started = []
+
+    def start(name: str, **settings: str):
+        svc = extra_service(**settings)
+        started.append((svc, name))
+        return svc
+
+    yield start
+    for svc, name in started:
+        with svc.client() as c:
+            c.delete(f"/v1/deployments/{name}")
+        assert wait_for(lambda svc=svc, name=name: not replicas(svc, name), timeout=120)
+
+
 @pytest.mark.parametrize("replica_count", [1, 2])
-def test_serve_replicas_answer_as_in_process(service, extra_service, serve_job, replica_count):
+def test_serve_replicas_answer_as_in_process(service, serve_service, serve_job, replica_count):
     name = f"srv{replica_count}"
     with service.client() as c:
         assert (
@@ -75,7 +93,7 @@ def test_serve_replicas_answer_as_in_process(service, extra_service, serve_job, 
             ).status_code
             == 201
         )
-    served = extra_service(RAYAC_SERVE_REPLICAS=str(replica_count))
+    served = serve_service(name, RAYAC_SERVE_REPLICAS=str(replica_count))
     with served.client() as c:
         assert answers(c, name) == serve_job[1000]
         assert wait_for(lambda: len(replicas(served, name)) == replica_count, timeout=120), replicas(
@@ -99,7 +117,7 @@ def test_serve_replicas_answer_as_in_process(service, extra_service, serve_job, 
         assert wait_for(lambda: not replicas(served, name), timeout=60)
 
 
-def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, extra_service, serve_job):
+def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, serve_service, serve_job):
     with service.client() as c:
         assert (
             c.post(
@@ -107,7 +125,7 @@ def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, extra_
             ).status_code
             == 201
         )
-    served = extra_service(RAYAC_SERVE_REPLICAS="2", RAYAC_SERVE_TIMEOUT_S="5")
+    served = serve_service("kill", RAYAC_SERVE_REPLICAS="2", RAYAC_SERVE_TIMEOUT_S="5")
     with served.client() as c:
         assert answers(c, "kill") == serve_job[1000]  # started
     assert wait_for(lambda: len(replicas(served, "kill")) == 2, timeout=120)
@@ -171,7 +189,7 @@ def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, extra_
         assert answers(c, "kill") == serve_job[1000]
 
 
-def test_the_only_replica_killed_gives_clear_503s_then_answers(service, extra_service, serve_job):
+def test_the_only_replica_killed_gives_clear_503s_then_answers(service, serve_service, serve_job):
     """No replica at all until Serve has replaced it: each request waits at most 3 tries × RAYAC_SERVE_TIMEOUT_S,
     then is a 503 that says what happened — never a hang — and answers resume once the new replica is up."""
     with service.client() as c:
@@ -181,7 +199,7 @@ def test_the_only_replica_killed_gives_clear_503s_then_answers(service, extra_se
             ).status_code
             == 201
         )
-    served = extra_service(RAYAC_SERVE_REPLICAS="1", RAYAC_SERVE_TIMEOUT_S="2")
+    served = serve_service("solo", RAYAC_SERVE_REPLICAS="1", RAYAC_SERVE_TIMEOUT_S="2")
     with served.client() as c:
         assert answers(c, "solo") == serve_job[1000]
     assert wait_for(lambda: len(replicas(served, "solo")) == 1, timeout=120)
