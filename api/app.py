@@ -176,7 +176,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.state.deployments = DeploymentService(settings, app.state.jobs, app.state.policies)
     app.state.prometheus = PrometheusMetrics()
 
-    app.add_middleware(FastAct, settings=settings, policies=app.state.policies)  # innermost: the act hot path
+    app.add_middleware(FastAct, settings=settings, policies=app.state.policies,
+                       deployments=app.state.deployments)  # innermost: the act hot path  # fmt: skip
     app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)

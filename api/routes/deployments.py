@@ -75,9 +75,12 @@ def rollback_deployment(
 
 
 @router.post("/{name}/act", response_model=ActResponse, summary="Actions of the deployed checkpoint",
-             responses={**NO_DEPLOYMENT, **INVALID, **TOO_LARGE})  # fmt: skip
+             responses={**NO_DEPLOYMENT, **INVALID, **TOO_LARGE,
+                        503: {"model": ErrorBody, "description": "Ray Serve replicas did not answer; retry"}})  # fmt: skip
 async def act(name: str, body: ActRequest, deployments: Deployments) -> Response:
-    """The same request, checks and answer as `POST /v1/policies/{id}/act`, on the version deployed now."""
+    """The same request, checks and answer as `POST /v1/policies/{id}/act`, on the version deployed now. Served
+    by api.fast_act before routing, as that route is; this route is its OpenAPI description and the same logic.
+    503 when Ray Serve replicas (RAYAC_SERVE_REPLICAS) did not answer."""
     result = await deployments.act(name, body.observations, deterministic=body.deterministic,
                                    values=body.return_values, probs=body.return_probs,
                                    observations_b64=body.observations_b64)  # fmt: skip
