@@ -71,3 +71,17 @@ def test_pinning_holds_while_the_job_prunes_and_rollback_is_exact(service):
         assert history[0]["checkpoint"] == pinned and history[0]["requested"] == "latest"
         assert c.delete("/v1/deployments/pinned").status_code == 204
         assert c.get("/v1/deployments/pinned").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/v1/deployments"), ("post", "/v1/deployments"), ("get", "/v1/deployments/x"),
+     ("delete", "/v1/deployments/x"), ("post", "/v1/deployments/x/act"), ("post", "/v1/deployments/x/rollback"),
+     ("get", "/v1/deployments/x/export")],
+)  # fmt: skip
+def test_every_deployment_route_needs_the_token(service, method, path):
+    with service.client(token=None) as c:
+        resp = c.request(method.upper(), path, json={} if method == "post" else None)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer", (path, resp.text)
+    with service.client(token="wrong-token") as c:
+        assert c.request(method.upper(), path, json={} if method == "post" else None).status_code == 401
