@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench,atari,envpool,mujoco,box2d,optuna]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench,atari,envpool,mujoco,box2d,optuna,export,serve]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

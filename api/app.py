@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import config_error_body, validation_body
 from api.fast_act import FastAct
-from api.routes import jobs, policies, system
+from api.routes import deployments, jobs, policies, system
 from api.routes.dashboard import add_dashboard
+from api.services.deployments import DeploymentService
 from api.services.errors import Conflict, NotFound, Unavailable
 from api.services.jobs import JobService
 from api.services.policies import PolicyService
@@ -172,9 +173,11 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.state.settings = settings
     app.state.jobs = JobService(settings, cluster or RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
+    app.state.deployments = DeploymentService(settings, app.state.jobs, app.state.policies)
     app.state.prometheus = PrometheusMetrics()
 
-    app.add_middleware(FastAct, settings=settings, policies=app.state.policies)  # innermost: the act hot path
+    app.add_middleware(FastAct, settings=settings, policies=app.state.policies,
+                       deployments=app.state.deployments)  # innermost: the act hot path  # fmt: skip
     app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
@@ -206,5 +209,6 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.include_router(system.docs)
     app.include_router(jobs.router)
     app.include_router(policies.router)
+    app.include_router(deployments.router)
     add_dashboard(app)  # GET / and /static: the web page; its schema, presets and episode GIF routes
     return app

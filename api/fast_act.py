@@ -1,4 +1,4 @@
-"""The hot path: ``POST /v1/policies/{id}/act`` answered at the ASGI level.
+"""The hot path: ``POST /v1/policies/{id}/act`` (and ``/v1/deployments/{name}/act``) answered at the ASGI level.
 
 FastAPI's per-request machinery (routing, dependencies, response models) costs several times the forward
 pass of a small policy. This middleware serves the act route directly, but never skips what defines the
@@ -19,24 +19,31 @@ from pydantic import ValidationError
 from api.auth import UNAUTHORIZED_HEADERS, bearer_problem
 from api.errors import config_error_body, validation_body
 from api.schemas import ActRequest
-from api.services.errors import NotFound
+from api.services.errors import NotFound, Unavailable
 from rayac.config import ConfigError
 
 ACT_PATH = re.compile(r"^/v1/policies/([^/]+)/act$")
 ROUTE = SimpleNamespace(path="/v1/policies/{policy_id}/act")  # the label request metrics use
+DEPLOYMENT_ACT_PATH = re.compile(r"^/v1/deployments/([^/]+)/act$")
+DEPLOYMENT_ROUTE = SimpleNamespace(path="/v1/deployments/{name}/act")
 
 
 class FastAct:
-    def __init__(self, app: Any, *, settings: Any, policies: Any):
+    def __init__(self, app: Any, *, settings: Any, policies: Any, deployments: Any = None):
         self.app = app
         self.settings = settings
         self.policies = policies
+        # POST /v1/deployments/{name}/act: the same request and answer, on the deployed checkpoint
+        self.deployments = deployments
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        match = ACT_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        match, target, route = ACT_PATH.match(path), self.policies, ROUTE
+        if match is None and self.deployments is not None:
+            match, target, route = DEPLOYMENT_ACT_PATH.match(path), self.deployments, DEPLOYMENT_ROUTE
         if match is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        scope["route"] = ROUTE
+        scope["route"] = route
         problem = bearer_problem(scope.get("headers") or [], self.settings.api_token)
         if problem:
             return await _respond(send, 401, {"detail": problem}, UNAUTHORIZED_HEADERS)
@@ -45,13 +52,15 @@ class FastAct:
         except ValidationError as err:
             return await _respond(send, 422, validation_body(err.errors(include_url=False)))
         try:
-            result = await self.policies.act(match.group(1), body.observations, deterministic=body.deterministic,
-                                              values=body.return_values, probs=body.return_probs,
-                                              observations_b64=body.observations_b64)  # fmt: skip
+            result = await target.act(match.group(1), body.observations, deterministic=body.deterministic,
+                                      values=body.return_values, probs=body.return_probs,
+                                      observations_b64=body.observations_b64)  # fmt: skip
         except ConfigError as err:
             return await _respond(send, 422, config_error_body(err))
         except NotFound as err:
             return await _respond(send, 404, {"detail": str(err)})
+        except Unavailable as err:  # Ray Serve replicas that did not answer
+            return await _respond(send, 503, {"detail": str(err)})
         await _respond(send, 200, result.to_json())
 
 

@@ -74,6 +74,22 @@ class Settings(BaseModel):
         description="The Ray cluster not answering for this long ends its unfinished jobs (see README).",
     )
 
+    serve_replicas: str | None = Field(
+        None,
+        description="Serve deployment act on Ray Serve replicas on the service's cluster: a number of replicas, or "
+        "'auto' (Serve's autoscaling, 1-8); unset: in the service's own process.",
+    )
+    serve_timeout_s: float = Field(
+        10.0, gt=0, description="How long one Serve act call may take before it is retried (then 503)."
+    )
+
+    @field_validator("serve_replicas")
+    @classmethod
+    def _replicas(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and not (value.isdigit() and 1 <= int(value) <= 1024):
+            raise ValueError("RAYAC_SERVE_REPLICAS must be a number of replicas (1-1024) or 'auto'")
+        return value
+
     @field_validator("api_token")
     @classmethod
     def _printable_ascii(cls, value: str | None) -> str | None:

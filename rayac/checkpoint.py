@@ -112,6 +112,59 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class NoSuchCheckpoint(FileNotFoundError):
+    """The run has checkpoints, but none that the choice (``best``, a step) names."""
+
+
+def parse_checkpoint_choice(value: str | int) -> str | int:
+    """``best``, ``latest`` or an env-step count (``STEP``); ValueError naming what is accepted."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        step = value
+    elif isinstance(value, str) and value in ("best", "latest"):
+        return value
+    elif isinstance(value, str) and value.strip().isdigit():
+        step = int(value)
+    else:
+        raise ValueError(
+            f"must be 'best', 'latest' or an env-step count (a checkpoint's step), got {value!r}"
+        )
+    if step < 0:
+        raise ValueError(f"an env-step count must be >= 0, got {step}")
+    return step
+
+
+def select_checkpoint(run_dir: str | Path, choice: str | int = "latest", *, label: str | None = None) -> Path:
+    """The checkpoint of a run that ``choice`` names: ``latest``; ``best``, the kept checkpoint whose state
+    records the highest greedy evaluation return (the latest of equals); or a step, ``ckpt_<STEP>``.
+
+    ValueError for a malformed choice; FileNotFoundError when the run has no checkpoint, NoSuchCheckpoint (naming
+    what there is) when none matches. ``label`` names the run in messages (default: its path)."""
+    choice = parse_checkpoint_choice(choice)
+    label = label or str(run_dir)
+    dirs = checkpoint_dirs(Path(run_dir))
+    if not dirs:
+        raise FileNotFoundError(f"no checkpoint in {label}")
+    if choice == "latest":
+        return dirs[-1]
+    if choice == "best":
+        scored = []
+        for d in dirs:
+            try:
+                value = json.loads((d / "state.json").read_text()).get("eval_return")
+            except FileNotFoundError:  # pruned by its run since the listing
+                continue
+            if value is not None:
+                scored.append((float(value), d.name, d))
+        if not scored:
+            raise NoSuchCheckpoint(f"no checkpoint in {label} has an evaluation yet, so none is 'best'")
+        return max(scored)[2]
+    for d in dirs:
+        if d.name == f"{CKPT_PREFIX}{choice:012d}":
+            return d
+    steps = ", ".join(str(int(d.name[len(CKPT_PREFIX) :])) for d in dirs)
+    raise NoSuchCheckpoint(f"no checkpoint at step {choice} in {label} (there are: {steps})")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint dir, or a run dir (→ its latest checkpoint)."""
     path = Path(path)

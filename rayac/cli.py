@@ -1,4 +1,4 @@
-"""The ``rayac`` command: train | evaluate | presets | runs | plot, and the service's serve | submit.
+"""The ``rayac`` command: train | evaluate | presets | runs | plot | sweep | export, and the service's serve | submit.
 
 Bad input exits with code 2 and one line naming the field, before anything is written.
 
@@ -175,6 +175,14 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--search-alg", default="random", help="random | grid | optuna (default random)")
     sw.add_argument("--sweep-dir", help="where trials and sweep.json go (default sweeps/<preset>-<time>)")
     sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep's unfinished trials")
+    x = sub.add_parser("export", help="export a trained policy to ONNX or TorchScript (runs without rayac)")
+    x.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    x.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (run it with onnxruntime: rayac[export]) or torchscript (default onnx)")  # fmt: skip
+    x.add_argument("--checkpoint", default="latest",
+                   help="best (highest evaluation), latest, or an env-step count (default latest)")  # fmt: skip
+    x.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="file to write; its JSON sidecar goes to FILE.json")  # fmt: skip
 
     for name, command in plugged_commands().items():
         run: Callable[[argparse.Namespace], int]
@@ -340,6 +348,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if doc["state"] == "finished" else 130
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rayac.checkpoint import NoSuchCheckpoint, parse_checkpoint_choice
+    from rayac.export import export_policy
+
+    try:
+        choice = parse_checkpoint_choice(args.checkpoint)
+    except ValueError as err:
+        return fail(f"--checkpoint: {err}")
+    if Path(args.output).is_dir():
+        return fail(f"--output: {args.output} is a directory; name the file to write")
+    try:
+        sidecar = export_policy(args.path, args.output, fmt=args.fmt, checkpoint=choice)
+    except NoSuchCheckpoint as err:
+        return fail(f"--checkpoint: {err}")
+    except (OSError, ValueError) as err:  # no checkpoint at all (FileNotFoundError), an unreadable one
+        return fail(f"RUN_OR_CHECKPOINT: {err}")
+    print(f"wrote {args.output} ({args.fmt}, {sidecar['checkpoint']} of {sidecar['env_id']}; "
+          f"inputs and outputs in {args.output}.json)")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = _parser()
@@ -347,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown and not getattr(args, "any_arguments", False):  # what parse_args does
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "presets": cmd_presets, "plot": cmd_plot,
-                "sweep": cmd_sweep, "runs": cmd_runs}  # fmt: skip
+                "sweep": cmd_sweep, "runs": cmd_runs, "export": cmd_export}  # fmt: skip
     handler = handlers.get(args.command) or args.plugged
     try:
         return handler(args)

@@ -73,32 +73,42 @@ class MicroBatcher:
                 size += len(chunk[-1][0])
             self._run(chunk)
 
-    @torch.inference_mode()
     def _run(self, chunk: list) -> None:
         try:
-            obs = torch.as_tensor(np.concatenate([c[0] for c in chunk]))
-            net = self.policy.policy
-            greedy = net.actions(obs, deterministic=True)
-            sampled = net.actions(obs, deterministic=False) if not all(c[1] for c in chunk) else greedy
-            values = net.value(obs).numpy() if any(c[2] for c in chunk) else None
-            probs = net.action_probs(obs).numpy() if any(c[3] for c in chunk) else None
-            greedy = self.policy.spec.clip_actions(greedy.numpy())
-            sampled = self.policy.spec.clip_actions(sampled.numpy()) if sampled is not None else greedy
+            results = forward_batch(self.policy, [c[:4] for c in chunk])
         except Exception as err:  # hand the failure to every waiting request
             for c in chunk:
                 if not c[4].done():
                     c[4].set_exception(err)
             return
-        start = 0
-        for o, deterministic, want_v, want_p, fut in chunk:
-            end = start + len(o)
-            acts = greedy[start:end] if deterministic else sampled[start:end]
-            result = ActResult(
-                acts, values[start:end] if want_v else None, probs[start:end] if want_p else None
-            )
-            if not fut.done():
-                fut.set_result(result)
-            start = end
+        for c, result in zip(chunk, results, strict=True):
+            if not c[4].done():
+                c[4].set_result(result)
+
+
+@torch.inference_mode()
+def forward_batch(
+    policy: InferencePolicy, requests: list[tuple[np.ndarray, bool, bool, bool]]
+) -> list[ActResult]:
+    """One forward pass for several act requests, each ``(observations, deterministic, values, probs)`` — the
+    in-process micro-batcher and the Ray Serve replicas both answer with this."""
+    obs = torch.as_tensor(np.concatenate([r[0] for r in requests]))
+    net = policy.policy
+    greedy = net.actions(obs, deterministic=True)
+    sampled = net.actions(obs, deterministic=False) if not all(r[1] for r in requests) else greedy
+    values = net.value(obs).numpy() if any(r[2] for r in requests) else None
+    probs = net.action_probs(obs).numpy() if any(r[3] for r in requests) else None
+    greedy = policy.spec.clip_actions(greedy.numpy())
+    sampled = policy.spec.clip_actions(sampled.numpy())
+    results, start = [], 0
+    for o, deterministic, want_v, want_p in requests:
+        end = start + len(o)
+        acts = greedy[start:end] if deterministic else sampled[start:end]
+        results.append(
+            ActResult(acts, values[start:end] if want_v else None, probs[start:end] if want_p else None)
+        )
+        start = end
+    return results
 
 
 class PolicyService:
@@ -128,6 +138,11 @@ class PolicyService:
             ckpt = resolved[1]
         else:
             ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id)
+        return await self.batcher_at(policy_id, ckpt)
+
+    async def batcher_at(self, key: str, ckpt: Path) -> MicroBatcher:
+        """The cached batcher of checkpoint ``ckpt`` under ``key`` (a job id, or a deployment's version)."""
+        policy_id = key
         hit = self.cache.get(policy_id)
         if hit is not None and hit[0] == ckpt:
             self.cache.move_to_end(policy_id)
@@ -148,22 +163,10 @@ class PolicyService:
 
     def describe(self, policy_id: str, *, job_name: str | None = None) -> dict[str, Any]:
         """``job_name``: the job's name when the caller has its record already (else it is read)."""
-        ckpt = self._checkpoint_of(policy_id)
         if job_name is None:
             job_name = self.jobs.store.get(policy_id).name
-        state = json.loads((ckpt / "state.json").read_text())
-        spaces = json.loads((ckpt / "spaces.json").read_text())
-        config = json.loads((ckpt / "config.json").read_text())
-        action: dict[str, Any] = {"kind": spaces["action_kind"]}
-        if spaces["action_kind"] == "discrete":
-            action["n"] = spaces["action_n"]
-        else:
-            action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
-        return {
-            "id": policy_id, "job_id": policy_id, "job_name": job_name, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
-            "observation_shape": spaces["obs_shape"], "observation_dtype": spaces["obs_dtype"], "action_space": action,
-            "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
-        }  # fmt: skip
+        return {"id": policy_id, "job_id": policy_id, "job_name": job_name,
+                **describe_checkpoint(self._checkpoint_of(policy_id))}  # fmt: skip
 
     def list(self) -> list[dict[str, Any]]:
         out = []
@@ -175,22 +178,50 @@ class PolicyService:
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
                   probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
         """``observations`` (nested lists), or ``observations_b64``: base64 of the batch's raw bytes."""
-        batcher = await self.batcher(policy_id)
+        return await self.act_with(await self.batcher(policy_id), observations, deterministic=deterministic,
+                                   values=values, probs=probs, observations_b64=observations_b64)  # fmt: skip
+
+    async def act_with(self, batcher: MicroBatcher, observations: Any, *, deterministic: bool, values: bool,
+                       probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+        """Act on ``batcher``'s policy: the request checks of every act route, then its micro-batch."""
+        obs = self.check_request(batcher.policy, observations, probs=probs, observations_b64=observations_b64)
+        return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)
+
+    def check_request(self, policy: InferencePolicy, observations: Any, *, probs: bool,
+                      observations_b64: str | None) -> np.ndarray:  # fmt: skip
+        """The batch of an act request, checked against ``policy``'s spaces; ConfigError (422) naming the field."""
         field = "observations" if observations_b64 is None else "observations_b64"
         try:
             if observations_b64 is None:
-                obs = batcher.policy.check_observations(observations)
+                obs = policy.check_observations(observations)
             else:
                 try:
                     # line-wrapped base64 (base64.encodebytes, MIME) is fine: whitespace is not data
                     raw = base64.b64decode("".join(observations_b64.split()), validate=True)
                 except binascii.Error:
                     raise ValueError("not valid base64") from None
-                obs = batcher.policy.observations_from_bytes(raw)
+                obs = policy.observations_from_bytes(raw)
         except ValueError as err:
             raise ConfigError(field, str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
             raise ConfigError(field, f"at most {self.settings.max_act_batch} per request, got {len(obs)}")
-        if probs and not batcher.policy.spec.discrete:
+        if probs and not policy.spec.discrete:
             raise ConfigError("return_probs", "action probabilities exist only for Discrete action spaces")
-        return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)
+        return obs
+
+
+def describe_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """What a client needs to call a checkpoint's policy: env, spaces, and where in training it was saved."""
+    state = json.loads((ckpt / "state.json").read_text())
+    spaces = json.loads((ckpt / "spaces.json").read_text())
+    config = json.loads((ckpt / "config.json").read_text())
+    action: dict[str, Any] = {"kind": spaces["action_kind"]}
+    if spaces["action_kind"] == "discrete":
+        action["n"] = spaces["action_n"]
+    else:
+        action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
+    return {
+        "env_id": config["env"]["id"], "checkpoint": ckpt.name, "observation_shape": spaces["obs_shape"],
+        "observation_dtype": spaces["obs_dtype"], "action_space": action, "eval_return": state.get("eval_return"),
+        "env_steps": state["env_steps"],
+    }  # fmt: skip

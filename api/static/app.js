@@ -1,7 +1,8 @@
-// The dashboard's router: #/jobs, #/jobs/<id>, #/submit, #/policies. Each view returns a cleanup function
-// that stops its timers and streams when the user navigates away.
+// The dashboard's router: #/jobs, #/jobs/<id>, #/submit, #/policies, #/deployments. Each view returns a cleanup
+// function that stops its timers and streams when the user navigates away.
 
 import { forgetToken } from "./api.js";
+import { deploymentsPage } from "./deployments.js";
 import { h } from "./dom.js";
 import { jobPage, jobsPage } from "./jobs.js";
 import { policiesPage } from "./policies.js";
@@ -20,7 +21,7 @@ function route() {
     link.classList.toggle("active", link.dataset.nav === section);
   }
   const pages = { jobs: () => (id ? jobPage(view, id) : jobsPage(view)), submit: () => submitPage(view),
-    policies: () => policiesPage(view) };
+    policies: () => policiesPage(view), deployments: () => deploymentsPage(view) };
   const page = pages[section];
   if (!page) {
     view.append(h("p", { class: "error" }, `No page '${hash}'.`), h("a", { href: "#/jobs" }, "Jobs"));

@@ -3,6 +3,7 @@
 
 import { ApiError, MetricStream, api, apiJSON } from "./api.js";
 import { TERMINAL, age, fmt, h, statusBadge } from "./dom.js";
+import { deployForm } from "./deployments.js";
 
 const LIST_REFRESH_MS = 2000;
 const JOB_REFRESH_MS = 3000;
@@ -114,6 +115,7 @@ export function jobPage(view, jobId) {
   const config = h("pre", { id: "job-config", class: "scroll" });
   const logs = h("pre", { id: "job-logs", class: "scroll" });
   const ckpts = h("tbody", { id: "job-checkpoints" });
+  const deploy = deployForm(jobId);
   const error = h("pre", { id: "job-error", class: "error", hidden: true });
   view.append(
     h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
@@ -121,8 +123,8 @@ export function jobPage(view, jobId) {
     error, charts,
     h("div", { class: "cols" },
       h("section", {}, h("h2", {}, "Checkpoints"), h("table", {}, h("thead", {}, h("tr", {},
-        ["Checkpoint", "Env steps", "Version", "Eval return"].map((t, i) => h("th", { class: i ? "num" : null }, t)))),
-      ckpts)),
+        ["Checkpoint", "Env steps", "Version", "Eval return", ""].map((t, i) => h("th", { class: i ? "num" : null }, t)))),
+      ckpts), h("h2", {}, "Deploy"), deploy.el),
       h("section", {}, h("h2", {}, "Config"), config)),
     h("section", {}, h("h2", {}, "Log tail"), logs));
 
@@ -165,7 +167,10 @@ export function jobPage(view, jobId) {
     error.textContent = job.error || "";
     ckpts.replaceChildren(...job.checkpoints.map((c) => h("tr", {}, h("td", {}, c.name),
       h("td", { class: "num" }, fmt(c.env_steps)), h("td", { class: "num" }, fmt(c.version)),
-      h("td", { class: "num" }, fmt(c.eval_return)))));
+      h("td", { class: "num" }, fmt(c.eval_return)),
+      h("td", {}, h("button", { type: "button", class: "deploy-row", onclick: () => deploy.select(c.env_steps) },
+        "Deploy…")))));
+    deploy.update(job.checkpoints);
   }
   async function refresh() {
     try {

@@ -211,7 +211,8 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     shape and an opaque page cursor cannot be said in a static schema, so some schema-valid values are 422s.
 
     Excluded: POST /v1/jobs, which would start real training runs (/v1/jobs/validate takes the same body and
-    checks), and the SSE stream, which stays open by design (its 404 is covered above)."""
+    checks), the SSE stream, which stays open by design (its 404 is covered above), and DELETE of the one
+    deployment the other deployment routes are fuzzed on."""
     import subprocess
     import sys
     from pathlib import Path
@@ -219,14 +220,16 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     with service.client() as c:  # a real job with a policy, so requests reach past the 404 of unknown ids
         job = c.post("/v1/jobs", json=small_job(steps=1000, run__stop={"total_env_steps": 1000})).json()
         assert follow(c, job["id"])[1]["status"] == "succeeded"
+        assert c.post("/v1/deployments", json={"name": "fuzzed", "policy": job["id"]}).status_code == 201
     (tmp_path / "schemathesis.toml").write_text(
-        f'[parameters]\n"path.job_id" = "{job["id"]}"\n"path.policy_id" = "{job["id"]}"\n'
+        f'[parameters]\n"path.job_id" = "{job["id"]}"\n"path.policy_id" = "{job["id"]}"\n"path.name" = "fuzzed"\n'
     )
     cli = Path(sys.executable).with_name("schemathesis")
     cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
            "--max-examples", "25", "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30",
            "--exclude-operation-id", "submit_job_v1_jobs_post",
            "--exclude-operation-id", "stream_metrics_v1_jobs__job_id__metrics_stream_get",
+           "--exclude-operation-id", "delete_deployment_v1_deployments__name__delete",  # (the unit tests cover it)
            "--seed", "1", "--no-color"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
