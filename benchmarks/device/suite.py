@@ -245,7 +245,8 @@ def row_pong(args: argparse.Namespace) -> dict[str, Any]:
     if not args.ray_ok:
         workers, per_worker = 0, workers * per_worker
     device = "cuda" if cuda() else "cpu"
-    extra = [f"run.stop.time_limit_s={seconds}", "run.stop.total_env_steps=null", "run.stop.target_return=null",
+    # the time limit ends it; the preset's step budget stays (its lr schedule anneals over it)
+    extra = [f"run.stop.time_limit_s={seconds}", "run.stop.target_return=null",
              "run.metrics_interval_steps=0" if args.smoke else "run.metrics_interval_steps=20000",
              "run.checkpoint_interval_steps=0"]  # fmt: skip
     preset, cfg = _pong_cfg(workers, per_worker, device, args.smoke, extra)

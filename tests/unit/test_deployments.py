@@ -226,4 +226,4 @@ def test_serve_replicas_setting_is_checked_at_start_up(monkeypatch, capsys):
         monkeypatch.setenv("RAYAC_SERVE_REPLICAS", bad)
         assert main(["serve", "--port", "9"]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "RAYAC_SERVE_REPLICAS must be a number of replicas" in err, err
+        assert err.count("\n") == 1 and "RAYAC_SERVE_REPLICAS: must be a number of replicas" in err, err
