@@ -161,7 +161,12 @@ def _interrupt(signum: int, _frame: object) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from rayac.stopfile import STOP_FILE_ENV, stop_requested
+
     console = Console(stderr=True)
+    if stop_requested():  # stopped while Ray prepared this driver: build nothing, start no actor
+        console.print(f"stopped before training started (${STOP_FILE_ENV} exists)")
+        return 130
     try:
         cfg = _train_config(args)
         from rayac.runner import Runner

@@ -35,6 +35,7 @@ from rayac.envs import SpaceSpec, check_config_against_env
 from rayac.evaluate import Evaluator
 from rayac.metrics import ConsoleSink, CsvSink, JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from rayac.policy import build_policy
+from rayac.stopfile import stop_requested
 from rayac.workers.learner import resolve_device
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,8 @@ class Runner:
         return record | result.metrics
 
     def _stop_reason(self, started: float) -> str | None:
+        if stop_requested():  # the service stopped this job (RAYAC_STOP_FILE): like SIGTERM, checkpoint and end
+            return "interrupted"
         stop = self.cfg.run.stop
         if stop.total_env_steps is not None and self.env_steps >= stop.total_env_steps:
             return "total_env_steps"

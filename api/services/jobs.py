@@ -28,6 +28,7 @@ from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
 from rayac.metrics import last_record
+from rayac.stopfile import STOP_FILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ class JobService:
                     # The driver runs where Ray runs job drivers (the head), so the run's files land where the
                     # service reads them; learner_resources place the learner / parameter server actors instead.
                     # Its actors that Ray cannot place fail the job after the service's placement deadline.
-                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}"}
+                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}",
+                           STOP_FILE_ENV: str(self.stop_path(job_id))}  # fmt: skip
                     self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env},
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
                     break
@@ -221,7 +223,19 @@ class JobService:
         started = (getattr(info, "start_time", None) or 0) / 1000 or rec.created_at
         return limit is not None and time.time() - started > limit + self.settings.time_limit_grace_s
 
+    def stop_path(self, job_id: str) -> Path:
+        """The job's stop file (``RAYAC_STOP_FILE`` of its driver): it exists once a stop was asked for."""
+        return self.storage / "jobs" / f"{job_id}.stop"
+
+    def _mark_stopped(self, job_id: str) -> None:
+        """Written before Ray is asked: a driver Ray starts after the stop (still preparing its runtime env when
+        the stop came) sees it and never trains. Ray's own stop may come too early to reach it."""
+        path = self.stop_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
     def _stop_quietly(self, job_id: str) -> None:
+        self._mark_stopped(job_id)
         try:
             self._ray("stop_job", job_id)
         except Exception as err:
@@ -265,6 +279,7 @@ class JobService:
         rec = self.get(job_id)
         if rec.status in TERMINAL:
             raise Conflict(f"job '{job_id}' already {rec.status}")
+        self._mark_stopped(job_id)
         self._ray("stop_job", job_id)
         return rec
 
