@@ -220,7 +220,8 @@ class Runner:
         return record | result.metrics
 
     def _stop_reason(self, started: float) -> str | None:
-        if stop_requested():  # the service stopped this job (RAYAC_STOP_FILE): like SIGTERM, checkpoint and end
+        # the service stopped this job (RAYAC_STOP_FILE): like SIGTERM, checkpoint and end
+        if stop_requested():
             return "interrupted"
         stop = self.cfg.run.stop
         if stop.total_env_steps is not None and self.env_steps >= stop.total_env_steps:

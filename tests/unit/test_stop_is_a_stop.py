@@ -62,7 +62,9 @@ def test_the_services_own_stops_write_it_too(tmp_path, why):
     cfg = rayac.Config(run={"stop": {"time_limit_s": 0.01}}) if why == "time_limit" else rayac.Config()
     rec = jobs.submit(cfg, why)
     status = "PENDING" if why == "placement" else "RUNNING"
-    fake.get_job_info = lambda job_id: type("Info", (), {"status": status, "message": None, "start_time": 1})()
+    fake.get_job_info = lambda job_id: type(
+        "Info", (), {"status": status, "message": None, "start_time": 1}
+    )()
     fake.stop_job = lambda job_id: None
     import time
 
