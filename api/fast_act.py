@@ -10,6 +10,7 @@ registered, so it is what /docs and the OpenAPI schema describe.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -17,11 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.auth import UNAUTHORIZED_HEADERS, bearer_problem
-from api.errors import config_error_body, validation_body
+from api.errors import config_error_body, unexpected_error, validation_body
 from api.schemas import ActRequest
-from api.services.errors import NotFound
+from api.services.errors import NotFound, Unavailable
 from rayac.config import ConfigError
 
+log = logging.getLogger(__name__)
 ACT_PATH = re.compile(r"^/v1/policies/([^/]+)/act$")
 ROUTE = SimpleNamespace(path="/v1/policies/{policy_id}/act")  # the label request metrics use
 
@@ -52,6 +54,12 @@ class FastAct:
             return await _respond(send, 422, config_error_body(err))
         except NotFound as err:
             return await _respond(send, 404, {"detail": str(err)})
+        except Unavailable as err:
+            return await _respond(send, 503, {"detail": str(err)}, [(b"retry-after", b"1")])
+        except Exception as err:  # JSON like every other error; the service log has the traceback
+            code, payload = unexpected_error(err)
+            log.error("act on %s failed", match.group(1), exc_info=err)
+            return await _respond(send, code, payload)
         await _respond(send, 200, result.to_json())
 
 

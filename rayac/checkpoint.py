@@ -108,8 +108,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    # renamed away first, so a reader sees a checkpoint whole or not at all (never half deleted by rmtree)
     for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = old.parent / f".old-{old.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(old, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -354,7 +354,10 @@ class JobService:
     def checkpoints(self, rec: JobRecord) -> list[dict[str, Any]]:
         out = []
         for path in checkpoint_dirs(Path(rec.run_dir)):
-            state = json.loads((path / "state.json").read_text())
+            try:
+                state = json.loads((path / "state.json").read_text())
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # pruned by the running job since it was listed
             out.append({"name": path.name, "env_steps": state["env_steps"], "version": state["version"],
                         "eval_return": state.get("eval_return")})  # fmt: skip
         return out
@@ -408,15 +411,21 @@ def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[st
     except FileNotFoundError:
         lines = []
     for line in reversed(lines):
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn line (a full disk, a crash): the records around it still count
+            continue
         last = last or record
         if "eval/return_mean" in record:
             eval_return = float(record["eval/return_mean"])
             break
     if eval_return is None:
-        ckpts = checkpoint_dirs(Path(run_dir))
-        if ckpts:
-            eval_return = json.loads((ckpts[-1] / "state.json").read_text()).get("eval_return")
+        for ckpt in reversed(checkpoint_dirs(Path(run_dir))):
+            try:
+                eval_return = json.loads((ckpt / "state.json").read_text()).get("eval_return")
+                break
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # pruned since it was listed
     return last, eval_return
 
 

@@ -11,10 +11,12 @@ import base64
 import binascii
 import collections
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,10 +24,13 @@ import torch
 from rayac.checkpoint import InferencePolicy, latest_checkpoint, load_policy
 from rayac.config import ConfigError
 
-from .errors import NotFound
+from .errors import NotFound, Unavailable
 from .jobs import JobService
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 RESOLVE_TTL_S = 1.0  # how long "which checkpoint is latest" is trusted before looking at the disk again
+ROTATION_RETRIES = 4  # a checkpoint pruned between finding and reading it is looked for again this many times
 
 
 @dataclass
@@ -101,6 +106,16 @@ class MicroBatcher:
             start = end
 
 
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The latest checkpoint. A directory listing is not atomic: one taken while a job renames its new checkpoint
+    in and its old one away can see neither, so an empty answer is looked at again."""
+    for _ in range(ROTATION_RETRIES):
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            return ckpt
+    return None
+
+
 class PolicyService:
     def __init__(self, settings: Any, jobs: JobService):
         self.settings = settings
@@ -109,25 +124,46 @@ class PolicyService:
         self._resolved: dict[str, tuple[float, Path]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
 
-    def _checkpoint_of(self, policy_id: str) -> Path:
+    def _checkpoint_of(self, policy_id: str, *, fresh: bool = False) -> Path:
         hit = self._resolved.get(policy_id)
-        if hit is not None and time.monotonic() - hit[0] < RESOLVE_TTL_S:
+        if not fresh and hit is not None and time.monotonic() - hit[0] < RESOLVE_TTL_S:
             return hit[1]
         rec = self.jobs.store.get(policy_id)  # NotFound for an unknown id
-        ckpt = latest_checkpoint(Path(rec.run_dir))
+        ckpt = find_latest_checkpoint(Path(rec.run_dir))
         if ckpt is None:
             raise NotFound(f"job '{policy_id}' has no checkpoint yet")
         self._resolved[policy_id] = (time.monotonic(), ckpt)
         return ckpt
 
+    def read(self, policy_id: str, read: Callable[[Path], T]) -> tuple[Path, T]:
+        """``read(latest checkpoint)``. A running job prunes old checkpoints: one that vanished between finding
+        and reading it (a cached path included) is found again, never an error."""
+        for attempt in range(ROTATION_RETRIES):
+            ckpt = self._checkpoint_of(policy_id, fresh=attempt > 0)
+            try:
+                return ckpt, read(ckpt)
+            except (FileNotFoundError, NotADirectoryError):
+                self._resolved.pop(policy_id, None)
+        raise Unavailable(f"the checkpoints of job '{policy_id}' were replaced {ROTATION_RETRIES} times while being "
+                          "read; try again")  # fmt: skip
+
     async def batcher(self, policy_id: str) -> MicroBatcher:
         """The cached batcher of a policy. Finding and loading its checkpoint (SQLite, disk, safetensors) runs in a
         thread, never on the event loop, and one load per policy at a time: concurrent misses wait for it."""
+        for attempt in range(ROTATION_RETRIES):
+            try:
+                return await self._batcher(policy_id, fresh=attempt > 0)
+            except (FileNotFoundError, NotADirectoryError):
+                self._resolved.pop(policy_id, None)  # pruned after it was found: find the latest again
+        raise Unavailable(f"the checkpoints of job '{policy_id}' were replaced {ROTATION_RETRIES} times while being "
+                          "loaded; try again")  # fmt: skip
+
+    async def _batcher(self, policy_id: str, *, fresh: bool) -> MicroBatcher:
         resolved = self._resolved.get(policy_id)
-        if resolved is not None and time.monotonic() - resolved[0] < RESOLVE_TTL_S:
+        if not fresh and resolved is not None and time.monotonic() - resolved[0] < RESOLVE_TTL_S:
             ckpt = resolved[1]
         else:
-            ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id)
+            ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id, fresh=fresh)
         hit = self.cache.get(policy_id)
         if hit is not None and hit[0] == ckpt:
             self.cache.move_to_end(policy_id)
@@ -147,10 +183,10 @@ class PolicyService:
         return batcher
 
     def describe(self, policy_id: str) -> dict[str, Any]:
-        ckpt = self._checkpoint_of(policy_id)
-        state = json.loads((ckpt / "state.json").read_text())
-        spaces = json.loads((ckpt / "spaces.json").read_text())
-        config = json.loads((ckpt / "config.json").read_text())
+        ckpt, (state, spaces, config) = self.read(
+            policy_id,
+            lambda c: [json.loads((c / f).read_text()) for f in ("state.json", "spaces.json", "config.json")],
+        )
         action: dict[str, Any] = {"kind": spaces["action_kind"]}
         if spaces["action_kind"] == "discrete":
             action["n"] = spaces["action_n"]
@@ -163,10 +199,15 @@ class PolicyService:
         }  # fmt: skip
 
     def list(self) -> list[dict[str, Any]]:
+        """Every policy that can be described now: one job's trouble (a checkpoint mid-rotation, an unreadable
+        file) leaves that job out of this answer, never fails the list for everyone."""
         out = []
         for rec in self.jobs.store.all():
-            if latest_checkpoint(Path(rec.run_dir)) is not None:
-                out.append(self.describe(rec.id))
+            try:
+                if find_latest_checkpoint(Path(rec.run_dir)) is not None:
+                    out.append(self.describe(rec.id))
+            except (NotFound, Unavailable, OSError, ValueError, KeyError) as err:
+                log.warning("policy list: leaving out %s (%s: %s)", rec.id, type(err).__name__, err)
         return out
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
