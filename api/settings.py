@@ -66,6 +66,9 @@ class Settings(BaseModel):
         ge=0,
         description="A job with run.stop.time_limit_s is stopped by the service this long after its limit.",
     )
+    stream_send_timeout_s: float = Field(
+        30.0, gt=0, description="A metrics stream whose client reads nothing for this long is closed."
+    )
     cluster_lost_after_s: float = Field(
         10.0,
         gt=0,

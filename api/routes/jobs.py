@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 
 from api.deps import Authorized, Jobs
 from api.schemas import (
@@ -29,8 +30,10 @@ from api.services.jobs import JobService, latest_returns
 from api.services.store import TERMINAL, JobRecord
 from rayac.metrics import read_metrics
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized, responses=UNAUTHORIZED)
 STOP_WAIT_S = 10.0
+LOG_BYTES, MAX_LOG_BYTES = 64 * 1024, 1024 * 1024  # /logs: the default tail, and the most one answer holds
 
 
 def _out(jobs: JobService, rec: JobRecord) -> JobOut:
@@ -97,10 +100,20 @@ async def stop_job(job_id: str, jobs: Jobs) -> JobOut:
     return await asyncio.to_thread(_out, jobs, rec)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The job's driver log",
-            responses={**NOT_FOUND, **UNAVAILABLE})  # fmt: skip
-def job_logs(job_id: str, jobs: Jobs) -> str:
-    return jobs.logs(job_id)
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The tail of the job's driver log",
+            responses={**NOT_FOUND, **UNAVAILABLE, **INVALID})  # fmt: skip
+def job_logs(
+    job_id: str,
+    jobs: Jobs,
+    tail_bytes: Annotated[int, Query(ge=1, le=MAX_LOG_BYTES, description="Most bytes returned.")] = LOG_BYTES,
+    offset: Annotated[
+        int | None, Query(ge=0, le=2**53, description="Start at this byte (X-Log-Size of an earlier answer).")
+    ] = None,
+) -> PlainTextResponse:
+    """The last `tail_bytes` of the log (from a line start), or with `offset` the bytes from there: a follower
+    passes the previous answer's `X-Log-Size` and gets only what is new. `X-Log-Start` is where the text begins."""
+    text, start, size = jobs.logs(job_id, tail_bytes=tail_bytes, offset=offset)
+    return PlainTextResponse(text, headers={"X-Log-Start": str(start), "X-Log-Size": str(size)})
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, summary="Metric records so far",
@@ -113,9 +126,25 @@ def job_metrics(job_id: str, jobs: Jobs, since: Annotated[int, Query(ge=0, le=10
 @router.get("/{job_id}/metrics/stream", summary="Live metrics (Server-Sent Events, resumable with Last-Event-ID)",
             response_class=EventSourceResponse, responses={**NOT_FOUND, **INVALID})  # fmt: skip
 async def stream_metrics(
-    job_id: str, jobs: Jobs, last_event_id: Annotated[int | None, Header(ge=-1, le=10**9)] = None
+    job_id: str,
+    jobs: Jobs,
+    request: Request,
+    last_event_id: Annotated[int | None, Header(ge=-1, le=10**9)] = None,
 ) -> EventSourceResponse:
     """One `metrics` event per record (id = record index), then one `status` event with the final status.
     `Last-Event-ID: N` resumes with record N + 1."""
     await asyncio.to_thread(jobs.metrics_path, job_id)  # 404 before the stream starts
-    return EventSourceResponse(jobs.metric_events(job_id, last_event_id), ping=15)
+    return BoundedEventSource(jobs.metric_events(job_id, last_event_id), ping=15,
+                              send_timeout=request.app.state.settings.stream_send_timeout_s)  # fmt: skip
+
+
+class BoundedEventSource(EventSourceResponse):
+    """A stream whose client stops reading holds at most the socket's buffers and one chunk of records: a send
+    that waits longer than ``send_timeout`` ends the stream (the client reconnects with Last-Event-ID)."""
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.warning("dropped a metrics stream whose client read nothing for %g s (%s)", self.send_timeout,
+                        scope.get("path"))  # fmt: skip

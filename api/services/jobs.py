@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
 from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
@@ -283,10 +284,19 @@ class JobService:
         self._ray("stop_job", job_id)
         return rec
 
-    def logs(self, job_id: str) -> str:
+    def logs(self, job_id: str, *, tail_bytes: int, offset: int | None = None) -> tuple[str, int, int]:
+        """(text, its start byte, the log's size): the last ``tail_bytes`` of the job's driver log, or with
+        ``offset`` the bytes from there (at most ``tail_bytes``): a follower asks only for what is new.
+
+        On a head of the service's own the log file is read directly, a bounded slice of it; on another cluster
+        Ray's Jobs API hands over the whole log and the slice is cut from it."""
         self.store.get(job_id)
+        local = self._local_driver_log(job_id)
+        if local is not None:
+            data, start, size = read_range(local, tail_bytes=tail_bytes, offset=offset)
+            return data.decode(errors="replace"), start, size
         try:
-            return self._ray("get_job_logs", job_id)
+            text = self._ray("get_job_logs", job_id)
         except Unavailable:
             raise
         except Exception as err:
@@ -295,6 +305,20 @@ class JobService:
                     f"the Ray cluster no longer knows job '{job_id}', so it has no logs of it"
                 ) from None
             raise Unavailable(f"logs unavailable: {err}") from err
+        data = text.encode(errors="replace")
+        if offset is not None:
+            start = min(offset, len(data))
+            return data[start : start + tail_bytes].decode(errors="replace"), start, len(data)
+        tail = tail_text(text, tail_bytes)
+        return tail, len(data) - len(tail.encode(errors="replace")), len(data)
+
+    def _local_driver_log(self, job_id: str) -> Path | None:
+        """The driver log file of a job on a Ray head this service started (Ray's own name for it)."""
+        head = getattr(self.cluster, "owned_head", None)
+        if not head or not head.get("temp_dir"):
+            return None
+        path = Path(head["temp_dir"]) / "session_latest" / "logs" / f"job-driver-{job_id}.log"
+        return path if path.is_file() else None
 
     # -- the watcher: the cluster's health, placement deadlines and time limits, without any request
     def start_watching(self) -> None:
@@ -367,6 +391,8 @@ class JobService:
         ``status`` event once the job has ended. File reads run in threads."""
         path = await asyncio.to_thread(self.metrics_path, job_id)  # NotFound before the stream starts
         first = 0 if last_event_id is None else last_event_id + 1
+        # every read is one bounded chunk (files.CHUNK_BYTES) in a thread: a 100 MB metrics file costs each stream
+        # a chunk of memory, and a stream whose client stops reading waits in its send (and is dropped by it)
         offset, next_id = await asyncio.to_thread(skip_lines, path, first)
         while True:
             lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
@@ -427,30 +453,3 @@ def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[st
             except (FileNotFoundError, NotADirectoryError):
                 continue  # pruned since it was listed
     return last, eval_return
-
-
-def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """Complete lines after byte ``offset`` (a partly written last line waits for the next call)."""
-    if not path.exists():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    return data[: end + 1].decode().splitlines(), offset + end + 1
-
-
-def skip_lines(path: Path, count: int) -> tuple[int, int]:
-    """(byte offset, lines skipped) after the first ``count`` complete lines: resuming after Last-Event-ID."""
-    offset = skipped = 0
-    if count <= 0 or not path.exists():
-        return offset, skipped
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n") or skipped == count:
-                break
-            offset += len(line)
-            skipped += 1
-    return offset, skipped

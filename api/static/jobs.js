@@ -140,11 +140,21 @@ export function jobPage(view, jobId) {
       h("td", { class: "num" }, fmt(c.env_steps)), h("td", { class: "num" }, fmt(c.version)),
       h("td", { class: "num" }, fmt(c.eval_return)))));
   }
+  let logSize = null, logText = "";
   async function refresh() {
     try {
       showJob(await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}`));
-      const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs`);
-      if (resp.ok) logs.textContent = (await resp.text()).trimEnd().split("\n").slice(-LOG_LINES).join("\n");
+      // only the bytes written since the last answer (X-Log-Size); the first answer is the log's tail
+      const since = logSize === null ? "" : `?offset=${logSize}`;
+      const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs${since}`);
+      if (resp.ok) {
+        const size = Number(resp.headers.get("X-Log-Size"));
+        const text = await resp.text();
+        logSize = size < (logSize ?? 0) ? null : Number(resp.headers.get("X-Log-Start")) + new Blob([text]).size;
+        logText = (logSize === null ? "" : logText) + text;
+        logText = logText.split("\n").slice(-LOG_LINES - 1).join("\n");
+        logs.textContent = logText.trimEnd();
+      }
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
         view.replaceChildren(h("p", { class: "error" }, err.message), h("a", { href: "#/jobs" }, "Jobs"));
