@@ -48,8 +48,16 @@ class Settings(BaseModel):
     max_rollout_bytes: int = Field(
         4 * 2**30,
         ge=0,
-        description="Most memory a job's rollouts may take, estimated as workers × num_envs × rollout_steps × "
-        "observation bytes (one rollout in flight per worker).",
+        description="Most memory a job may need, estimated from every per-step array its rollouts and its learner "
+        "hold, and its parameters (rayac.budget).",
+    )
+    max_policy_params: int = Field(
+        100_000_000, ge=1, description="Most parameters a job's network may have (model.hidden_sizes)."
+    )
+    min_worker_cpus: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs each rollout worker counts as at admission, however little resources.worker_cpus asks.",
     )
     check_cluster_resources: bool = Field(
         True,

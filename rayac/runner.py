@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rayac.algorithms.base import Algorithm, make_algorithm
+from rayac.budget import check_machine
 from rayac.checkpoint import (
     CKPT_PREFIX,
     atomic_write_text,
@@ -71,6 +72,7 @@ def prepare_run(
 
     Returns the config the run uses (``run.run_dir`` filled in) and the env's spaces."""
     spec = check_config_against_env(cfg)
+    check_machine(cfg, spec)  # what the run would hold in memory, against this machine's
     resolve_device(cfg.resources.device)
     path = Path(run_dir or cfg.run.run_dir or default_run_dir(cfg))
     if resume:

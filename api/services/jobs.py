@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import shlex
 import sys
 import threading
@@ -20,11 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from api.services.errors import Conflict, NotFound, Unavailable
 from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
+from rayac.budget import check_memory
 from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
@@ -97,19 +95,11 @@ class JobService:
         if res.num_workers > s.max_workers_per_job:
             raise ConfigError("config.resources.num_workers", f"{res.num_workers} rollout workers asked; this service "
                               f"allows at most {s.max_workers_per_job} per job (RAYAC_MAX_WORKERS_PER_JOB)")  # fmt: skip
-        steps = cfg.algo.rollout_steps
-        if cfg.algo.episodic:
-            steps = cfg.env.max_episode_steps or _registered_max_steps(cfg.env.id) or 0
-        obs_bytes = (
-            math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype if spec.is_image else np.float32).itemsize
-        )
-        workers = max(1, res.num_workers)
-        estimate = workers * cfg.env.num_envs * steps * obs_bytes
-        if estimate > s.max_rollout_bytes:
-            raise ConfigError("config.env.num_envs", (
-                f"rollouts would take about {estimate / 2**20:,.0f} MiB (workers {workers} × num_envs "
-                f"{cfg.env.num_envs} × rollout steps {steps} × {obs_bytes:,} observation bytes), over this service's "
-                f"cap of {s.max_rollout_bytes / 2**20:,.0f} MiB (RAYAC_MAX_ROLLOUT_BYTES)"))  # fmt: skip
+        try:
+            check_memory(cfg, spec, limit_bytes=s.max_rollout_bytes, limit_name="RAYAC_MAX_ROLLOUT_BYTES",
+                         max_params=s.max_policy_params, params_name="RAYAC_MAX_POLICY_PARAMS")  # fmt: skip
+        except ConfigError as err:
+            raise ConfigError(f"config.{err.field}", err.message) from None
 
     def _check_cluster(self, cfg: Config) -> None:
         """What the job needs against what the cluster has now: a job that can never be placed is refused."""
@@ -118,10 +108,15 @@ class JobService:
         learner_actor = bool(res.num_workers) and (
             cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
         )
-        cpus = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
+        # a rollout worker is a busy process whatever Ray books for it: fractions count as RAYAC_MIN_WORKER_CPUS
+        per_worker = max(res.worker_cpus, self.settings.min_worker_cpus)
+        counted = (
+            "" if per_worker == res.worker_cpus else f", counted as {per_worker:g} (RAYAC_MIN_WORKER_CPUS)"
+        )
+        cpus = res.num_workers * per_worker + (res.learner_cpus if learner_actor else 0)
         if cpus:
             needs["CPU"] = ("config.resources.num_workers", cpus, f"num_workers {res.num_workers} × worker_cpus "
-                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
+                            f"{res.worker_cpus:g}{counted}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
         if res.device == "cuda":
             needs["GPU"] = ("config.resources.device", 1.0, "device cuda")
         for key, amount in (
@@ -410,15 +405,6 @@ class JobService:
                 yield {"event": "status", "data": json.dumps({"status": rec.status, "error": rec.error})}
                 return
             await asyncio.sleep(STREAM_POLL_S)
-
-
-def _registered_max_steps(env_id: str) -> int | None:
-    import gymnasium as gym
-
-    try:
-        return gym.spec(env_id).max_episode_steps
-    except Exception:
-        return None
 
 
 def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:
