@@ -24,7 +24,7 @@ from api.errors import config_error_body, unexpected_error, validation_body
 from api.fast_act import FastAct
 from api.routes import jobs, policies, system
 from api.routes.dashboard import add_dashboard
-from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
 from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
@@ -224,7 +224,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
         app.add_exception_handler(exc_type, unexpected)
 
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
-                           (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
+                           (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+                           (InsufficientStorage, status.HTTP_507_INSUFFICIENT_STORAGE)):  # fmt: skip
         app.add_exception_handler(exc_type, _plain_handler(code))
 
     app.openapi = lambda: _openapi_schema(app)

@@ -74,6 +74,11 @@ class Settings(BaseModel):
         ge=0,
         description="A job with run.stop.time_limit_s is stopped by the service this long after its limit.",
     )
+    min_free_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="Submissions are refused (507) while the storage dir has less free space.",
+    )
     stream_send_timeout_s: float = Field(
         30.0, gt=0, description="A metrics stream whose client reads nothing for this long is closed."
     )

@@ -34,12 +34,17 @@ CKPT_PREFIX = "ckpt_"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or is as it was: a failed write (a full disk) leaves no temp file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def rng_state() -> dict[str, str]:

@@ -43,7 +43,10 @@ def _out(jobs: JobService, rec: JobRecord) -> JobOut:
 
 
 def _summary(rec: JobRecord) -> JobSummary:
-    last, eval_return = latest_returns(Path(rec.run_dir))
+    try:
+        last, eval_return = latest_returns(Path(rec.run_dir))
+    except (OSError, ValueError):  # an unreadable run dir: the job is still listed, without its returns
+        last, eval_return = None, None
     last = last or {}
     return JobSummary(id=rec.id, name=rec.name, status=rec.status, created_at=rec.created_at,
                       updated_at=rec.updated_at, algo=rec.config.get("algo", {}).get("name", "?"),

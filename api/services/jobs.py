@@ -8,9 +8,12 @@ goes away every unfinished job gets a final status from its run directory (``res
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shlex
+import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
 from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
 from rayac.budget import check_memory
@@ -145,11 +148,16 @@ class JobService:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir),
                                                                         "progress_bar": False})})  # fmt: skip
         config_path = self.storage / "jobs" / f"{job_id}.json"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, cfg.model_dump_json(indent=2))
+        self._check_free_space()
         now = time.time()
         rec = JobRecord(job_id, name, "pending", cfg.model_dump(mode="json"), str(run_dir), now, now, None)
-        self.store.insert(rec)
+        try:
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(config_path, cfg.model_dump_json(indent=2))
+            self.store.insert(rec)
+        except BaseException:  # a full disk, say: nothing of this job is left behind
+            config_path.unlink(missing_ok=True)
+            raise
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
         deadline = time.monotonic() + AGENT_WAIT_S
@@ -177,6 +185,14 @@ class JobService:
             config_path.unlink(missing_ok=True)
             raise
         return rec
+
+    def _check_free_space(self) -> None:
+        """Below the floor a job's run could not write its checkpoints, nor the registry its status: refuse now."""
+        free = shutil.disk_usage(self.storage).free
+        if free < self.settings.min_free_bytes:
+            raise InsufficientStorage(f"the service's storage ({self.storage}) has {free / 2**20:,.0f} MiB free, under "
+                                      f"its floor of {self.settings.min_free_bytes / 2**20:,.0f} MiB "
+                                      "(RAYAC_MIN_FREE_BYTES); free some space and retry")  # fmt: skip
 
     # -- status
     def refresh(self, rec: JobRecord) -> JobRecord:
@@ -210,9 +226,19 @@ class JobService:
                                         f"more than {self.settings.time_limit_grace_s:g} s")  # fmt: skip
             self._stop_quietly(rec.id)
         if status != rec.status:
-            self.store.update(rec.id, status=status, error=error, only_unfinished=True)
-            rec = self.store.get(rec.id)
+            rec = self._record(rec, status, error)
         return rec
+
+    def _record(self, rec: JobRecord, status: str, error: str | None) -> JobRecord:
+        """Store a job's new status. When it cannot be written (a full disk), the answer still carries it and the
+        watcher writes it on a later pass: one job's status never breaks a list, and none stays `running` for
+        good."""
+        try:
+            self.store.update(rec.id, status=status, error=error, only_unfinished=True)
+            return self.store.get(rec.id)
+        except sqlite3.Error as err:
+            log.warning("could not record %s as %s (%s); the watcher tries again", rec.id, status, err)
+            return dataclasses.replace(rec, status=status, error=error if error is not None else rec.error)
 
     def _over_time_limit(self, rec: JobRecord, info: Any) -> bool:
         limit = rec.config["run"]["stop"].get("time_limit_s")
@@ -227,8 +253,11 @@ class JobService:
         """Written before Ray is asked: a driver Ray starts after the stop (still preparing its runtime env when
         the stop came) sees it and never trains. Ray's own stop may come too early to reach it."""
         path = self.stop_path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as err:  # a full disk: Ray's stop still goes out
+            log.warning("could not write the stop file of %s: %s", job_id, err)
 
     def _stop_quietly(self, job_id: str) -> None:
         self._mark_stopped(job_id)
@@ -250,8 +279,7 @@ class JobService:
             status, error = "stopped", None
         else:
             status, error = "succeeded", None
-        self.store.update(rec.id, status=status, error=error, only_unfinished=True)
-        return self.store.get(rec.id)
+        return self._record(rec, status, error)
 
     def _log_tail(self, job_id: str, lines: int = 20) -> str:
         try:
@@ -354,7 +382,10 @@ class JobService:
             return
         self._down_since = None
         for rec in unfinished:
-            self.refresh(rec)
+            try:
+                self.refresh(rec)
+            except Exception:  # one job's trouble never keeps the others from being followed
+                log.exception("watching %s", rec.id)
 
     def _cluster_lost(self, reason: str, unfinished: list[JobRecord]) -> None:
         log.warning("%s: ending %d unfinished job(s) from their run directories", reason, len(unfinished))
