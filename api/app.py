@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount
 
 from api.errors import config_error_body, unexpected_error, validation_body
 from api.fast_act import FastAct
+from api.hosts import LoopbackHostOnly
 from api.routes import jobs, policies, system
 from api.routes.dashboard import add_dashboard
 from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
@@ -183,7 +184,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
         app.state.jobs.stop_watching()
 
     app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
-                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)  # docs: system.docs  # fmt: skip
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan,
+                  strict_content_type=True)  # docs: system.docs; JSON bodies need a JSON Content-Type  # fmt: skip
     app.state.settings = settings
     app.state.jobs = JobService(settings, cluster or RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
@@ -193,6 +195,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    # outermost: with no token, no Host but a loopback name (DNS rebinding)
+    app.add_middleware(LoopbackHostOnly, settings=settings)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,6 +42,13 @@ class FastAct:
         problem = bearer_problem(scope.get("headers") or [], self.settings.api_token)
         if problem:
             return await _respond(send, 401, {"detail": problem}, UNAUTHORIZED_HEADERS)
+        content_type = next((v for k, v in scope.get("headers") or [] if k == b"content-type"), b"")
+        # as FastAPI's strict check on every other body: a browser's CORS-free "simple" request never gets in
+        if not _is_json(content_type):
+            msg = f"send JSON with Content-Type: application/json (got '{content_type.decode('latin-1')}')"
+            return await _respond(
+                send, 422, {"detail": f"body: {msg}", "errors": [{"field": "body", "msg": msg}]}
+            )
         try:
             body = ActRequest.model_validate_json(await _read_body(receive))
         except ValidationError as err:
@@ -61,6 +68,12 @@ class FastAct:
             log.error("act on %s failed", match.group(1), exc_info=err)
             return await _respond(send, code, payload)
         await _respond(send, 200, result.to_json())
+
+
+def _is_json(content_type: bytes) -> bool:
+    """application/json or application/*+json, parameters (charset) aside: what FastAPI takes as JSON."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -18,6 +18,10 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address uvicorn binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port uvicorn binds.")
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without a token, Host names answered besides loopback ones ('*': any; guards DNS rebinding).",
+    )
     allowed_env_modules: list[str] = Field(
         default_factory=list, description="Modules a 'module:Name' env id may import (none by default)."
     )
@@ -118,7 +122,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         if key in env and env[key] != "":
             raw = env[key]
             values[name] = (
-                [m.strip() for m in raw.split(",") if m.strip()] if name == "allowed_env_modules" else raw
+                [m.strip() for m in raw.split(",") if m.strip()]
+                if name in ("allowed_env_modules", "allowed_hosts")
+                else raw
             )
     if "ray_address" not in values and env.get("RAY_ADDRESS"):
         values["ray_address"] = env["RAY_ADDRESS"]
