@@ -56,7 +56,7 @@ class FastAct:
         try:
             result = await self.policies.act(match.group(1), body.observations, deterministic=body.deterministic,
                                               values=body.return_values, probs=body.return_probs,
-                                              observations_b64=body.observations_b64)  # fmt: skip
+                                              observations_b64=body.observations_b64, observations_dtype=body.observations_dtype)  # fmt: skip
         except ConfigError as err:
             return await _respond(send, 422, config_error_body(err))
         except NotFound as err:

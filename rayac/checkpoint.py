@@ -31,6 +31,7 @@ from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic, build_policy
 
 CKPT_PREFIX = "ckpt_"
+BYTES_DTYPES = ("uint8", "float32", "float64")  # what raw observation bytes (the act route's b64) may hold
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -170,6 +171,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, cfg, spec, state, load_file(str(path / "policy.safetensors")))
 
 
+def bytes_dtype(spec: SpaceSpec) -> str:
+    """What raw observation bytes are read as by default: the dtype the policy advertises (its env's own: float64
+    for MuJoCo, uint8 for images), where it is one of ``BYTES_DTYPES``, else float32."""
+    if spec.is_image:
+        return "uint8"
+    return spec.obs_dtype if spec.obs_dtype in BYTES_DTYPES else "float32"
+
+
 class InferencePolicy:
     """A trained policy for inference: numpy in, numpy out, CPU, no gradients.
 
@@ -183,16 +192,23 @@ class InferencePolicy:
         self.cfg = cfg
         self.checkpoint = checkpoint
 
-    def observations_from_bytes(self, data: bytes) -> np.ndarray:
-        """A batch from its raw bytes (C order, little-endian; uint8 for image policies, float32 otherwise), then
-        checked as ``check_observations`` does; raises ValueError naming the problem."""
-        dtype = np.dtype(np.uint8 if self.spec.is_image else "<f4")
-        size = int(np.prod(self.spec.obs_shape)) * dtype.itemsize
+    @property
+    def bytes_dtype(self) -> str:
+        return bytes_dtype(self.spec)
+
+    def observations_from_bytes(self, data: bytes, dtype: str | None = None) -> np.ndarray:
+        """A batch from its raw bytes (C order, little-endian, ``dtype`` or else ``bytes_dtype``), then checked
+        as ``check_observations`` does; raises ValueError naming the problem."""
+        if dtype is not None and dtype not in BYTES_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(BYTES_DTYPES)}, got {dtype!r}")
+        np_dtype = np.dtype(dtype or self.bytes_dtype).newbyteorder("<")
+        size = int(np.prod(self.spec.obs_shape)) * np_dtype.itemsize
         if not data or len(data) % size:
             raise ValueError(
                 f"{len(data)} bytes are not a whole number of observations of shape {self.spec.obs_shape} in "
-                f"{dtype.name} ({size} bytes each)"
+                f"{np_dtype.name} ({size} bytes each)"
             )
+        dtype = np_dtype
         return self.check_observations(
             np.frombuffer(data, dtype=dtype).reshape(-1, *self.spec.obs_shape).copy()
         )

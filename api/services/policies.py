@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from rayac.checkpoint import InferencePolicy, latest_checkpoint, load_policy
+from rayac.checkpoint import InferencePolicy, bytes_dtype, latest_checkpoint, load_policy
 from rayac.config import ConfigError
+from rayac.envs import SpaceSpec
 
 from .errors import NotFound, Unavailable
 from .jobs import JobService
@@ -195,6 +196,7 @@ class PolicyService:
         return {
             "id": policy_id, "job_id": policy_id, "env_id": config["env"]["id"], "checkpoint": ckpt.name,
             "observation_shape": spaces["obs_shape"], "observation_dtype": spaces["obs_dtype"], "action_space": action,
+            "observations_b64_dtype": bytes_dtype(SpaceSpec.from_dict(spaces)),
             "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
         }  # fmt: skip
 
@@ -211,7 +213,8 @@ class PolicyService:
         return out
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
-                  probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+                  probs: bool, observations_b64: str | None = None,
+                  observations_dtype: str | None = None) -> ActResult:  # fmt: skip
         """``observations`` (nested lists), or ``observations_b64``: base64 of the batch's raw bytes."""
         batcher = await self.batcher(policy_id)
         field = "observations" if observations_b64 is None else "observations_b64"
@@ -224,7 +227,7 @@ class PolicyService:
                     raw = base64.b64decode("".join(observations_b64.split()), validate=True)
                 except binascii.Error:
                     raise ValueError("not valid base64") from None
-                obs = batcher.policy.observations_from_bytes(raw)
+                obs = batcher.policy.observations_from_bytes(raw, observations_dtype)
         except ValueError as err:
             raise ConfigError(field, str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
