@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 
@@ -56,11 +56,25 @@ def _summary(rec: JobRecord) -> JobSummary:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, summary="Submit a training job",
-             responses={**INVALID, **TOO_LARGE, **UNAVAILABLE})  # fmt: skip
-def submit_job(body: JobCreate, jobs: Jobs) -> JobOut:
+             responses={**INVALID, **TOO_LARGE, **UNAVAILABLE, **CONFLICT})  # fmt: skip
+def submit_job(
+    body: JobCreate,
+    jobs: Jobs,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+               description="Any unique string (a UUID): a retry with the same key and body returns the same job "
+               "(with Idempotent-Replayed: true) instead of starting another; kept 24 h."),
+    ] = None,
+) -> JobOut:  # fmt: skip
     """422 when the config is invalid or the job could never run here (operator caps, the cluster's resources),
-    naming the field and the numbers; 503 when the Ray cluster cannot be reached (nothing is registered then)."""
-    return _out(jobs, jobs.submit(body.config, body.name))
+    naming the field and the numbers; 503 when the Ray cluster cannot be reached (nothing is registered then);
+    409 when the Idempotency-Key was used for another body."""
+    rec = jobs.submit(body.config, body.name, idempotency_key=idempotency_key)
+    if rec.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _out(jobs, rec)
 
 
 @router.post("/validate", response_model=JobCreate, summary="Check a job body without submitting it",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import shlex
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 AGENT_WAIT_S = 60.0  # how long a submission waits for a freshly started head's job agent
 WATCH_INTERVAL_S = 1.0  # how often the watcher checks the cluster and unfinished jobs
 STREAM_POLL_S = 0.25
+IDEMPOTENCY_TTL_S = 24 * 3600.0  # how long an Idempotency-Key stands for its job
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "stopped"}  # fmt: skip
 
@@ -140,10 +142,37 @@ class JobService:
                 raise ConfigError(field, f"the job needs {amount:g} {key} ({why}); the Ray cluster has {have:g} in all"
                                   + ("" if have else f" (no node offers '{key}')"))  # fmt: skip
 
-    def submit(self, cfg: Config, name: str | None) -> JobRecord:
+    def submit(self, cfg: Config, name: str | None, *, idempotency_key: str | None = None) -> JobRecord:
+        """Register and submit a job. With ``idempotency_key``, a retry of the same request (a client that lost
+        its connection mid-submit) gets the job the first one made, never a second job; the same key with another
+        body is a Conflict. ``replayed`` on the record says which."""
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        if idempotency_key is None:
+            return self._submit(cfg, name, job_id)
+        digest = hashlib.sha256(
+            json.dumps([name, cfg.model_dump(mode="json")], sort_keys=True).encode()
+        ).hexdigest()
+        owner, owner_digest = self.store.claim_key(idempotency_key, job_id, digest, ttl_s=IDEMPOTENCY_TTL_S)
+        if owner != job_id:
+            if owner_digest != digest:
+                raise Conflict(
+                    "Idempotency-Key was used for a different request; use a new key for a new job"
+                )
+            try:
+                return dataclasses.replace(self.store.get(owner), replayed=True)
+            except NotFound:
+                raise Conflict(
+                    "a submission with this Idempotency-Key is still in progress; retry shortly"
+                ) from None
+        try:
+            return self._submit(cfg, name, job_id)
+        except BaseException:
+            self.store.release_key(idempotency_key, job_id)  # refused: a retry may try again
+            raise
+
+    def _submit(self, cfg: Config, name: str | None, job_id: str) -> JobRecord:
         self.validate(cfg)
         self._check_cluster(cfg)
-        job_id = f"job-{uuid.uuid4().hex[:12]}"
         run_dir = self.storage / "runs" / job_id
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir),
                                                                         "progress_bar": False})})  # fmt: skip
