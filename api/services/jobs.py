@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from api.services.env_kwargs import check_env_kwargs
 from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
 from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
@@ -87,6 +88,8 @@ class JobService:
 
     def validate(self, cfg: Config) -> SpaceSpec:
         self.check_env_allowed(cfg)
+        # before the env is built: validation opens no file a caller names
+        check_env_kwargs(cfg.env.id, cfg.env.kwargs, self.settings.allowed_env_modules)
         try:
             spec = check_config_against_env(cfg)
         except ConfigError as err:
