@@ -27,6 +27,16 @@ class JobCreate(BaseModel):
         return value
 
 
+class JobResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    total_env_steps: int | None = Field(
+        None, ge=1, description="The new run.stop.total_env_steps (as --steps)."
+    )
+    overrides: list[str] = Field(
+        default_factory=list, max_length=100, description="'section.key=value' items, as `rayac train --set`."
+    )
+
+
 class Checkpoint(BaseModel):
     name: str
     env_steps: int

@@ -23,10 +23,12 @@ from api.schemas import (
     JobCreate,
     JobList,
     JobOut,
+    JobResume,
     JobSummary,
     MetricsPage,
 )
 from api.services.jobs import JobService, latest_returns
+from api.services.lifecycle import delete_job, resume_job
 from api.services.store import TERMINAL, JobRecord
 from rayac.metrics import read_metrics
 
@@ -115,6 +117,25 @@ async def stop_job(job_id: str, jobs: Jobs) -> JobOut:
         await asyncio.sleep(0.25)
         rec = await asyncio.to_thread(jobs.get, job_id)
     return await asyncio.to_thread(_out, jobs, rec)
+
+
+@router.post("/{job_id}/resume", status_code=status.HTTP_201_CREATED, response_model=JobOut,
+             summary="Continue a finished job from its last checkpoint, as a new job",
+             responses={**NOT_FOUND, **CONFLICT, **INVALID, **UNAVAILABLE})  # fmt: skip
+def resume(job_id: str, body: JobResume, jobs: Jobs) -> JobOut:
+    """A new job on the same run directory: the run's own config with `overrides` (as `--set`) and
+    `total_env_steps` on top, from the latest checkpoint (as `rayac train --resume`). 409 while the job runs."""
+    return _out(
+        jobs, resume_job(jobs, job_id, total_env_steps=body.total_env_steps, overrides=body.overrides)
+    )
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a finished job and its files",
+               responses={**NOT_FOUND, **CONFLICT})  # fmt: skip
+def delete(job_id: str, jobs: Jobs) -> Response:
+    """Its record, its files and its run directory (kept while a resumed job uses it); 409 while it runs."""
+    delete_job(jobs, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse, summary="The tail of the job's driver log",

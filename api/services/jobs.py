@@ -173,10 +173,13 @@ class JobService:
             self.store.release_key(idempotency_key, job_id)  # refused: a retry may try again
             raise
 
-    def _submit(self, cfg: Config, name: str | None, job_id: str) -> JobRecord:
+    def _submit(
+        self, cfg: Config, name: str | None, job_id: str, *, resume: list[str] | None = None
+    ) -> JobRecord:
+        """``resume``: the ``--set`` overrides of a job that continues ``cfg.run.run_dir`` (see lifecycle)."""
         self.validate(cfg)
         self._check_cluster(cfg)
-        run_dir = self.storage / "runs" / job_id
+        run_dir = Path(cfg.run.run_dir) if resume is not None else self.storage / "runs" / job_id
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir),
                                                                         "progress_bar": False})})  # fmt: skip
         config_path = self.storage / "jobs" / f"{job_id}.json"
@@ -192,6 +195,11 @@ class JobService:
             raise
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
+        if (
+            resume is not None
+        ):  # the run's own config and checkpoint, overrides on top: `rayac train --resume`
+            entrypoint = (f"{self._train_command()} train --resume {shlex.quote(str(run_dir))} --no-progress"
+                          + "".join(f" --set {shlex.quote(o)}" for o in resume))  # fmt: skip
         deadline = time.monotonic() + AGENT_WAIT_S
         try:
             while True:

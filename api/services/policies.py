@@ -31,7 +31,7 @@ from .jobs import JobService
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RESOLVE_TTL_S = 1.0  # how long "which checkpoint is latest" is trusted before looking at the disk again
-ROTATION_RETRIES = 4  # a checkpoint pruned between finding and reading it is looked for again this many times
+ROTATION_RETRIES = 8  # a checkpoint pruned between finding and reading it is looked for again this many times
 
 
 @dataclass
@@ -156,6 +156,9 @@ class PolicyService:
                 return await self._batcher(policy_id, fresh=attempt > 0)
             except (FileNotFoundError, NotADirectoryError):
                 self._resolved.pop(policy_id, None)  # pruned after it was found: find the latest again
+        loaded = self.cache.get(policy_id)
+        if loaded is not None:  # checkpoints rotate faster than one loads: the one in memory serves meanwhile
+            return loaded[1]
         raise Unavailable(f"the checkpoints of job '{policy_id}' were replaced {ROTATION_RETRIES} times while being "
                           "loaded; try again")  # fmt: skip
 

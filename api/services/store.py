@@ -57,6 +57,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         with self.lock, self._db() as db:
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE job_id=?", (job_id,))
 
     def update(
         self, job_id: str, *, status: str, error: str | None = None, only_unfinished: bool = False
@@ -67,6 +68,12 @@ class JobStore:
             cur = db.execute(f"UPDATE jobs SET status=?, error=COALESCE(?, error), updated_at=? WHERE id=?{guard}",
                              (status, error, time.time(), job_id))  # fmt: skip
             return cur.rowcount > 0
+
+    def run_dir_users(self, run_dir: str, *, unfinished_only: bool = False) -> list[str]:
+        """Ids of the jobs whose run directory is ``run_dir`` (a job and the jobs that resumed it)."""
+        guard = " AND status NOT IN ('succeeded','failed','stopped')" if unfinished_only else ""
+        with self._db() as db:
+            return [r[0] for r in db.execute(f"SELECT id FROM jobs WHERE run_dir=?{guard}", (run_dir,))]
 
     def claim_key(self, key: str, job_id: str, digest: str, *, ttl_s: float) -> tuple[str, str]:
         """(job id, digest) the Idempotency-Key ``key`` stands for: ``job_id`` if this call claimed it (one

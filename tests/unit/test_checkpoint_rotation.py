@@ -133,3 +133,21 @@ def test_a_405_lists_its_methods_in_json(client, method, path, allow):
     resp = client.request(method, path)
     assert resp.status_code == 405 and resp.headers["allow"] == allow, (resp.headers, resp.text)
     assert resp.headers["content-type"] == "application/json" and resp.json()["detail"]
+
+
+def test_checkpoints_that_rotate_faster_than_a_load_are_served_by_the_policy_in_memory(app, client, trained_run,
+                                                                                     tmp_path, monkeypatch):  # fmt: skip
+    import api.services.policies as policies_module
+
+    run = rotating_copy(trained_run, tmp_path / "run")
+    add_job(app, run, name="r", status="running")
+    assert client.post("/v1/policies/job-r/act", json=OBS).status_code == 200  # loaded once
+
+    def always_pruned(path):
+        raise FileNotFoundError(f"{path} was pruned")
+
+    monkeypatch.setattr(policies_module, "load_policy", always_pruned)
+    rotate(run, 10**9)
+    app.state.policies._resolved.clear()  # look at the disk again: a new checkpoint, which never loads
+    resp = client.post("/v1/policies/job-r/act", json=OBS)
+    assert resp.status_code == 200 and resp.json()["actions"] in ([0], [1]), resp.text
