@@ -84,6 +84,8 @@ export function jobPage(view, jobId) {
   const title = h("h1", {}, jobId);
   const badge = h("span", { id: "job-status" });
   const stopBtn = h("button", { id: "stop-job", class: "danger", disabled: true }, "Stop");
+  const resumeBtn = h("button", { id: "resume-job", hidden: true }, "Resume");
+  const deleteBtn = h("button", { id: "delete-job", class: "danger", hidden: true }, "Delete");
   const streamState = h("span", { id: "stream-state", class: "muted" });
   const points = h("span", { id: "points", class: "muted" }, "0 records");
   const charts = h("div", { class: "charts" });
@@ -93,7 +95,7 @@ export function jobPage(view, jobId) {
   const error = h("pre", { id: "job-error", class: "error", hidden: true });
   view.append(
     h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
-    h("div", { class: "row" }, title, badge, stopBtn, streamState, points),
+    h("div", { class: "row" }, title, badge, stopBtn, resumeBtn, deleteBtn, streamState, points),
     error, charts,
     h("div", { class: "cols" },
       h("section", {}, h("h2", {}, "Checkpoints"), h("table", {}, h("thead", {}, h("tr", {},
@@ -133,6 +135,8 @@ export function jobPage(view, jobId) {
     title.textContent = job.name ? `${job.name} (${job.id})` : job.id;
     badge.replaceChildren(statusBadge(job.status));
     stopBtn.disabled = TERMINAL.has(job.status);
+    resumeBtn.hidden = deleteBtn.hidden = !TERMINAL.has(job.status);
+    resumeBtn.disabled = !job.checkpoints.length;
     config.textContent = JSON.stringify(job.config, null, 2);
     error.hidden = !job.error;
     error.textContent = job.error || "";
@@ -172,6 +176,26 @@ export function jobPage(view, jobId) {
   });
   window.rayacStream = stream; // for the browser test: drop() a connection, then read ids/gaps
   window.rayacData = data;
+  // a finished job: continue it from its latest checkpoint as a new job (its page opens), or delete it
+  resumeBtn.addEventListener("click", async () => {
+    const steps = prompt("Train until how many env steps in all? (empty: the job's own total)", "");
+    if (steps === null) return;
+    try {
+      const body = steps.trim() ? { total_env_steps: Number(steps) } : {};
+      const job = await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}/resume`, { method: "POST", body });
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Resume failed: ${err.message}`;
+    }
+  });
+  deleteBtn.addEventListener("click", async () => {
+    if (!confirm(`Delete ${jobId} with its run directory?`)) return;
+    const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+    if (resp.ok) { location.hash = "#/jobs"; return; }
+    error.hidden = false;
+    error.textContent = `Delete failed: ${(await resp.json().catch(() => ({}))).detail || resp.status}`;
+  });
   stopBtn.addEventListener("click", async () => {
     stopBtn.disabled = true;
     stopBtn.textContent = "Stopping…";
