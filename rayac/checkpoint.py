@@ -34,11 +34,15 @@ CKPT_PREFIX = "ckpt_"
 BYTES_DTYPES = ("uint8", "float32", "float64")  # what raw observation bytes (the act route's b64) may hold
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or is as it was: a failed write (a full disk) leaves no temp file."""
+def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+    """``path`` holds ``text`` whole, or is as it was: a failed write (a full disk) leaves no temp file.
+    ``mode`` (e.g. 0o600 for a secret): the file has it from its first byte, never a moment world-readable."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "w") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        with open(os.open(tmp, flags, 0o666 if mode is None else mode), "w") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)  # whatever the umask
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -8,6 +8,7 @@ import errno
 import os
 import sqlite3
 from collections import namedtuple
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -123,3 +124,33 @@ def test_a_stop_on_a_full_disk_still_reaches_ray(app, client, monkeypatch):
     monkeypatch.setattr("api.routes.jobs.STOP_WAIT_S", 0.1)
     assert client.post(f"/v1/jobs/{job_id}/stop").status_code == 200
     assert job_id in StatusCluster.ray.stopped
+
+
+def test_a_secret_is_written_0600_from_its_first_byte(tmp_path, monkeypatch):
+    """(issue 20, item 6) the local head's address file, and any file written with mode=0o600."""
+    import stat
+
+    monkeypatch.setattr(os, "umask", os.umask)  # restored below whatever happens
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "secret.json", "{}", mode=0o600)
+        atomic_write_text(tmp_path / "plain.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+
+
+def test_the_local_heads_address_file_is_0600(tmp_path, monkeypatch):
+    import stat
+    import subprocess
+
+    import api.services.ray_cluster as rc
+
+    monkeypatch.setattr(rc.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(rc, "_find_pgid", lambda temp_dir: None)
+    monkeypatch.setattr(rc, "dashboard_alive", lambda url, timeout=2.0: True)
+    record = rc.start_local_head(tmp_path, num_cpus=1)  # a fake `ray start`: only the files are looked at
+    Path(record["temp_dir"]).rmdir()
+    for name in (rc.HEAD_FILE, "ray_head.lock"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
