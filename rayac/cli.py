@@ -212,7 +212,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
               f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
     if args.gif:
-        info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
+        try:
+            info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
+        except Exception as err:  # no display and no headless GL, most often: one line, and the setting
+            return fail(f"--gif: could not render {ckpt.cfg.env.id} ({type(err).__name__}: {err}); without a display "
+                        "set MUJOCO_GL=egl (or osmesa) for MuJoCo envs")  # fmt: skip
         out.print(f"GIF: {args.gif} ({info['frames']} frames, return {info['return']:.1f})")
     return 0
 
