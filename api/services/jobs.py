@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 AGENT_WAIT_S = 60.0  # how long a submission waits for a freshly started head's job agent
 WATCH_INTERVAL_S = 1.0  # how often the watcher checks the cluster and unfinished jobs
 STREAM_POLL_S = 0.25
+RESULT_SLACK_S = 5.0  # a run's files written this long after its record's last change are a later session's
+LIVE_S = 60.0  # a finished job whose metrics grew this recently is shown running (continued elsewhere)
 IDEMPOTENCY_TTL_S = 24 * 3600.0  # how long an Idempotency-Key stands for its job
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "stopped"}  # fmt: skip
@@ -238,7 +240,7 @@ class JobService:
     def refresh(self, rec: JobRecord) -> JobRecord:
         """Ask Ray about a job that is not finished yet; record what changed, and enforce the deadlines."""
         if rec.status in TERMINAL:
-            return rec
+            return self._continued_elsewhere(rec)
         try:
             info = self._ray("get_job_info", rec.id)
         except Unavailable:
@@ -267,6 +269,27 @@ class JobService:
             self._stop_quietly(rec.id)
         if status != rec.status:
             rec = self._record(rec, status, error)
+        return rec
+
+    def _continued_elsewhere(self, rec: JobRecord) -> JobRecord:
+        """A finished job whose run went on without the service (`rayac train --resume RUN_DIR`) shows its new
+        state: `running` while its metrics grow, then what its new result.json says, recorded."""
+        run = Path(rec.run_dir)
+        result_at, metrics_at = _mtime(run / "result.json"), _mtime(run / "metrics.jsonl")
+        if result_at > rec.updated_at + RESULT_SLACK_S:  # a later session of the run ended: it decides
+            try:
+                result = json.loads((run / "result.json").read_text())
+            except (OSError, ValueError):
+                return rec
+            status = "stopped" if result.get("stop_reason") == "interrupted" else "succeeded"
+            try:
+                self.store.set_final(rec.id, status=status, error=None)
+                return self.store.get(rec.id)
+            except sqlite3.Error:
+                return dataclasses.replace(rec, status=status, error=None)
+        if metrics_at > max(rec.updated_at, result_at) + RESULT_SLACK_S and time.time() - metrics_at < LIVE_S:
+            # shown, not stored: Ray knows nothing of this session
+            return dataclasses.replace(rec, status="running", error=None)
         return rec
 
     def _record(self, rec: JobRecord, status: str, error: str | None) -> JobRecord:
@@ -476,6 +499,13 @@ class JobService:
                 yield {"event": "status", "data": json.dumps({"status": rec.status, "error": rec.error})}
                 return
             await asyncio.sleep(STREAM_POLL_S)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:

@@ -90,6 +90,14 @@ class JobStore:
         with self.lock, self._db() as db:
             db.execute("DELETE FROM idempotency_keys WHERE key=? AND job_id=?", (key, job_id))
 
+    def set_final(self, job_id: str, *, status: str, error: str | None) -> None:
+        """Set a finished job's status and error exactly (a run continued outside the service ended again)."""
+        with self.lock, self._db() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, error=?, updated_at=? WHERE id=?",
+                (status, error, time.time(), job_id),
+            )
+
     def get(self, job_id: str) -> JobRecord:
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()

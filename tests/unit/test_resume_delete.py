@@ -93,3 +93,26 @@ def test_delete_never_removes_a_directory_outside_the_storage(setup, tmp_path):
     outside.mkdir()
     add_job(app, outside, name="outside")
     assert c.delete("/v1/jobs/job-outside").status_code == 204 and outside.is_dir()
+
+
+def test_a_job_resumed_from_the_cli_shows_its_new_state(setup):
+    """`rayac train --resume RUN_DIR` on a failed job's run: `running` while it trains, then its new result."""
+    import json
+    import os
+    import time
+
+    c, app, _, run = setup
+    past = time.time() - 30
+    app.state.jobs.store.set_final("job-a", status="failed", error="the Ray cluster went away")
+    with app.state.jobs.store._db() as db:  # the record ended 30 s ago
+        db.execute("UPDATE jobs SET updated_at=? WHERE id='job-a'", (past,))
+    os.utime(run / "result.json", (past - 10, past - 10))
+    with open(run / "metrics.jsonl", "a") as f:  # the CLI's session writes records now
+        f.write(json.dumps({"time/iteration": 99, "time/env_steps": 9999}) + "\n")
+    job = c.get("/v1/jobs/job-a").json()
+    assert job["status"] == "running" and job["error"] is None, job
+    assert [j["status"] for j in c.get("/v1/jobs").json()["jobs"] if j["id"] == "job-a"] == ["running"]
+    (run / "result.json").write_text(json.dumps({"stop_reason": "total_env_steps"}))  # and it ends
+    job = c.get("/v1/jobs/job-a").json()
+    assert job["status"] == "succeeded" and job["error"] is None, job
+    assert app.state.jobs.store.get("job-a").status == "succeeded"
