@@ -79,7 +79,8 @@ def model_size(cfg: Config, spec: SpaceSpec) -> tuple[int, int]:
 
     from rayac.policy import build_policy
 
-    with torch.device("meta"):
+    # measuring draws nothing from the run's RNG
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         policy = build_policy(
             spec, cfg.model, estimator=cfg.algo.estimator, scale_rewards=cfg.algo.scale_rewards
         )
