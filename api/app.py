@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -16,15 +17,16 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
-from api.errors import config_error_body, validation_body
+from api.errors import config_error_body, unexpected_error, validation_body
 from api.fast_act import FastAct
+from api.hosts import LoopbackHostOnly
 from api.routes import deployments, jobs, policies, system
 from api.routes.dashboard import add_dashboard
 from api.services.deployments import DeploymentService
-from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
 from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
@@ -84,21 +86,35 @@ class _TooLarge(Exception):
 
 class AllowHeader:
     """A 405 lists every method of its path in ``Allow`` (Starlette lists only those of the first route that
-    matched the path, e.g. GET alone for /v1/jobs, which also takes POST)."""
+    matched the path, e.g. GET alone for /v1/jobs, which also takes POST). Each method is tried against the
+    router's own matching, so this holds however FastAPI wraps included routers."""
+
+    METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     def __init__(self, app: Any, routes: list):
         self.app = app
         self.routes = routes
 
+    def allowed(self, scope: dict) -> list[str]:
+        methods = set()
+        for route in self.routes:
+            if isinstance(route, Mount):  # the static files: GET and HEAD only
+                if route.matches({**scope, "method": "GET"})[0] == Match.FULL:
+                    methods |= {"GET", "HEAD"}
+                continue
+            methods |= {m for m in self.METHODS if route.matches({**scope, "method": m})[0] == Match.FULL}
+        return sorted(methods)
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        # routing rewrites the scope in place (a mount's root_path): match against the request as it came
+        request = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", "")}
+
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start" and message["status"] == 405:
-                path = scope.get("path", "")
-                methods = sorted({m for r in self.routes if isinstance(r, APIRoute) and r.path_regex.match(path)
-                                  for m in r.methods})  # fmt: skip
+                methods = self.allowed(request)
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
                 message = {**message, "headers": [*headers, (b"allow", ", ".join(methods).encode())]}
             await send(message)
@@ -169,7 +185,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
         app.state.jobs.stop_watching()
 
     app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
-                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)  # docs: system.docs  # fmt: skip
+                  docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan,
+                  strict_content_type=True)  # docs: system.docs; JSON bodies need a JSON Content-Type  # fmt: skip
     app.state.settings = settings
     app.state.jobs = JobService(settings, cluster or RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
@@ -181,6 +198,8 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.add_middleware(AllowHeader, routes=app.router.routes)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    # outermost: with no token, no Host but a loopback name (DNS rebinding)
+    app.add_middleware(LoopbackHostOnly, settings=settings)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -200,8 +219,20 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
                                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)  # fmt: skip
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(Exception)  # also what FastAct and every middleware raises: JSON, never text
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        code, body = unexpected_error(exc)
+        if code == 500:
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(body, status_code=code, headers={"Retry-After": "10"} if code != 500 else None)
+
+    # raised by a route: a full disk is 507, anything else 500, as JSON
+    for exc_type in (OSError, sqlite3.Error):
+        app.add_exception_handler(exc_type, unexpected)
+
     for exc_type, code in ((NotFound, status.HTTP_404_NOT_FOUND), (Conflict, status.HTTP_409_CONFLICT),
-                           (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE)):  # fmt: skip
+                           (Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+                           (InsufficientStorage, status.HTTP_507_INSUFFICIENT_STORAGE)):  # fmt: skip
         app.add_exception_handler(exc_type, _plain_handler(code))
 
     app.openapi = lambda: _openapi_schema(app)

@@ -27,6 +27,16 @@ class JobCreate(BaseModel):
         return value
 
 
+class JobResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    total_env_steps: int | None = Field(
+        None, ge=1, description="The new run.stop.total_env_steps (as --steps)."
+    )
+    overrides: list[str] = Field(
+        default_factory=list, max_length=100, description="'section.key=value' items, as `rayac train --set`."
+    )
+
+
 class Checkpoint(BaseModel):
     name: str
     env_steps: int
@@ -88,6 +98,9 @@ class PolicyOut(BaseModel):
     observation_shape: list[int]
     observation_dtype: str
     action_space: dict[str, Any]
+    observations_b64_dtype: str = Field(
+        description="What act reads observations_b64 as unless observations_dtype says otherwise."
+    )
     eval_return: float | None
     env_steps: int
 
@@ -107,10 +120,15 @@ class ActRequest(BaseModel):
     observations_b64: str | None = Field(
         None,
         min_length=1,
-        description="The same batch as base64 of its raw bytes: C order, little-endian, the policy's observation "
-        "dtype (uint8 for image policies, float32 otherwise); the batch size is the byte count over one "
-        "observation's. For image policies: a (4, 84, 84) frame stack is 37.6 kB instead of ~130 kB of JSON, "
+        description="The same batch as base64 of its raw bytes: C order, little-endian, in observations_dtype (default: "
+        "the policy's observations_b64_dtype); the batch size is the byte count over one observation's, which "
+        "must divide it. For image policies: a (4, 84, 84) frame stack is 37.6 kB instead of ~130 kB of JSON, "
         "decoded ~10x faster.",
+    )
+    observations_dtype: Literal["uint8", "float32", "float64"] | None = Field(
+        None,
+        description="The dtype of observations_b64's bytes (little-endian); default: the policy's "
+        "observations_b64_dtype (its observation_dtype: float64 for MuJoCo, uint8 for images).",
     )
     deterministic: StrictBool = Field(True, description="Greedy actions (true) or sampled ones.")
     return_values: StrictBool = Field(False, description="Also return V(s) for each observation.")
@@ -122,6 +140,8 @@ class ActRequest(BaseModel):
     def _one_batch(self) -> ActRequest:
         if (self.observations is None) == (self.observations_b64 is None):
             raise ValueError("give exactly one of observations and observations_b64")
+        if self.observations_dtype is not None and self.observations_b64 is None:
+            raise ValueError("observations_dtype describes observations_b64's bytes; give observations_b64")
         return self
 
 

@@ -20,6 +20,10 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address uvicorn binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port uvicorn binds.")
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without a token, Host names answered besides loopback ones ('*': any; guards DNS rebinding).",
+    )
     allowed_env_modules: list[str] = Field(
         default_factory=list, description="Modules a 'module:Name' env id may import (none by default)."
     )
@@ -50,8 +54,16 @@ class Settings(BaseModel):
     max_rollout_bytes: int = Field(
         4 * 2**30,
         ge=0,
-        description="Most memory a job's rollouts may take, estimated as workers × num_envs × rollout_steps × "
-        "observation bytes (one rollout in flight per worker).",
+        description="Most memory a job may need, estimated from every per-step array its rollouts and its learner "
+        "hold, and its parameters (rayac.budget).",
+    )
+    max_policy_params: int = Field(
+        100_000_000, ge=1, description="Most parameters a job's network may have (model.hidden_sizes)."
+    )
+    min_worker_cpus: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs each rollout worker counts as at admission, however little resources.worker_cpus asks.",
     )
     check_cluster_resources: bool = Field(
         True,
@@ -67,6 +79,14 @@ class Settings(BaseModel):
         60.0,
         ge=0,
         description="A job with run.stop.time_limit_s is stopped by the service this long after its limit.",
+    )
+    min_free_bytes: int = Field(
+        256 * 2**20,
+        ge=0,
+        description="Submissions are refused (507) while the storage dir has less free space.",
+    )
+    stream_send_timeout_s: float = Field(
+        30.0, gt=0, description="A metrics stream whose client reads nothing for this long is closed."
     )
     cluster_lost_after_s: float = Field(
         10.0,
@@ -120,7 +140,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> Settings:
         if key in env and env[key] != "":
             raw = env[key]
             values[name] = (
-                [m.strip() for m in raw.split(",") if m.strip()] if name == "allowed_env_modules" else raw
+                [m.strip() for m in raw.split(",") if m.strip()]
+                if name in ("allowed_env_modules", "allowed_hosts")
+                else raw
             )
     if "ray_address" not in values and env.get("RAY_ADDRESS"):
         values["ray_address"] = env["RAY_ADDRESS"]

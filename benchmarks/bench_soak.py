@@ -1,4 +1,5 @@
-"""Soak: POST act at 64 connections for 60 s while jobs are submitted, listed, read and stopped.
+"""Soak: POST act at 64 connections for 60 s while jobs are submitted, listed, read and stopped, clients stall
+on long metrics streams and a policy's checkpoints rotate under act load (soak_extras.py).
 
 Starts `rayac serve` on 127.0.0.1 with a bearer token and a Ray head of its own (started here, in a temp
 storage dir, and stopped here by that dir), trains one small CartPole policy over REST, then measures:
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_serve import free_port, wait_up  # noqa: E402
 from common import machine, write_section  # noqa: E402
+from soak_extras import SoakExtras  # noqa: E402
 
 from api.services.ray_cluster import HEAD_FILE, head_process_groups, start_local_head, stop_local_head  # noqa: E402
 
@@ -309,6 +311,10 @@ def main() -> int:
         default=10.0,
         help="idle time after the soak's jobs are stopped, before an RSS reading and the second floor",
     )
+    p.add_argument("--slow-sse", type=int, default=20, help="SSE clients that read nothing, during the soak")
+    p.add_argument("--sse-mb", type=float, default=20, help="size of the metrics stream they ask for")
+    p.add_argument("--rotate-ms", type=float, default=50, help="checkpoint rotation period (ms)")
+    p.add_argument("--stream-send-timeout-s", type=float, default=5, help="RAYAC_STREAM_SEND_TIMEOUT_S")
     p.add_argument("--no-write", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = p.parse_args()
     if shutil.which("wrk") is None:
@@ -326,7 +332,8 @@ def main() -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "RAYAC_STORAGE_DIR": str(storage), "RAYAC_API_TOKEN": TOKEN,
-               "RAYAC_HOST": "127.0.0.1", "RAYAC_PORT": str(port), "PYTHONPATH": str(ROOT)}  # fmt: skip
+               "RAYAC_HOST": "127.0.0.1", "RAYAC_PORT": str(port), "PYTHONPATH": str(ROOT),
+               "RAYAC_STREAM_SEND_TIMEOUT_S": str(args.stream_send_timeout_s)}  # fmt: skip
         env.pop("RAY_ADDRESS", None)
         with open(storage / "service.log", "w") as log:
             # its own session: a Ctrl-C reaches this script, which stops the jobs before the service
@@ -347,12 +354,24 @@ def main() -> int:
         act["floor before"] = run_wrk(act_url, args.connections, args.floor_seconds)
         rss["before"], _ = rss_mib(proc)
         head["before"] = head_rss_mib(storage)
-        print(f"soak: act + job churn for {args.seconds} s ...", flush=True)
+        print(f"soak: act, job churn, slow SSE clients, rotation for {args.seconds} s ...", flush=True)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+            policy_run = Path(c.get(f"/v1/jobs/{policy}").json()["config"]["run"]["run_dir"])
+        extras = SoakExtras(url=url, port=port, token=TOKEN, storage=storage, pid=service.pid, policy_run=policy_run,
+                            slow_sse=args.slow_sse, sse_mb=args.sse_mb, rotate_ms=args.rotate_ms)  # fmt: skip
+        extras.start()
+        rotating: dict = {}
+        rot_conns = max(1, args.connections // 4)
+        rot_wrk = threading.Thread(target=lambda: rotating.update(run_wrk(extras.act_url, rot_conns, args.seconds),
+                                                                  connections=rot_conns))  # fmt: skip
+        rot_wrk.start()
         ctl = ControlLoop(url, args.cycle_s, cycles=max(1, int(args.seconds // args.cycle_s)))
         ctl.start()
         act["soak"] = run_wrk(act_url, args.connections, args.seconds)
         ctl.halt.set()
         ctl.join(timeout=60)
+        rot_wrk.join(timeout=120)
+        extras.stop()
         rss["after"], kids = rss_mib(proc)
         rss["kids"] = max(rss["kids"], kids)
         head["after"] = head_rss_mib(storage)
@@ -367,6 +386,9 @@ def main() -> int:
         loads.append(load())
         srv5xx = server_5xx(url)
         body, passed = report(args, cmd, loads, rss, head, act, ctl, srv5xx)
+        rot_bad = sum(n for code, n in rotating["statuses"].items() if code >= 500) + rotating["failed"]
+        body += extras.report(rotating)
+        passed = passed and not rot_bad and not extras.failures() and not extras.kept
         print(body, flush=True)
         if srv5xx:
             print(f"5xx in the service's /metrics: {srv5xx}")

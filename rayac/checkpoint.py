@@ -31,15 +31,25 @@ from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic, build_policy
 
 CKPT_PREFIX = "ckpt_"
+BYTES_DTYPES = ("uint8", "float32", "float64")  # what raw observation bytes (the act route's b64) may hold
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+    """``path`` holds ``text`` whole, or is as it was: a failed write (a full disk) leaves no temp file.
+    ``mode`` (e.g. 0o600 for a secret): the file has it from its first byte, never a moment world-readable."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        with open(os.open(tmp, flags, 0o666 if mode is None else mode), "w") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)  # whatever the umask
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def rng_state() -> dict[str, str]:
@@ -108,8 +118,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    # renamed away first, so a reader sees a checkpoint whole or not at all (never half deleted by rmtree)
     for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = old.parent / f".old-{old.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(old, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 class NoSuchCheckpoint(FileNotFoundError):
@@ -212,6 +228,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, cfg, spec, state, load_file(str(path / "policy.safetensors")))
 
 
+def bytes_dtype(spec: SpaceSpec) -> str:
+    """What raw observation bytes are read as by default: the dtype the policy advertises (its env's own: float64
+    for MuJoCo, uint8 for images), where it is one of ``BYTES_DTYPES``, else float32."""
+    if spec.is_image:
+        return "uint8"
+    return spec.obs_dtype if spec.obs_dtype in BYTES_DTYPES else "float32"
+
+
 class InferencePolicy:
     """A trained policy for inference: numpy in, numpy out, CPU, no gradients.
 
@@ -225,16 +249,23 @@ class InferencePolicy:
         self.cfg = cfg
         self.checkpoint = checkpoint
 
-    def observations_from_bytes(self, data: bytes) -> np.ndarray:
-        """A batch from its raw bytes (C order, little-endian; uint8 for image policies, float32 otherwise), then
-        checked as ``check_observations`` does; raises ValueError naming the problem."""
-        dtype = np.dtype(np.uint8 if self.spec.is_image else "<f4")
-        size = int(np.prod(self.spec.obs_shape)) * dtype.itemsize
+    @property
+    def bytes_dtype(self) -> str:
+        return bytes_dtype(self.spec)
+
+    def observations_from_bytes(self, data: bytes, dtype: str | None = None) -> np.ndarray:
+        """A batch from its raw bytes (C order, little-endian, ``dtype`` or else ``bytes_dtype``), then checked
+        as ``check_observations`` does; raises ValueError naming the problem."""
+        if dtype is not None and dtype not in BYTES_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(BYTES_DTYPES)}, got {dtype!r}")
+        np_dtype = np.dtype(dtype or self.bytes_dtype).newbyteorder("<")
+        size = int(np.prod(self.spec.obs_shape)) * np_dtype.itemsize
         if not data or len(data) % size:
             raise ValueError(
                 f"{len(data)} bytes are not a whole number of observations of shape {self.spec.obs_shape} in "
-                f"{dtype.name} ({size} bytes each)"
+                f"{np_dtype.name} ({size} bytes each)"
             )
+        dtype = np_dtype
         return self.check_observations(
             np.frombuffer(data, dtype=dtype).reshape(-1, *self.spec.obs_shape).copy()
         )

@@ -229,7 +229,12 @@ def _interrupt(signum: int, _frame: object) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from rayac.stopfile import STOP_FILE_ENV, stop_requested
+
     console = Console(stderr=True)
+    if stop_requested():  # stopped while Ray prepared this driver: build nothing, start no actor
+        console.print(f"stopped before training started (${STOP_FILE_ENV} exists)")
+        return 130
     try:
         cfg = _train_config(args)
         from rayac.runner import Runner
@@ -275,7 +280,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
               f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
     if args.gif:
-        info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
+        try:
+            info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
+        except Exception as err:  # no display and no headless GL, most often: one line, and the setting
+            return fail(f"--gif: could not render {ckpt.cfg.env.id} ({type(err).__name__}: {err}); without a display "
+                        "set MUJOCO_GL=egl (or osmesa) for MuJoCo envs")  # fmt: skip
         out.print(f"GIF: {args.gif} ({info['frames']} frames, return {info['return']:.1f})")
     return 0
 

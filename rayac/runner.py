@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from rayac.algorithms.base import Algorithm, make_algorithm
+from rayac.budget import check_machine
 from rayac.checkpoint import (
     CKPT_PREFIX,
     atomic_write_text,
@@ -35,6 +36,7 @@ from rayac.envs import SpaceSpec, check_config_against_env
 from rayac.evaluate import Evaluator
 from rayac.metrics import ConsoleSink, CsvSink, JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from rayac.policy import build_policy
+from rayac.stopfile import stop_requested
 from rayac.workers.learner import resolve_device
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ def prepare_run(
 
     Returns the config the run uses (``run.run_dir`` filled in) and the env's spaces."""
     spec = check_config_against_env(cfg)
+    check_machine(cfg, spec)  # what the run would hold in memory, against this machine's
     resolve_device(cfg.resources.device)
     path = Path(run_dir or cfg.run.run_dir or default_run_dir(cfg))
     if resume:
@@ -222,6 +225,9 @@ class Runner:
         return record | result.metrics
 
     def _stop_reason(self, started: float) -> str | None:
+        # the service stopped this job (RAYAC_STOP_FILE): like SIGTERM, checkpoint and end
+        if stop_requested():
+            return "interrupted"
         stop = self.cfg.run.stop
         if stop.total_env_steps is not None and self.env_steps >= stop.total_env_steps:
             return "total_env_steps"

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Authorized
 from api.schemas import INVALID, NOT_FOUND, UNAUTHORIZED, ErrorBody
-from api.services.episodes import Busy, EpisodeRenderer
+from api.services.episodes import Busy, EpisodeRenderer, RenderUnavailable
 from rayac.config import Config, list_presets, load_preset, parse_config
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -77,6 +77,8 @@ async def episode_gif(
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS, detail=str(err), headers={"Retry-After": "2"}
         ) from None
+    except RenderUnavailable as err:  # no display and no headless GL: say so, and which setting
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, detail=str(err)) from None
     return Response(gif.data, media_type="image/gif",
                     headers={"Cache-Control": "private, max-age=3600", "X-Checkpoint": gif.checkpoint,
                              "X-Episode-Return": f"{gif.episode_return:g}", "X-Episode-Length": str(gif.length)})  # fmt: skip

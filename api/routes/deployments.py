@@ -83,7 +83,8 @@ async def act(name: str, body: ActRequest, deployments: Deployments) -> Response
     503 when Ray Serve replicas (RAYAC_SERVE_REPLICAS) did not answer."""
     result = await deployments.act(name, body.observations, deterministic=body.deterministic,
                                    values=body.return_values, probs=body.return_probs,
-                                   observations_b64=body.observations_b64)  # fmt: skip
+                                   observations_b64=body.observations_b64,
+                                   observations_dtype=body.observations_dtype)  # fmt: skip
     return Response(json.dumps(result.to_json(), separators=(",", ":"), allow_nan=False).encode(),
                     media_type="application/json")  # fmt: skip
 

@@ -38,6 +38,6 @@ async def act(policy_id: str, body: ActRequest, policies: Policies) -> Response:
     its OpenAPI description and the same logic."""
     result = await policies.act(policy_id, body.observations, deterministic=body.deterministic,
                                 values=body.return_values, probs=body.return_probs,
-                                observations_b64=body.observations_b64)  # fmt: skip
+                                observations_b64=body.observations_b64, observations_dtype=body.observations_dtype)  # fmt: skip
     return Response(json.dumps(result.to_json(), separators=(",", ":"), allow_nan=False).encode(),
                     media_type="application/json")  # fmt: skip

@@ -291,7 +291,7 @@ class DeploymentService:
 
     # -- inference and export
     async def act(self, name: str, observations: Any, *, deterministic: bool, values: bool, probs: bool,
-                  observations_b64: str | None = None) -> ActResult:  # fmt: skip
+                  observations_b64: str | None = None, observations_dtype: str | None = None) -> ActResult:  # fmt: skip
         version = self._resolved.get(name)
         if version is None or time.monotonic() - version[0] >= RESOLVE_TTL_S:
             pinned = await asyncio.to_thread(self.resolve, name)
@@ -304,11 +304,13 @@ class DeploymentService:
             raise NotFound(f"no deployment '{name}'") from None
         if self.serve is not None:  # the same checks here, the forward pass on a replica
             obs = self.policies.check_request(batcher.policy, observations, probs=probs,
-                                              observations_b64=observations_b64)  # fmt: skip
+                                              observations_b64=observations_b64,
+                                              observations_dtype=observations_dtype)  # fmt: skip
             return await self.serve.act(name, pinned.checkpoint_dir, obs, deterministic=deterministic,
                                         values=values, probs=probs)  # fmt: skip
         return await self.policies.act_with(batcher, observations, deterministic=deterministic, values=values,
-                                            probs=probs, observations_b64=observations_b64)  # fmt: skip
+                                            probs=probs, observations_b64=observations_b64,
+                                            observations_dtype=observations_dtype)  # fmt: skip
 
     def export(self, name: str, fmt: str) -> tuple[Path, Path, int]:
         """(exported file, its JSON sidecar, version) of the current version, exported once per format."""

@@ -11,3 +11,7 @@ class Conflict(RuntimeError):
 
 class Unavailable(RuntimeError):
     """503: the Ray cluster cannot be reached."""
+
+
+class InsufficientStorage(RuntimeError):
+    """507: the service's storage is (nearly) full; it recovers when space returns."""

@@ -8,10 +8,13 @@ goes away every unfinished job gets a final status from its run directory (``res
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
-import math
 import shlex
+import shutil
+import sqlite3
 import sys
 import threading
 import time
@@ -20,20 +23,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from api.services.errors import Conflict, NotFound, Unavailable
+from api.services.env_kwargs import check_env_kwargs
+from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
+from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
+from rayac.budget import check_memory
 from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
 from rayac.metrics import last_record
+from rayac.stopfile import STOP_FILE_ENV
 
 log = logging.getLogger(__name__)
 
 AGENT_WAIT_S = 60.0  # how long a submission waits for a freshly started head's job agent
 WATCH_INTERVAL_S = 1.0  # how often the watcher checks the cluster and unfinished jobs
 STREAM_POLL_S = 0.25
+RESULT_SLACK_S = 5.0  # a run's files written this long after its record's last change are a later session's
+LIVE_S = 60.0  # a finished job whose metrics grew this recently is shown running (continued elsewhere)
+IDEMPOTENCY_TTL_S = 24 * 3600.0  # how long an Idempotency-Key stands for its job
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
               "STOPPED": "stopped"}  # fmt: skip
 
@@ -82,6 +90,8 @@ class JobService:
 
     def validate(self, cfg: Config) -> SpaceSpec:
         self.check_env_allowed(cfg)
+        # before the env is built: validation opens no file a caller names
+        check_env_kwargs(cfg.env.id, cfg.env.kwargs, self.settings.allowed_env_modules)
         try:
             spec = check_config_against_env(cfg)
         except ConfigError as err:
@@ -95,19 +105,11 @@ class JobService:
         if res.num_workers > s.max_workers_per_job:
             raise ConfigError("config.resources.num_workers", f"{res.num_workers} rollout workers asked; this service "
                               f"allows at most {s.max_workers_per_job} per job (RAYAC_MAX_WORKERS_PER_JOB)")  # fmt: skip
-        steps = cfg.algo.rollout_steps
-        if cfg.algo.episodic:
-            steps = cfg.env.max_episode_steps or _registered_max_steps(cfg.env.id) or 0
-        obs_bytes = (
-            math.prod(spec.obs_shape) * np.dtype(spec.obs_dtype if spec.is_image else np.float32).itemsize
-        )
-        workers = max(1, res.num_workers)
-        estimate = workers * cfg.env.num_envs * steps * obs_bytes
-        if estimate > s.max_rollout_bytes:
-            raise ConfigError("config.env.num_envs", (
-                f"rollouts would take about {estimate / 2**20:,.0f} MiB (workers {workers} × num_envs "
-                f"{cfg.env.num_envs} × rollout steps {steps} × {obs_bytes:,} observation bytes), over this service's "
-                f"cap of {s.max_rollout_bytes / 2**20:,.0f} MiB (RAYAC_MAX_ROLLOUT_BYTES)"))  # fmt: skip
+        try:
+            check_memory(cfg, spec, limit_bytes=s.max_rollout_bytes, limit_name="RAYAC_MAX_ROLLOUT_BYTES",
+                         max_params=s.max_policy_params, params_name="RAYAC_MAX_POLICY_PARAMS")  # fmt: skip
+        except ConfigError as err:
+            raise ConfigError(f"config.{err.field}", err.message) from None
 
     def _check_cluster(self, cfg: Config) -> None:
         """What the job needs against what the cluster has now: a job that can never be placed is refused."""
@@ -116,10 +118,15 @@ class JobService:
         learner_actor = bool(res.num_workers) and (
             cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
         )
-        cpus = res.num_workers * res.worker_cpus + (res.learner_cpus if learner_actor else 0)
+        # a rollout worker is a busy process whatever Ray books for it: fractions count as RAYAC_MIN_WORKER_CPUS
+        per_worker = max(res.worker_cpus, self.settings.min_worker_cpus)
+        counted = (
+            "" if per_worker == res.worker_cpus else f", counted as {per_worker:g} (RAYAC_MIN_WORKER_CPUS)"
+        )
+        cpus = res.num_workers * per_worker + (res.learner_cpus if learner_actor else 0)
         if cpus:
             needs["CPU"] = ("config.resources.num_workers", cpus, f"num_workers {res.num_workers} × worker_cpus "
-                            f"{res.worker_cpus:g}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
+                            f"{res.worker_cpus:g}{counted}" + (f" + learner_cpus {res.learner_cpus:g}" if learner_actor else ""))  # fmt: skip
         if res.device == "cuda":
             needs["GPU"] = ("config.resources.device", 1.0, "device cuda")
         for key, amount in (
@@ -140,21 +147,61 @@ class JobService:
                 raise ConfigError(field, f"the job needs {amount:g} {key} ({why}); the Ray cluster has {have:g} in all"
                                   + ("" if have else f" (no node offers '{key}')"))  # fmt: skip
 
-    def submit(self, cfg: Config, name: str | None) -> JobRecord:
+    def submit(self, cfg: Config, name: str | None, *, idempotency_key: str | None = None) -> JobRecord:
+        """Register and submit a job. With ``idempotency_key``, a retry of the same request (a client that lost
+        its connection mid-submit) gets the job the first one made, never a second job; the same key with another
+        body is a Conflict. ``replayed`` on the record says which."""
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        if idempotency_key is None:
+            return self._submit(cfg, name, job_id)
+        digest = hashlib.sha256(
+            json.dumps([name, cfg.model_dump(mode="json")], sort_keys=True).encode()
+        ).hexdigest()
+        owner, owner_digest = self.store.claim_key(idempotency_key, job_id, digest, ttl_s=IDEMPOTENCY_TTL_S)
+        if owner != job_id:
+            if owner_digest != digest:
+                raise Conflict(
+                    "Idempotency-Key was used for a different request; use a new key for a new job"
+                )
+            try:
+                return dataclasses.replace(self.store.get(owner), replayed=True)
+            except NotFound:
+                raise Conflict(
+                    "a submission with this Idempotency-Key is still in progress; retry shortly"
+                ) from None
+        try:
+            return self._submit(cfg, name, job_id)
+        except BaseException:
+            self.store.release_key(idempotency_key, job_id)  # refused: a retry may try again
+            raise
+
+    def _submit(
+        self, cfg: Config, name: str | None, job_id: str, *, resume: list[str] | None = None
+    ) -> JobRecord:
+        """``resume``: the ``--set`` overrides of a job that continues ``cfg.run.run_dir`` (see lifecycle)."""
         self.validate(cfg)
         self._check_cluster(cfg)
-        job_id = f"job-{uuid.uuid4().hex[:12]}"
-        run_dir = self.storage / "runs" / job_id
+        run_dir = Path(cfg.run.run_dir) if resume is not None else self.storage / "runs" / job_id
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(run_dir),
                                                                         "progress_bar": False})})  # fmt: skip
         config_path = self.storage / "jobs" / f"{job_id}.json"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, cfg.model_dump_json(indent=2))
+        self._check_free_space()
         now = time.time()
         rec = JobRecord(job_id, name, "pending", cfg.model_dump(mode="json"), str(run_dir), now, now, None)
-        self.store.insert(rec)
+        try:
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(config_path, cfg.model_dump_json(indent=2))
+            self.store.insert(rec)
+        except BaseException:  # a full disk, say: nothing of this job is left behind
+            config_path.unlink(missing_ok=True)
+            raise
         entrypoint = (f"{self._train_command()} train --preset {shlex.quote(str(config_path))} "
                       f"--run-dir {shlex.quote(str(run_dir))} --no-progress")  # fmt: skip
+        if (
+            resume is not None
+        ):  # the run's own config and checkpoint, overrides on top: `rayac train --resume`
+            entrypoint = (f"{self._train_command()} train --resume {shlex.quote(str(run_dir))} --no-progress"
+                          + "".join(f" --set {shlex.quote(o)}" for o in resume))  # fmt: skip
         deadline = time.monotonic() + AGENT_WAIT_S
         try:
             while True:
@@ -162,7 +209,8 @@ class JobService:
                     # The driver runs where Ray runs job drivers (the head), so the run's files land where the
                     # service reads them; learner_resources place the learner / parameter server actors instead.
                     # Its actors that Ray cannot place fail the job after the service's placement deadline.
-                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}"}
+                    env = {"RAYAC_ACTOR_STARTUP_TIMEOUT_S": f"{self.settings.placement_timeout_s:g}",
+                           STOP_FILE_ENV: str(self.stop_path(job_id))}  # fmt: skip
                     self._ray("submit_job", entrypoint=entrypoint, submission_id=job_id, runtime_env={"env_vars": env},
                               metadata={"rayac_job": job_id, "name": name or ""})  # fmt: skip
                     break
@@ -180,11 +228,19 @@ class JobService:
             raise
         return rec
 
+    def _check_free_space(self) -> None:
+        """Below the floor a job's run could not write its checkpoints, nor the registry its status: refuse now."""
+        free = shutil.disk_usage(self.storage).free
+        if free < self.settings.min_free_bytes:
+            raise InsufficientStorage(f"the service's storage ({self.storage}) has {free / 2**20:,.0f} MiB free, under "
+                                      f"its floor of {self.settings.min_free_bytes / 2**20:,.0f} MiB "
+                                      "(RAYAC_MIN_FREE_BYTES); free some space and retry")  # fmt: skip
+
     # -- status
     def refresh(self, rec: JobRecord) -> JobRecord:
         """Ask Ray about a job that is not finished yet; record what changed, and enforce the deadlines."""
         if rec.status in TERMINAL:
-            return rec
+            return self._continued_elsewhere(rec)
         try:
             info = self._ray("get_job_info", rec.id)
         except Unavailable:
@@ -212,16 +268,62 @@ class JobService:
                                         f"more than {self.settings.time_limit_grace_s:g} s")  # fmt: skip
             self._stop_quietly(rec.id)
         if status != rec.status:
-            self.store.update(rec.id, status=status, error=error, only_unfinished=True)
-            rec = self.store.get(rec.id)
+            rec = self._record(rec, status, error)
         return rec
+
+    def _continued_elsewhere(self, rec: JobRecord) -> JobRecord:
+        """A finished job whose run went on without the service (`rayac train --resume RUN_DIR`) shows its new
+        state: `running` while its metrics grow, then what its new result.json says, recorded."""
+        run = Path(rec.run_dir)
+        result_at, metrics_at = _mtime(run / "result.json"), _mtime(run / "metrics.jsonl")
+        if result_at > rec.updated_at + RESULT_SLACK_S:  # a later session of the run ended: it decides
+            try:
+                result = json.loads((run / "result.json").read_text())
+            except (OSError, ValueError):
+                return rec
+            status = "stopped" if result.get("stop_reason") == "interrupted" else "succeeded"
+            try:
+                self.store.set_final(rec.id, status=status, error=None)
+                return self.store.get(rec.id)
+            except sqlite3.Error:
+                return dataclasses.replace(rec, status=status, error=None)
+        if metrics_at > max(rec.updated_at, result_at) + RESULT_SLACK_S and time.time() - metrics_at < LIVE_S:
+            # shown, not stored: Ray knows nothing of this session
+            return dataclasses.replace(rec, status="running", error=None)
+        return rec
+
+    def _record(self, rec: JobRecord, status: str, error: str | None) -> JobRecord:
+        """Store a job's new status. When it cannot be written (a full disk), the answer still carries it and the
+        watcher writes it on a later pass: one job's status never breaks a list, and none stays `running` for
+        good."""
+        try:
+            self.store.update(rec.id, status=status, error=error, only_unfinished=True)
+            return self.store.get(rec.id)
+        except sqlite3.Error as err:
+            log.warning("could not record %s as %s (%s); the watcher tries again", rec.id, status, err)
+            return dataclasses.replace(rec, status=status, error=error if error is not None else rec.error)
 
     def _over_time_limit(self, rec: JobRecord, info: Any) -> bool:
         limit = rec.config["run"]["stop"].get("time_limit_s")
         started = (getattr(info, "start_time", None) or 0) / 1000 or rec.created_at
         return limit is not None and time.time() - started > limit + self.settings.time_limit_grace_s
 
+    def stop_path(self, job_id: str) -> Path:
+        """The job's stop file (``RAYAC_STOP_FILE`` of its driver): it exists once a stop was asked for."""
+        return self.storage / "jobs" / f"{job_id}.stop"
+
+    def _mark_stopped(self, job_id: str) -> None:
+        """Written before Ray is asked: a driver Ray starts after the stop (still preparing its runtime env when
+        the stop came) sees it and never trains. Ray's own stop may come too early to reach it."""
+        path = self.stop_path(job_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as err:  # a full disk: Ray's stop still goes out
+            log.warning("could not write the stop file of %s: %s", job_id, err)
+
     def _stop_quietly(self, job_id: str) -> None:
+        self._mark_stopped(job_id)
         try:
             self._ray("stop_job", job_id)
         except Exception as err:
@@ -240,8 +342,7 @@ class JobService:
             status, error = "stopped", None
         else:
             status, error = "succeeded", None
-        self.store.update(rec.id, status=status, error=error, only_unfinished=True)
-        return self.store.get(rec.id)
+        return self._record(rec, status, error)
 
     def _log_tail(self, job_id: str, lines: int = 20) -> str:
         try:
@@ -265,13 +366,23 @@ class JobService:
         rec = self.get(job_id)
         if rec.status in TERMINAL:
             raise Conflict(f"job '{job_id}' already {rec.status}")
+        self._mark_stopped(job_id)
         self._ray("stop_job", job_id)
         return rec
 
-    def logs(self, job_id: str) -> str:
+    def logs(self, job_id: str, *, tail_bytes: int, offset: int | None = None) -> tuple[str, int, int]:
+        """(text, its start byte, the log's size): the last ``tail_bytes`` of the job's driver log, or with
+        ``offset`` the bytes from there (at most ``tail_bytes``): a follower asks only for what is new.
+
+        On a head of the service's own the log file is read directly, a bounded slice of it; on another cluster
+        Ray's Jobs API hands over the whole log and the slice is cut from it."""
         self.store.get(job_id)
+        local = self._local_driver_log(job_id)
+        if local is not None:
+            data, start, size = read_range(local, tail_bytes=tail_bytes, offset=offset)
+            return data.decode(errors="replace"), start, size
         try:
-            return self._ray("get_job_logs", job_id)
+            text = self._ray("get_job_logs", job_id)
         except Unavailable:
             raise
         except Exception as err:
@@ -280,6 +391,20 @@ class JobService:
                     f"the Ray cluster no longer knows job '{job_id}', so it has no logs of it"
                 ) from None
             raise Unavailable(f"logs unavailable: {err}") from err
+        data = text.encode(errors="replace")
+        if offset is not None:
+            start = min(offset, len(data))
+            return data[start : start + tail_bytes].decode(errors="replace"), start, len(data)
+        tail = tail_text(text, tail_bytes)
+        return tail, len(data) - len(tail.encode(errors="replace")), len(data)
+
+    def _local_driver_log(self, job_id: str) -> Path | None:
+        """The driver log file of a job on a Ray head this service started (Ray's own name for it)."""
+        head = getattr(self.cluster, "owned_head", None)
+        if not head or not head.get("temp_dir"):
+            return None
+        path = Path(head["temp_dir"]) / "session_latest" / "logs" / f"job-driver-{job_id}.log"
+        return path if path.is_file() else None
 
     # -- the watcher: the cluster's health, placement deadlines and time limits, without any request
     def start_watching(self) -> None:
@@ -320,7 +445,10 @@ class JobService:
             return
         self._down_since = None
         for rec in unfinished:
-            self.refresh(rec)
+            try:
+                self.refresh(rec)
+            except Exception:  # one job's trouble never keeps the others from being followed
+                log.exception("watching %s", rec.id)
 
     def _cluster_lost(self, reason: str, unfinished: list[JobRecord]) -> None:
         log.warning("%s: ending %d unfinished job(s) from their run directories", reason, len(unfinished))
@@ -339,7 +467,10 @@ class JobService:
     def checkpoints(self, rec: JobRecord) -> list[dict[str, Any]]:
         out = []
         for path in checkpoint_dirs(Path(rec.run_dir)):
-            state = json.loads((path / "state.json").read_text())
+            try:
+                state = json.loads((path / "state.json").read_text())
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # pruned by the running job since it was listed
             out.append({"name": path.name, "env_steps": state["env_steps"], "version": state["version"],
                         "eval_return": state.get("eval_return")})  # fmt: skip
         return out
@@ -349,6 +480,8 @@ class JobService:
         ``status`` event once the job has ended. File reads run in threads."""
         path = await asyncio.to_thread(self.metrics_path, job_id)  # NotFound before the stream starts
         first = 0 if last_event_id is None else last_event_id + 1
+        # every read is one bounded chunk (files.CHUNK_BYTES) in a thread: a 100 MB metrics file costs each stream
+        # a chunk of memory, and a stream whose client stops reading waits in its send (and is dropped by it)
         offset, next_id = await asyncio.to_thread(skip_lines, path, first)
         while True:
             lines, offset = await asyncio.to_thread(iter_new_lines, path, offset)
@@ -368,13 +501,11 @@ class JobService:
             await asyncio.sleep(STREAM_POLL_S)
 
 
-def _registered_max_steps(env_id: str) -> int | None:
-    import gymnasium as gym
-
+def _mtime(path: Path) -> float:
     try:
-        return gym.spec(env_id).max_episode_steps
-    except Exception:
-        return None
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[str, Any] | None, float | None]:
@@ -393,40 +524,19 @@ def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[st
     except FileNotFoundError:
         lines = []
     for line in reversed(lines):
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn line (a full disk, a crash): the records around it still count
+            continue
         last = last or record
         if "eval/return_mean" in record:
             eval_return = float(record["eval/return_mean"])
             break
     if eval_return is None:
-        ckpts = checkpoint_dirs(Path(run_dir))
-        if ckpts:
-            eval_return = json.loads((ckpts[-1] / "state.json").read_text()).get("eval_return")
-    return last, eval_return
-
-
-def iter_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """Complete lines after byte ``offset`` (a partly written last line waits for the next call)."""
-    if not path.exists():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    return data[: end + 1].decode().splitlines(), offset + end + 1
-
-
-def skip_lines(path: Path, count: int) -> tuple[int, int]:
-    """(byte offset, lines skipped) after the first ``count`` complete lines: resuming after Last-Event-ID."""
-    offset = skipped = 0
-    if count <= 0 or not path.exists():
-        return offset, skipped
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n") or skipped == count:
+        for ckpt in reversed(checkpoint_dirs(Path(run_dir))):
+            try:
+                eval_return = json.loads((ckpt / "state.json").read_text()).get("eval_return")
                 break
-            offset += len(line)
-            skipped += 1
-    return offset, skipped
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # pruned since it was listed
+    return last, eval_return

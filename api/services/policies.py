@@ -11,21 +11,27 @@ import base64
 import binascii
 import collections
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from rayac.checkpoint import InferencePolicy, latest_checkpoint, load_policy
+from rayac.checkpoint import InferencePolicy, bytes_dtype, latest_checkpoint, load_policy
 from rayac.config import ConfigError
+from rayac.envs import SpaceSpec
 
-from .errors import NotFound
+from .errors import NotFound, Unavailable
 from .jobs import JobService
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 RESOLVE_TTL_S = 1.0  # how long "which checkpoint is latest" is trusted before looking at the disk again
+ROTATION_RETRIES = 8  # a checkpoint pruned between finding and reading it is looked for again this many times
 
 
 @dataclass
@@ -111,6 +117,16 @@ def forward_batch(
     return results
 
 
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The latest checkpoint. A directory listing is not atomic: one taken while a job renames its new checkpoint
+    in and its old one away can see neither, so an empty answer is looked at again."""
+    for _ in range(ROTATION_RETRIES):
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            return ckpt
+    return None
+
+
 class PolicyService:
     def __init__(self, settings: Any, jobs: JobService):
         self.settings = settings
@@ -119,25 +135,49 @@ class PolicyService:
         self._resolved: dict[str, tuple[float, Path]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
 
-    def _checkpoint_of(self, policy_id: str) -> Path:
+    def _checkpoint_of(self, policy_id: str, *, fresh: bool = False) -> Path:
         hit = self._resolved.get(policy_id)
-        if hit is not None and time.monotonic() - hit[0] < RESOLVE_TTL_S:
+        if not fresh and hit is not None and time.monotonic() - hit[0] < RESOLVE_TTL_S:
             return hit[1]
         rec = self.jobs.store.get(policy_id)  # NotFound for an unknown id
-        ckpt = latest_checkpoint(Path(rec.run_dir))
+        ckpt = find_latest_checkpoint(Path(rec.run_dir))
         if ckpt is None:
             raise NotFound(f"job '{policy_id}' has no checkpoint yet")
         self._resolved[policy_id] = (time.monotonic(), ckpt)
         return ckpt
 
+    def read(self, policy_id: str, read: Callable[[Path], T]) -> tuple[Path, T]:
+        """``read(latest checkpoint)``. A running job prunes old checkpoints: one that vanished between finding
+        and reading it (a cached path included) is found again, never an error."""
+        for attempt in range(ROTATION_RETRIES):
+            ckpt = self._checkpoint_of(policy_id, fresh=attempt > 0)
+            try:
+                return ckpt, read(ckpt)
+            except (FileNotFoundError, NotADirectoryError):
+                self._resolved.pop(policy_id, None)
+        raise Unavailable(f"the checkpoints of job '{policy_id}' were replaced {ROTATION_RETRIES} times while being "
+                          "read; try again")  # fmt: skip
+
     async def batcher(self, policy_id: str) -> MicroBatcher:
         """The cached batcher of a policy. Finding and loading its checkpoint (SQLite, disk, safetensors) runs in a
         thread, never on the event loop, and one load per policy at a time: concurrent misses wait for it."""
+        for attempt in range(ROTATION_RETRIES):
+            try:
+                return await self._batcher(policy_id, fresh=attempt > 0)
+            except (FileNotFoundError, NotADirectoryError):
+                self._resolved.pop(policy_id, None)  # pruned after it was found: find the latest again
+        loaded = self.cache.get(policy_id)
+        if loaded is not None:  # checkpoints rotate faster than one loads: the one in memory serves meanwhile
+            return loaded[1]
+        raise Unavailable(f"the checkpoints of job '{policy_id}' were replaced {ROTATION_RETRIES} times while being "
+                          "loaded; try again")  # fmt: skip
+
+    async def _batcher(self, policy_id: str, *, fresh: bool) -> MicroBatcher:
         resolved = self._resolved.get(policy_id)
-        if resolved is not None and time.monotonic() - resolved[0] < RESOLVE_TTL_S:
+        if not fresh and resolved is not None and time.monotonic() - resolved[0] < RESOLVE_TTL_S:
             ckpt = resolved[1]
         else:
-            ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id)
+            ckpt = await asyncio.to_thread(self._checkpoint_of, policy_id, fresh=fresh)
         return await self.batcher_at(policy_id, ckpt)
 
     async def batcher_at(self, key: str, ckpt: Path) -> MicroBatcher:
@@ -165,30 +205,39 @@ class PolicyService:
         """``job_name``: the job's name when the caller has its record already (else it is read)."""
         if job_name is None:
             job_name = self.jobs.store.get(policy_id).name
-        return {"id": policy_id, "job_id": policy_id, "job_name": job_name,
-                **describe_checkpoint(self._checkpoint_of(policy_id))}  # fmt: skip
+        _, described = self.read(policy_id, describe_checkpoint)
+        return {"id": policy_id, "job_id": policy_id, "job_name": job_name, **described}
 
     def list(self) -> list[dict[str, Any]]:
+        """Every policy that can be described now: one job's trouble (a checkpoint mid-rotation, an unreadable
+        file) leaves that job out of this answer, never fails the list for everyone."""
         out = []
         for rec in self.jobs.store.all():
-            if latest_checkpoint(Path(rec.run_dir)) is not None:
-                out.append(self.describe(rec.id, job_name=rec.name))
+            try:
+                if find_latest_checkpoint(Path(rec.run_dir)) is not None:
+                    out.append(self.describe(rec.id, job_name=rec.name))
+            except (NotFound, Unavailable, OSError, ValueError, KeyError) as err:
+                log.warning("policy list: leaving out %s (%s: %s)", rec.id, type(err).__name__, err)
         return out
 
     async def act(self, policy_id: str, observations: Any, *, deterministic: bool, values: bool,
-                  probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+                  probs: bool, observations_b64: str | None = None,
+                  observations_dtype: str | None = None) -> ActResult:  # fmt: skip
         """``observations`` (nested lists), or ``observations_b64``: base64 of the batch's raw bytes."""
         return await self.act_with(await self.batcher(policy_id), observations, deterministic=deterministic,
-                                   values=values, probs=probs, observations_b64=observations_b64)  # fmt: skip
+                                   values=values, probs=probs, observations_b64=observations_b64,
+                                   observations_dtype=observations_dtype)  # fmt: skip
 
     async def act_with(self, batcher: MicroBatcher, observations: Any, *, deterministic: bool, values: bool,
-                       probs: bool, observations_b64: str | None = None) -> ActResult:  # fmt: skip
+                       probs: bool, observations_b64: str | None = None,
+                       observations_dtype: str | None = None) -> ActResult:  # fmt: skip
         """Act on ``batcher``'s policy: the request checks of every act route, then its micro-batch."""
-        obs = self.check_request(batcher.policy, observations, probs=probs, observations_b64=observations_b64)
+        obs = self.check_request(batcher.policy, observations, probs=probs, observations_b64=observations_b64,
+                                 observations_dtype=observations_dtype)  # fmt: skip
         return await batcher.act(obs, deterministic=deterministic, values=values, probs=probs)
 
     def check_request(self, policy: InferencePolicy, observations: Any, *, probs: bool,
-                      observations_b64: str | None) -> np.ndarray:  # fmt: skip
+                      observations_b64: str | None, observations_dtype: str | None = None) -> np.ndarray:  # fmt: skip
         """The batch of an act request, checked against ``policy``'s spaces; ConfigError (422) naming the field."""
         field = "observations" if observations_b64 is None else "observations_b64"
         try:
@@ -200,7 +249,7 @@ class PolicyService:
                     raw = base64.b64decode("".join(observations_b64.split()), validate=True)
                 except binascii.Error:
                     raise ValueError("not valid base64") from None
-                obs = policy.observations_from_bytes(raw)
+                obs = policy.observations_from_bytes(raw, observations_dtype)
         except ValueError as err:
             raise ConfigError(field, str(err)) from None  # → 422 naming the field
         if len(obs) > self.settings.max_act_batch:
@@ -222,6 +271,7 @@ def describe_checkpoint(ckpt: Path) -> dict[str, Any]:
         action.update(shape=spaces["action_shape"], low=spaces["action_low"], high=spaces["action_high"])
     return {
         "env_id": config["env"]["id"], "checkpoint": ckpt.name, "observation_shape": spaces["obs_shape"],
-        "observation_dtype": spaces["obs_dtype"], "action_space": action, "eval_return": state.get("eval_return"),
-        "env_steps": state["env_steps"],
+        "observation_dtype": spaces["obs_dtype"], "action_space": action,
+        "observations_b64_dtype": bytes_dtype(SpaceSpec.from_dict(spaces)),
+        "eval_return": state.get("eval_return"), "env_steps": state["env_steps"],
     }  # fmt: skip

@@ -50,7 +50,7 @@ def dashboard_alive(url: str, timeout: float = 2.0) -> bool:
 def _head_lock(storage_dir: Path):
     """One head per storage dir, also across processes (two services, or `serve --stop-head` beside one)."""
     storage_dir.mkdir(parents=True, exist_ok=True)
-    with open(storage_dir / "ray_head.lock", "w") as f:
+    with open(os.open(storage_dir / "ray_head.lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -91,9 +91,8 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"ray start failed ({proc.returncode}): {proc.stderr[-2000:]}")
         record["pgid"] = _find_pgid(temp_dir)
-        atomic_write_text(
-            record_path, json.dumps(record, indent=2)
-        )  # recorded at once: a later stop finds it
+        # recorded at once (a later stop finds it), readable by this user only: it is the way into the head
+        atomic_write_text(record_path, json.dumps(record, indent=2), mode=0o600)
         deadline = time.monotonic() + 60
         while not dashboard_alive(record["dashboard_url"]):
             if time.monotonic() > deadline:

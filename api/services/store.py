@@ -26,6 +26,7 @@ class JobRecord:
     created_at: float
     updated_at: float
     error: str | None
+    replayed: bool = False  # returned again for a retried Idempotency-Key (not stored)
 
 
 class JobStore:
@@ -36,6 +37,8 @@ class JobStore:
             db.execute("""CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, config TEXT NOT NULL, run_dir TEXT NOT NULL,
                 created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT)""")
+            db.execute("""CREATE TABLE IF NOT EXISTS idempotency_keys (
+                key TEXT PRIMARY KEY, job_id TEXT NOT NULL, digest TEXT NOT NULL, created_at REAL NOT NULL)""")
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -54,6 +57,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         with self.lock, self._db() as db:
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE job_id=?", (job_id,))
 
     def update(
         self, job_id: str, *, status: str, error: str | None = None, only_unfinished: bool = False
@@ -64,6 +68,35 @@ class JobStore:
             cur = db.execute(f"UPDATE jobs SET status=?, error=COALESCE(?, error), updated_at=? WHERE id=?{guard}",
                              (status, error, time.time(), job_id))  # fmt: skip
             return cur.rowcount > 0
+
+    def run_dir_users(self, run_dir: str, *, unfinished_only: bool = False) -> list[str]:
+        """Ids of the jobs whose run directory is ``run_dir`` (a job and the jobs that resumed it)."""
+        guard = " AND status NOT IN ('succeeded','failed','stopped')" if unfinished_only else ""
+        with self._db() as db:
+            return [r[0] for r in db.execute(f"SELECT id FROM jobs WHERE run_dir=?{guard}", (run_dir,))]
+
+    def claim_key(self, key: str, job_id: str, digest: str, *, ttl_s: float) -> tuple[str, str]:
+        """(job id, digest) the Idempotency-Key ``key`` stands for: ``job_id`` if this call claimed it (one
+        statement, so two retries racing each other, even from two processes, get one job), else the earlier one.
+        Keys older than ``ttl_s`` are forgotten."""
+        now = time.time()
+        with self.lock, self._db() as db:
+            db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (now - ttl_s,))
+            db.execute("INSERT OR IGNORE INTO idempotency_keys VALUES (?,?,?,?)", (key, job_id, digest, now))
+            return db.execute("SELECT job_id, digest FROM idempotency_keys WHERE key=?", (key,)).fetchone()
+
+    def release_key(self, key: str, job_id: str) -> None:
+        """Forget ``key`` if it still stands for ``job_id`` (its submission was refused: a retry may try again)."""
+        with self.lock, self._db() as db:
+            db.execute("DELETE FROM idempotency_keys WHERE key=? AND job_id=?", (key, job_id))
+
+    def set_final(self, job_id: str, *, status: str, error: str | None) -> None:
+        """Set a finished job's status and error exactly (a run continued outside the service ended again)."""
+        with self.lock, self._db() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, error=?, updated_at=? WHERE id=?",
+                (status, error, time.time(), job_id),
+            )
 
     def get(self, job_id: str) -> JobRecord:
         with self._db() as db:

@@ -109,6 +109,8 @@ export function jobPage(view, jobId) {
   const title = h("h1", {}, jobId);
   const badge = h("span", { id: "job-status" });
   const stopBtn = h("button", { id: "stop-job", class: "danger", disabled: true }, "Stop");
+  const resumeBtn = h("button", { id: "resume-job", hidden: true }, "Resume");
+  const deleteBtn = h("button", { id: "delete-job", class: "danger", hidden: true }, "Delete");
   const streamState = h("span", { id: "stream-state", class: "muted" });
   const points = h("span", { id: "points", class: "muted" }, "0 records");
   const charts = h("div", { class: "charts" });
@@ -119,7 +121,7 @@ export function jobPage(view, jobId) {
   const error = h("pre", { id: "job-error", class: "error", hidden: true });
   view.append(
     h("p", {}, h("a", { href: "#/jobs" }, "← Jobs")),
-    h("div", { class: "row" }, title, badge, stopBtn, streamState, points),
+    h("div", { class: "row" }, title, badge, stopBtn, resumeBtn, deleteBtn, streamState, points),
     error, charts,
     h("div", { class: "cols" },
       h("section", {}, h("h2", {}, "Checkpoints"), h("table", {}, h("thead", {}, h("tr", {},
@@ -162,6 +164,8 @@ export function jobPage(view, jobId) {
     title.textContent = job.name ? `${job.name} (${job.id})` : job.id;
     badge.replaceChildren(statusBadge(job.status));
     stopBtn.disabled = TERMINAL.has(job.status);
+    resumeBtn.hidden = deleteBtn.hidden = !TERMINAL.has(job.status);
+    resumeBtn.disabled = !job.checkpoints.length;
     config.textContent = JSON.stringify(job.config, null, 2);
     error.hidden = !job.error;
     error.textContent = job.error || "";
@@ -172,11 +176,21 @@ export function jobPage(view, jobId) {
         "Deploy…")))));
     deploy.update(job.checkpoints);
   }
+  let logSize = null, logText = "";
   async function refresh() {
     try {
       showJob(await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}`));
-      const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs`);
-      if (resp.ok) logs.textContent = (await resp.text()).trimEnd().split("\n").slice(-LOG_LINES).join("\n");
+      // only the bytes written since the last answer (X-Log-Size); the first answer is the log's tail
+      const since = logSize === null ? "" : `?offset=${logSize}`;
+      const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}/logs${since}`);
+      if (resp.ok) {
+        const size = Number(resp.headers.get("X-Log-Size"));
+        const text = await resp.text();
+        logSize = size < (logSize ?? 0) ? null : Number(resp.headers.get("X-Log-Start")) + new Blob([text]).size;
+        logText = (logSize === null ? "" : logText) + text;
+        logText = logText.split("\n").slice(-LOG_LINES - 1).join("\n");
+        logs.textContent = logText.trimEnd();
+      }
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
         view.replaceChildren(h("p", { class: "error" }, err.message), h("a", { href: "#/jobs" }, "Jobs"));
@@ -195,6 +209,27 @@ export function jobPage(view, jobId) {
   window.rayacStream = stream; // for the browser test: drop() a connection, then read ids/gaps
   window.rayacData = data;
   window.rayacPlots = plots; // for the browser test: axis ranges
+
+  // a finished job: continue it from its latest checkpoint as a new job (its page opens), or delete it
+  resumeBtn.addEventListener("click", async () => {
+    const steps = prompt("Train until how many env steps in all? (empty: the job's own total)", "");
+    if (steps === null) return;
+    try {
+      const body = steps.trim() ? { total_env_steps: Number(steps) } : {};
+      const job = await apiJSON(`/v1/jobs/${encodeURIComponent(jobId)}/resume`, { method: "POST", body });
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Resume failed: ${err.message}`;
+    }
+  });
+  deleteBtn.addEventListener("click", async () => {
+    if (!confirm(`Delete ${jobId} with its run directory?`)) return;
+    const resp = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+    if (resp.ok) { location.hash = "#/jobs"; return; }
+    error.hidden = false;
+    error.textContent = `Delete failed: ${(await resp.json().catch(() => ({}))).detail || resp.status}`;
+  });
   stopBtn.addEventListener("click", async () => {
     stopBtn.disabled = true;
     stopBtn.textContent = "Stopping…";

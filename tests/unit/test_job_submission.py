@@ -87,7 +87,7 @@ def test_submission_waits_for_a_fresh_heads_job_agent(tmp_path, monkeypatch):
         ({"resources": {"num_workers": 1, "learner_resources": {"gpu_box": 1}}}, {}, {"CPU": 4},
          "config.resources.learner_resources.gpu_box", "no node offers 'gpu_box'"),
         ({"env": {"num_envs": 64}, "algo": {"rollout_steps": 1000}}, {"max_rollout_bytes": 500_000}, None,
-         "config.env.num_envs", "× num_envs 64 × rollout steps 1000 × 16 observation bytes"),
+         "config.env.num_envs", "(num_envs × rollout steps = 64,000 env steps × 43 B)"),
     ],
 )  # fmt: skip
 def test_admission_refuses_jobs_that_can_never_run(tmp_path, cfg, settings, total, field, words):
