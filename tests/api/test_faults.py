@@ -147,7 +147,8 @@ def test_jobs_that_can_never_run_are_refused_or_failed_with_the_reason(service, 
 def test_time_limit_holds_inside_one_huge_rollout(service, extra_service):
     strict = extra_service(RAYAC_TIME_LIMIT_GRACE_S="2")
     body = small_job(
-        env__num_envs=64, algo__rollout_steps=50_000, run__stop={"time_limit_s": 1, "total_env_steps": None}
+        # 1.28M env steps in one rollout (tens of seconds): under the admission's 4 GiB estimate (50,000 steps is not)
+        env__num_envs=64, algo__rollout_steps=20_000, run__stop={"time_limit_s": 1, "total_env_steps": None}
     )
     with strict.client() as c:
         job = c.post("/v1/jobs", json=body).json()
@@ -156,7 +157,7 @@ def test_time_limit_holds_inside_one_huge_rollout(service, extra_service):
                         timeout=90)  # fmt: skip
         assert info and info["status"] == "stopped", info
         assert "time_limit_s=1 was exceeded" in info["error"]
-        assert time.monotonic() - start < 60  # one rollout alone would take minutes
+        assert time.monotonic() - start < 60  # the service's stop, not the run's own (that would be 'succeeded')
 
 
 def test_forty_parallel_stops_hold_no_thread(service):

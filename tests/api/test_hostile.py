@@ -53,7 +53,7 @@ def test_a_non_ascii_api_token_is_refused_at_start_up(capsys, monkeypatch):
 
     monkeypatch.setenv("RAYAC_API_TOKEN", "tökén")
     assert main(["serve", "--port", "9"]) == 2
-    assert "RAYAC_API_TOKEN must be printable ASCII" in capsys.readouterr().err
+    assert "RAYAC_API_TOKEN: must be printable ASCII" in capsys.readouterr().err
 
 
 def _post_raw(client: httpx.Client, path: str, body: str) -> httpx.Response:
