@@ -22,8 +22,8 @@ from rayac.config import Config
 from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic
 from rayac.sampling.feed import InlineFeed, RolloutFeed, ThreadedFeed
+from rayac.sampling.rollout import RolloutWorker
 from rayac.types import Rollout
-from rayac.workers.rollout import RolloutWorker
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class WorkerGroup:
         # weights: an ObjectRef (remote), a dict (local, not shared), or None (local, shared: nothing to copy)
         self._published: tuple[Any, int] = (None, 0)
         if self.num_remote:
-            from rayac.workers.remote import make_workers, wait_for_actors
+            from rayac.remote import make_workers, wait_for_actors
 
             self.actors = make_workers(worker_cls, cfg, spec, count=self.num_remote, seed_offset=seed_offset,
                                        **(actor_options or {}))  # fmt: skip
@@ -176,7 +176,7 @@ class WorkerGroup:
 
     def stop(self) -> None:
         if self.num_remote:
-            from rayac.workers.remote import kill_actors
+            from rayac.remote import kill_actors
 
             kill_actors(self.actors)
         else:

@@ -18,13 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayac.algorithms.base import StepResult
-from rayac.config import Config
-from rayac.envs import SpaceSpec
-from rayac.normalizer import Moments
-from rayac.policy import build_policy
-from rayac.workers.a3c_worker import A3CWorker
-from rayac.workers.flat import (
+from rayac.a3c.client import ShardClient
+from rayac.a3c.flat import (
     FlatLayout,
     from_checkpoint,
     join_states,
@@ -32,10 +27,15 @@ from rayac.workers.flat import (
     slice_state,
     to_checkpoint,
 )
-from rayac.workers.parameter_server import ParameterServer
-from rayac.workers.ps_client import ShardClient
-from rayac.workers.ps_messages import LoopResult, ShardState, ShardStats
-from rayac.workers.ps_store import ShardStore
+from rayac.a3c.messages import LoopResult, ShardState, ShardStats
+from rayac.a3c.server import ParameterServer
+from rayac.a3c.store import ShardStore
+from rayac.a3c.worker import A3CWorker
+from rayac.algorithms.base import StepResult
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.normalizer import Moments
+from rayac.policy import build_policy
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class A3C:
                                       for i in range(self.num_shards)]  # fmt: skip
             self.local_worker = A3CWorker(cfg, spec, worker_index=0, seed_offset=seed_offset)
         else:
-            from rayac.workers.remote import (
+            from rayac.remote import (
                 init_ray,
                 make_a3c_workers,
                 make_parameter_servers,
@@ -380,7 +380,7 @@ class A3C:
             return
         import ray
 
-        from rayac.workers.remote import kill_actors
+        from rayac.remote import kill_actors
 
         try:
             ray.get(self.shards[0].request_stop.remote(), timeout=10)
