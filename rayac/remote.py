@@ -104,20 +104,6 @@ def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> 
     ]
 
 
-def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
-    from rayac.a3c.worker import A3CWorker
-
-    # max_concurrency=2: run() occupies one thread for the whole training; control calls (pid) use the other.
-    actor_cls = _remote(A3CWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0,
-                        max_concurrency=2)  # fmt: skip
-    return [
-        actor_cls.options(scheduling_strategy=spread_strategy()).remote(
-            cfg, spec, worker_index=i, seed_offset=seed_offset
-        )
-        for i in range(count)
-    ]
-
-
 STARTUP_TIMEOUT_S = float(os.environ.get("RAYAC_ACTOR_STARTUP_TIMEOUT_S", "120"))
 
 
