@@ -81,11 +81,11 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     import ray
     import torch
 
+    from rayac.a3c.client import ShardClient
+    from rayac.a3c.flat import FlatLayout, encode
+    from rayac.a3c.messages import WorkerStats
     from rayac.policy import build_policy
-    from rayac.workers.flat import FlatLayout, encode
-    from rayac.workers.ps_client import ShardClient
-    from rayac.workers.ps_messages import WorkerStats
-    from rayac.workers.remote import _remote, init_ray, kill_actors, make_parameter_servers
+    from rayac.remote import _remote, init_ray, kill_actors, make_parameter_servers
 
     init_ray(num_cpus=8)
     stats = WorkerStats(40, [], [], {})
@@ -178,9 +178,9 @@ def server_work(shard_counts: list[int], pushes: int = 30) -> str:
     import numpy as np
     import torch
 
-    from rayac.workers.flat import encode
-    from rayac.workers.parameter_server import ParameterServer
-    from rayac.workers.ps_messages import GradientPush
+    from rayac.a3c.flat import encode
+    from rayac.a3c.messages import GradientPush
+    from rayac.a3c.server import ParameterServer
 
     rows = []
     for label, cfg, spec in _configs():

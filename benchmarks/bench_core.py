@@ -158,7 +158,7 @@ def throughput_table(seconds: float = 5.0) -> str:
         cfg = build_config(preset="a2c_cartpole", overrides=[f"resources.num_workers={workers}",
                                                              f"env.num_envs={n_envs}", f"algo.rollout_steps={steps}"])  # fmt: skip
         if workers and not started_ray:
-            from rayac.workers.remote import init_ray
+            from rayac.remote import init_ray
 
             started_ray = init_ray()
         algo = A2C(cfg, describe_env(cfg.env))
@@ -209,10 +209,10 @@ def parameter_server_table(seconds: float = 3.0) -> str:
     import numpy as np
     import ray
 
-    from rayac.algorithms.a3c import A3C
+    from rayac.a3c.driver import A3C
+    from rayac.a3c.messages import GradientPush
     from rayac.envs import describe_env
-    from rayac.workers.ps_messages import GradientPush
-    from rayac.workers.remote import _remote, init_ray, make_parameter_servers
+    from rayac.remote import _remote, init_ray, make_parameter_servers
 
     started = init_ray(num_cpus=4)
     cfg = _ray_cfg("a3c", 1)
@@ -248,7 +248,7 @@ def parameter_server_table(seconds: float = 3.0) -> str:
         rows.append(
             f"| {in_flight} | {floor:,.0f} | {floor_payload:,.0f} | {push:,.0f} | {push / floor_payload:.2f} |"
         )
-    from rayac.workers.remote import kill_actors
+    from rayac.remote import kill_actors
 
     kill_actors([ps, echo])
     a3c_rows = []
@@ -277,10 +277,10 @@ def scaling_table(workers_list: list[int], seconds: float = 8.0) -> str:
     import ray
     import torch
 
+    from rayac.a3c.driver import A3C
     from rayac.algorithms.a2c import A2C
-    from rayac.algorithms.a3c import A3C
     from rayac.envs import describe_env
-    from rayac.workers.remote import init_ray
+    from rayac.remote import init_ray
 
     init_ray(num_cpus=(os.cpu_count() or 1) + 1)
     spec = describe_env(_ray_cfg("a2c", 1).env)

@@ -43,7 +43,7 @@ def run_child(variant: str, workers: int, seeds: list[int], overrides: list[str]
     import rayac
 
     if workers:
-        from rayac.workers.remote import init_ray
+        from rayac.remote import init_ray
 
         init_ray(num_cpus=max(4, workers))
     for seed in seeds:

@@ -34,10 +34,10 @@ from rayac.checkpoint import (
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
 from rayac.evaluate import Evaluator
+from rayac.learning.learner import resolve_device
 from rayac.metrics import ConsoleSink, CsvSink, JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from rayac.policy import build_policy
 from rayac.stopfile import stop_requested
-from rayac.workers.learner import resolve_device
 
 log = logging.getLogger(__name__)
 

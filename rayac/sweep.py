@@ -406,7 +406,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False) -
     """Run (or continue) a sweep; returns the final sweep.json document."""
     from ray import tune
 
-    from rayac.workers.remote import init_ray
+    from rayac.remote import init_ray
 
     sweep_dir = Path(sweep_dir).resolve()
     spec_path = sweep_dir / "spec.json"

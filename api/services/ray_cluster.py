@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from rayac.checkpoint import atomic_write_text
-from rayac.workers.remote import LOCAL_RAY_ENV
+from rayac.remote import LOCAL_RAY_ENV
 
 log = logging.getLogger(__name__)
 

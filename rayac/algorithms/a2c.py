@@ -24,7 +24,7 @@ class A2C:
         self.cfg = cfg
         res = cfg.resources
         if res.num_workers:
-            from rayac.workers.remote import init_ray
+            from rayac.remote import init_ray
 
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
         # a learner actor is placed first: a SPREAD worker must not take the CPU of the learner's node

@@ -55,7 +55,7 @@ class Algorithm(Protocol):
 
 def make_algorithm(cfg: Config, spec: SpaceSpec, *, seed_offset: int = 0, **kwargs: Any) -> Algorithm:
     if cfg.algo.name == "a3c":
-        from rayac.algorithms.a3c import A3C
+        from rayac.a3c.driver import A3C
 
         return A3C(cfg, spec, seed_offset=seed_offset, **kwargs)
     if cfg.algo.name == "impala":

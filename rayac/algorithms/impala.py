@@ -28,7 +28,7 @@ class IMPALA:
         self.cfg = cfg
         res = cfg.resources
         if res.num_workers:
-            from rayac.workers.remote import init_ray
+            from rayac.remote import init_ray
 
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
         # before the network's init: its orthogonal init differs in the last bits across thread counts

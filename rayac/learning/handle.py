@@ -15,9 +15,9 @@ import numpy as np
 
 from rayac.config import Config
 from rayac.envs import SpaceSpec
+from rayac.learning.learner import Learner
 from rayac.policy import ActorCritic
 from rayac.types import Rollout
-from rayac.workers.learner import Learner
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class LearnerHandle:
             self.local = Learner(cfg, spec)
 
     def _start_actor(self) -> Any:
-        from rayac.workers.remote import make_learner, wait_for_actors
+        from rayac.remote import make_learner, wait_for_actors
 
         actor = make_learner(self.cfg, self.spec)
         wait_for_actors([actor], what="the learner", cfg=self.cfg)
@@ -78,7 +78,7 @@ class LearnerHandle:
         """A new learner actor from the last checkpoint (or the start); counted and logged."""
         import ray
 
-        from rayac.workers.remote import kill_actors
+        from rayac.remote import kill_actors
 
         kill_actors([self.actor])
         self.restarts += 1
@@ -132,6 +132,6 @@ class LearnerHandle:
 
     def stop(self) -> None:
         if self.actor is not None:
-            from rayac.workers.remote import kill_actors
+            from rayac.remote import kill_actors
 
             kill_actors([self.actor])

@@ -3,9 +3,12 @@
 The only code that knows remote from local. Algorithms publish weights and ask for rollouts:
 - ``sample_all()``: one rollout from every worker, in worker order (synchronous A2C);
 - ``feed(queue_size)``: rollouts as they arrive, every worker sampling continuously (IMPALA);
-- ``call_async`` / ``fetch`` / ``foreach``: any method of any worker class (A3C's workers, later).
-A worker whose process dies is restarted by Ray (``max_restarts=-1``); the group retries the sample it lost on
-the restarted actor, with the newest weights, and counts the restart (``restarts``). Modelled on RLlib's
+- ``call_async`` / ``fetch`` / ``foreach``: any method of any worker class, with retries;
+- ``start_loops`` / ``poll_loops``: a method that runs for the whole training on every worker (A3C's worker loops).
+A worker whose process dies is restarted by Ray (``max_restarts=-1``); the group retries the call it lost on
+the restarted actor (a sample with the newest weights, a loop started again), and counts the restart
+(``restarts``, once per death however many calls it cut). A group can also hold actors made elsewhere
+(``actors=``: A3C's parameter-server shards), for the same calls and retries. Modelled on RLlib's
 EnvRunnerGroup and FaultTolerantActorManager, without their generality: rayac's workers are all alike.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,14 +26,25 @@ from rayac.config import Config
 from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic
 from rayac.sampling.feed import InlineFeed, RolloutFeed, ThreadedFeed
+from rayac.sampling.rollout import RolloutWorker
 from rayac.types import Rollout
-from rayac.workers.rollout import RolloutWorker
 
 log = logging.getLogger(__name__)
 
 SAMPLE_TIMEOUT_S = 600.0
 RESTART_WAIT_S = 120.0  # how long a sample waits for its worker's actor to come back
 RETRY_PAUSE_S = 0.5
+
+
+@dataclass
+class LoopEnd:
+    """A loop (``start_loops``) that returned: its ``result``, or the ``error`` it raised (``died``: its worker's
+    process died). The group has already started it again."""
+
+    index: int
+    result: Any = None
+    error: BaseException | None = None
+    died: bool = False
 
 
 class WorkerGroup:
@@ -43,20 +58,28 @@ class WorkerGroup:
         what: str = "rollout workers",
         worker_cls: type = RolloutWorker,
         actor_options: dict[str, Any] | None = None,
+        actors: list | None = None,
     ):
         """``resources.num_workers`` actors on Ray, or one local worker (0), of ``worker_cls`` (built as
         ``worker_cls(cfg, spec, worker_index=i, seed_offset=...)``; ``actor_options`` add Ray actor options).
         ``local_policy``: the local RolloutWorker samples with this module itself (an in-process learner's CPU
         policy: no weight copies at all). ``publish``/``sample_all``/``feed`` need a RolloutWorker-like class;
-        ``call_async``/``fetch``/``foreach`` work with any."""
+        ``call_async``/``fetch``/``foreach`` work with any. ``actors``: Ray actors made elsewhere, which the group
+        only calls (nothing is made; ``stop`` kills them)."""
         self.cfg = cfg
+        self.what = what
         self.restarts = 0
-        self.num_remote = cfg.resources.num_workers
+        self._death_counted_at: dict[int, float] = {}  # worker → when its last death was counted
+        self._loops: dict[Any, tuple[int, float]] = {}  # start_loops: ref → (worker, when it was started)
+        self._loop_call: tuple[str, tuple] = ("", ())
+        self.num_remote = len(actors) if actors is not None else cfg.resources.num_workers
         # (weights, version), replaced whole: a feed thread never reads one's weights with the other's version.
         # weights: an ObjectRef (remote), a dict (local, not shared), or None (local, shared: nothing to copy)
         self._published: tuple[Any, int] = (None, 0)
-        if self.num_remote:
-            from rayac.workers.remote import make_workers, wait_for_actors
+        if actors is not None:
+            self.actors, self.local_worker = list(actors), None
+        elif self.num_remote:
+            from rayac.remote import make_workers, wait_for_actors
 
             self.actors = make_workers(worker_cls, cfg, spec, count=self.num_remote, seed_offset=seed_offset,
                                        **(actor_options or {}))  # fmt: skip
@@ -101,9 +124,18 @@ class WorkerGroup:
         return worker.sample()
 
     # -- remote calls, with retries on a restarted actor
-    def call_async(self, index: int, method: str, *args: Any) -> Any:
-        """Start ``method(*args)`` on actor ``index``; returns its ObjectRef (for ``fetch``)."""
-        return getattr(self.actors[index], method).remote(*args)
+    def call_async(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Start ``method(*args, **kwargs)`` on actor ``index``; returns its ObjectRef (for ``fetch``)."""
+        return getattr(self.actors[index], method).remote(*args, **kwargs)
+
+    def _count_death(self, index: int, *, submitted_at: float) -> None:
+        """Count a restart of worker ``index``, unless the failed call was made before its last counted death
+        (then that death cut it too: an A3C worker's loop and a control call on it fail together)."""
+        if self._death_counted_at.get(index, -1.0) > submitted_at:
+            return
+        self._death_counted_at[index] = time.monotonic()
+        self.restarts += 1
+        log.warning("%s: actor %d died; its call is made again on the restarted actor", self.what, index)
 
     def fetch(self, index: int, ref: Any, *, again: Callable[[], Any] | None = None) -> tuple[Any, Any]:
         """``(result, its ref)`` of a call on actor ``index``. If the actor died, the call is made again on the
@@ -113,7 +145,8 @@ class WorkerGroup:
         from ray.exceptions import RayActorError
 
         again = again or (lambda: self.submit(index))
-        deadline = time.monotonic() + RESTART_WAIT_S
+        started = time.monotonic()  # the call was made before this
+        deadline = started + RESTART_WAIT_S
         counted = False
         while True:
             try:
@@ -122,19 +155,64 @@ class WorkerGroup:
                 if time.monotonic() > deadline:
                     raise
                 if not counted:  # Ray restarts the actor (max_restarts=-1), which remembers nothing
-                    self.restarts += 1
+                    self._count_death(index, submitted_at=started)
                     counted = True
-                    log.warning("worker %d died; retrying its call on the restarted actor", index)
                 time.sleep(RETRY_PAUSE_S)
                 ref = again()
 
-    def foreach(self, method: str, args: Callable[[int], tuple] = lambda i: ()) -> list[Any]:
-        """``method(*args(i))`` on every worker i, local or remote, all at once; results in worker order."""
+    def foreach(
+        self,
+        method: str,
+        args: Callable[[int], tuple] = lambda i: (),
+        kwargs: Callable[[int], dict[str, Any]] = lambda i: {},
+    ) -> list[Any]:
+        """``method(*args(i), **kwargs(i))`` on every worker i, local or remote, all at once; results in worker
+        order. A call cut by its actor's death is made again on the restarted actor."""
         if not self.num_remote:
-            return [getattr(self.local_worker, method)(*args(0))]
-        refs = [self.call_async(i, method, *args(i)) for i in range(self.num_remote)]
-        return [self.fetch(i, ref, again=lambda i=i: self.call_async(i, method, *args(i)))[0]
+            return [getattr(self.local_worker, method)(*args(0), **kwargs(0))]
+        refs = [self.call_async(i, method, *args(i), **kwargs(i)) for i in range(self.num_remote)]
+        return [self.fetch(i, ref, again=lambda i=i: self.call_async(i, method, *args(i), **kwargs(i)))[0]
                 for i, ref in enumerate(refs)]  # fmt: skip
+
+    # -- loops: a call that runs until the worker decides to return (remote workers only)
+    def start_loops(self, method: str, *args: Any) -> None:
+        """Start ``method(*args)`` on every actor; ``poll_loops`` sees each one end and starts it again."""
+        self._loop_call = (method, args)
+        for i in range(self.num_remote):
+            self._start_loop(i)
+
+    def _start_loop(self, index: int) -> None:
+        method, args = self._loop_call
+        self._loops[self.call_async(index, method, *args)] = (index, time.monotonic())
+
+    def poll_loops(self, timeout: float) -> list[LoopEnd]:
+        """Wait up to ``timeout`` for loops to end; each one that ended is started again at once (on the
+        restarted actor when its worker died: the restart is counted). Returns how each ended."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        refs = list(self._loops)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        ends = []
+        for ref in done:
+            index, started = self._loops.pop(ref)
+            try:
+                ends.append(LoopEnd(index, result=ray.get(ref, timeout=SAMPLE_TIMEOUT_S)))
+            except RayActorError as err:
+                self._count_death(index, submitted_at=started)
+                ends.append(LoopEnd(index, error=err, died=True))
+            except Exception as err:  # the loop raised: a bug in the worker, reported to the caller
+                ends.append(LoopEnd(index, error=err))
+            self._start_loop(index)
+        return ends
+
+    def wait_loops(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for every loop to return (once they were asked to stop); none is started again."""
+        import ray
+
+        refs, self._loops = list(self._loops), {}
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
     def submit(self, index: int) -> Any:
         """Start a sample on actor ``index`` with the newest published weights; returns its ObjectRef."""
@@ -176,7 +254,7 @@ class WorkerGroup:
 
     def stop(self) -> None:
         if self.num_remote:
-            from rayac.workers.remote import kill_actors
+            from rayac.remote import kill_actors
 
             kill_actors(self.actors)
         else:

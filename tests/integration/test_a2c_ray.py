@@ -55,7 +55,7 @@ def test_a2c_survives_a_killed_worker(ray_session):
 
 
 def test_workers_that_cannot_be_placed_fail_with_a_clear_error(ray_session, monkeypatch):
-    from rayac.workers import remote
+    from rayac import remote
 
     monkeypatch.setattr(remote, "STARTUP_TIMEOUT_S", 3.0)
     cfg = build_config(overrides=["resources.num_workers=3", "resources.worker_cpus=2"])

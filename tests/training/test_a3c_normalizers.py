@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from rayac.algorithms.a3c import A3C
+from rayac.a3c.driver import A3C
+from rayac.a3c.messages import ShardState
+from rayac.a3c.store import ShardStore
 from rayac.config import build_config
 from rayac.envs import describe_env
 from rayac.normalizer import Moments
-from rayac.workers.ps_messages import ShardState
-from rayac.workers.ps_store import ShardStore
 
 PRIOR = 1e-4  # RunningNorm's prior count
 

@@ -9,9 +9,9 @@ import torch
 from rayac.advantages import make_batch
 from rayac.config import build_config
 from rayac.envs import check_config_against_env, make_env, make_training_env
+from rayac.learning.learner import Learner
 from rayac.losses import to_tensors
-from rayac.workers.learner import Learner
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 def atari_config(env_id: str = "ALE/Pong-v5", *extra: str):

@@ -13,9 +13,9 @@ from rayac.advantages import compute_advantages
 from rayac.algorithms.a2c import A2C
 from rayac.config import build_config
 from rayac.envs import describe_env, make_vector_env
+from rayac.learning.learner import Learner
 from rayac.policy import build_policy
-from rayac.workers.learner import Learner
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 def linear_widths(module: nn.Module) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ import torch
 from rayac.advantages import compute_advantages, make_batch
 from rayac.config import build_config
 from rayac.envs import TrainingEnv, check_config_against_env
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 class NextStepEngine:

@@ -7,8 +7,8 @@ import torch
 
 from rayac.algorithms.impala import IMPALA
 from rayac.config import build_config
-from rayac.workers.learner import Learner
-from rayac.workers.rollout import RolloutWorker
+from rayac.learning.learner import Learner
+from rayac.sampling.rollout import RolloutWorker
 
 
 def impala_cfg(*overrides: str):

@@ -42,7 +42,7 @@ def service(tmp_path, total=None, **settings):
 @pytest.mark.parametrize("algo", ["a2c", "a3c"])
 def test_the_driver_is_never_pinned_the_learner_is(tmp_path, algo):
     """The driver (which writes the run's files) stays where Ray runs drivers; learner_resources go to the
-    learner / parameter-server actors, which the driver makes (rayac.workers.remote)."""
+    learner / parameter-server actors, which the driver makes (rayac.remote)."""
     jobs, fake = service(tmp_path, total={"CPU": 4, "learner": 1})
     rec = jobs.submit(Config(algo={"name": algo}, resources={"learner_resources": {"learner": 1}}), "pinned")
     call = fake.submitted[0]

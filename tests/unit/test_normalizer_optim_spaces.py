@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from rayac.a3c.flat import shared_tensor
 from rayac.checkpoint import load_policy, save_checkpoint
 from rayac.config import ConfigError, build_config
 from rayac.envs import SpaceSpec, check_config_against_env, image_layout
 from rayac.evaluate import Evaluator
+from rayac.learning.learner import Learner
 from rayac.normalizer import Moments, combine, moments
-from rayac.optim import RMSpropTF, fused_adam_step
+from rayac.optimizers import RMSpropTF, fused_adam_step
 from rayac.policy import build_policy
-from rayac.workers.flat import shared_tensor
-from rayac.workers.learner import Learner
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 def test_combined_moments_equal_the_moments_of_all_samples():

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from rayac.algorithms.a3c import A3C
+from rayac.a3c import worker as a3c_worker
+from rayac.a3c.driver import A3C
+from rayac.a3c.flat import FlatLayout, clip_coefficient, ordered_parameters
+from rayac.a3c.messages import GradientPush
+from rayac.a3c.server import ParameterServer
+from rayac.a3c.worker import A3CWorker
 from rayac.config import Config, build_config
 from rayac.envs import describe_env
+from rayac.learning.learner import Learner, apply_gradients, build_optimizer
 from rayac.policy import build_policy
-from rayac.workers import a3c_worker
-from rayac.workers.a3c_worker import A3CWorker
-from rayac.workers.flat import FlatLayout, clip_coefficient, ordered_parameters
-from rayac.workers.learner import Learner, apply_gradients, build_optimizer
-from rayac.workers.parameter_server import ParameterServer
-from rayac.workers.ps_messages import GradientPush
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from rayac.algorithms.a3c import A3C
-from rayac.config import build_config
-from rayac.envs import describe_env
-from rayac.policy import build_policy
-from rayac.workers import parameter_server
-from rayac.workers.flat import (
+from rayac.a3c import server as parameter_server
+from rayac.a3c.client import ShardClient
+from rayac.a3c.driver import A3C
+from rayac.a3c.flat import (
     FlatLayout,
     Payload,
     decode_into,
@@ -23,10 +21,12 @@ from rayac.workers.flat import (
     resolve_ps_shards,
     shard_bounds,
 )
-from rayac.workers.learner import build_optimizer
-from rayac.workers.parameter_server import ParameterServer
-from rayac.workers.ps_client import ShardClient
-from rayac.workers.ps_messages import GradientPush, WorkerStats
+from rayac.a3c.messages import GradientPush, WorkerStats
+from rayac.a3c.server import ParameterServer
+from rayac.config import build_config
+from rayac.envs import describe_env
+from rayac.learning.learner import build_optimizer
+from rayac.policy import build_policy
 
 
 def a3c_cfg(*overrides):
@@ -272,7 +272,7 @@ def two_shards_at_version_4(tmp_path):
 def test_a_slice_that_never_arrives_puts_the_shards_out_of_step_and_the_driver_rolls_them_back(
     tmp_path, monkeypatch
 ):
-    import rayac.workers.parameter_server as ps_module
+    import rayac.a3c.server as ps_module
 
     monkeypatch.setattr(ps_module, "ORDER_TIMEOUT_S", 0.2)
     algo, lead, other, zeros = two_shards_at_version_4(tmp_path)
@@ -320,7 +320,7 @@ def test_after_a_worker_died_a_stalled_shard_goes_out_of_step_in_a_second_not_af
     """A worker dies after the leader applied its push and before shard 1 got the slice: the next push's slice
     on shard 1 waits for one that will never come. Once the driver knows a worker died, it makes that shard give
     up after STALL_AFTER_WORKER_DEATH_S (1 s) instead of ORDER_TIMEOUT_S (15 s), and rolls every shard back."""
-    import rayac.algorithms.a3c as a3c_module
+    import rayac.a3c.driver as a3c_module
 
     algo, lead, other, zeros = two_shards_at_version_4(tmp_path)
     lead.lead_push(GradientPush(4, zeros[0]))  # the dead worker's push: shard 1's slice never comes

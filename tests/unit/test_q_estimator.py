@@ -9,8 +9,8 @@ from rayac.config import ConfigError, build_config
 from rayac.envs import describe_env
 from rayac.losses import actor_critic_loss
 from rayac.policy import build_policy
+from rayac.sampling.rollout import RolloutWorker
 from rayac.types import Batch
-from rayac.workers.rollout import RolloutWorker
 
 
 def q_setup(*overrides):

@@ -7,7 +7,7 @@ import pytest
 from rayac.config import Config
 from rayac.envs import describe_env, make_training_env
 from rayac.runner import Every
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 def cartpole(**algo) -> Config:

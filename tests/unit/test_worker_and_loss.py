@@ -5,8 +5,8 @@ from rayac.config import AlgoConfig, Config
 from rayac.envs import SpaceSpec, describe_env
 from rayac.losses import actor_critic_loss
 from rayac.policy import build_policy
+from rayac.sampling.rollout import RolloutWorker
 from rayac.types import Batch
-from rayac.workers.rollout import RolloutWorker
 
 
 def counter_cfg(**algo):

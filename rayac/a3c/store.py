@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from rayac.a3c.messages import ShardState
 from rayac.normalizer import Moments
-from rayac.workers.ps_messages import ShardState
 
 KEEP = 3
 

@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
+from rayac.a3c.client import ShardClient
+from rayac.a3c.flat import FlatLayout, bind_flat, clip_coefficient
+from rayac.a3c.messages import LoopResult, WorkerStats
 from rayac.advantages import make_batch
 from rayac.config import Config
 from rayac.envs import SpaceSpec
 from rayac.losses import actor_critic_loss, to_tensors
-from rayac.workers.flat import FlatLayout, bind_flat, clip_coefficient
-from rayac.workers.ps_client import ShardClient
-from rayac.workers.ps_messages import LoopResult, WorkerStats
-from rayac.workers.rollout import RolloutWorker
+from rayac.sampling.rollout import RolloutWorker
 
 
 def _server_lost(err: Exception) -> bool:

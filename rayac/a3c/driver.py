@@ -1,8 +1,9 @@
 """A3C: asynchronous advantage actor-critic with a (sharded) parameter server.
 
-The workers loop on their own (pull → steps → backprop → push). The driver only watches: each ``train_step``
-waits a short poll interval, collects every shard's counters, relaunches any worker loop that ended (Ray
-restarts a dead process; the loop rejoins with a fresh pull), and resyncs the shards when one was restarted:
+The workers loop on their own (pull → steps → backprop → push), in a ``WorkerGroup``: it restarts a worker
+whose process died and starts its loop again, which rejoins with a fresh pull. The driver only watches: each
+``train_step`` waits a short poll interval, counts the loops that ended, collects every shard's counters (calls
+to the shards go through a group too, which waits out a shard's restart), and resyncs the shards when one was restarted:
 every shard rolls back to the last version all of them saved, in a new epoch, and the restart is counted
 (``a3c/ps_restarts``) and logged whether or not a checkpoint existed. With ``num_workers=0`` one worker and the
 shards live in this process and each step is exactly one pull → push.
@@ -18,13 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayac.algorithms.base import StepResult
-from rayac.config import Config
-from rayac.envs import SpaceSpec
-from rayac.normalizer import Moments
-from rayac.policy import build_policy
-from rayac.workers.a3c_worker import A3CWorker
-from rayac.workers.flat import (
+from rayac.a3c.client import ShardClient
+from rayac.a3c.flat import (
     FlatLayout,
     from_checkpoint,
     join_states,
@@ -32,14 +28,20 @@ from rayac.workers.flat import (
     slice_state,
     to_checkpoint,
 )
-from rayac.workers.parameter_server import ParameterServer
-from rayac.workers.ps_client import ShardClient
-from rayac.workers.ps_messages import LoopResult, ShardState, ShardStats
-from rayac.workers.ps_store import ShardStore
+from rayac.a3c.messages import LoopResult, ShardState, ShardStats
+from rayac.a3c.server import ParameterServer
+from rayac.a3c.store import ShardStore
+from rayac.a3c.worker import A3CWorker
+from rayac.algorithms.base import StepResult
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.normalizer import Moments
+from rayac.policy import build_policy
+from rayac.sampling.group import WorkerGroup
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 120.0  # a shard's give_up
 MAX_FAILURES_WITHOUT_PROGRESS = 20  # a loop that keeps failing with no push in between is a bug, not bad luck
 # After a worker died, a shard whose slices have waited this long with no progress waits for the dead worker's
 # slice: it goes out of step at once (and every shard rolls back) instead of after the shards' ORDER_TIMEOUT_S.
@@ -59,7 +61,6 @@ class A3C:
         self.num_shards = resolve_ps_shards(cfg.algo.ps_shards, num_params=self.layout.total,
                                             num_workers=cfg.resources.num_workers)  # fmt: skip
         self.bounds = self.layout.shard_bounds(self.num_shards)
-        self.worker_restarts = 0
         self.ps_restarts = 0
         self.pushes_total = self.dropped_total = 0  # the leader's windows, summed: restarts lose none
         self.epoch = 0
@@ -68,26 +69,23 @@ class A3C:
         self._last_version = 0
         self._worker_died_at: float | None = None
         self._start_ids: list[str | None] = [None] * self.num_shards
+        self._loops_started = False
         if not self.remote:
             self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
                                       for i in range(self.num_shards)]  # fmt: skip
-            self.local_worker = A3CWorker(cfg, spec, worker_index=0, seed_offset=seed_offset)
         else:
-            from rayac.workers.remote import (
-                init_ray,
-                make_a3c_workers,
-                make_parameter_servers,
-                wait_for_actors,
-            )
+            from rayac.remote import init_ray, make_parameter_servers, wait_for_actors
 
             res = cfg.resources
             init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus + res.learner_cpus)))
             self.shards = make_parameter_servers(cfg, spec, num_shards=self.num_shards)
             # placed first: a SPREAD worker must not take the CPU of the parameter server's node
             wait_for_actors(self.shards, what="A3C parameter server", cfg=cfg)
-            self.workers = make_a3c_workers(cfg, spec, count=res.num_workers, seed_offset=seed_offset)
-            self.loops: dict[Any, int] = {}  # loop ObjectRef → worker index
-            wait_for_actors(self.workers, what="A3C workers", cfg=cfg)
+            self.shard_group = WorkerGroup(cfg, spec, what="A3C parameter-server shards", actors=self.shards)
+        # max_concurrency=2: run() occupies one thread for the whole training; control calls (pid) use the other
+        self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, what="A3C workers", worker_cls=A3CWorker,
+                                 actor_options={"max_concurrency": 2})  # fmt: skip
+        self.local_worker = self.group.local_worker  # num_workers=0: the one worker, in this process
         run_dir = cfg.run.run_dir
         self.ps_stores = [ShardStore(Path(run_dir) / "ps" if run_dir else None, i, self.num_shards)
                           for i in range(self.num_shards)]  # fmt: skip
@@ -115,25 +113,11 @@ class A3C:
 
     # ------------------------------------------------------------------ calls to every shard
     def _each(self, method: str, args: Any = lambda i: (), kwargs: Any = lambda i: {}) -> list[Any]:
-        """Call ``method`` on every shard at once; under Ray, wait out a shard's restart (counted elsewhere)."""
+        """Call ``method`` on every shard at once; under Ray, the shard group makes a call again on a shard that
+        restarted (the shard restart itself is counted by ``_check_starts``)."""
         if not self.remote:
             return [getattr(s, method)(*args(i), **kwargs(i)) for i, s in enumerate(self.shards)]
-        import ray
-        from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
-
-        deadline = time.monotonic() + CALL_TIMEOUT_S
-        while True:
-            try:
-                refs = [getattr(s, method).remote(*args(i), **kwargs(i)) for i, s in enumerate(self.shards)]
-                return ray.get(refs, timeout=CALL_TIMEOUT_S)
-            except (RayActorError, ActorUnavailableError, GetTimeoutError) as err:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"parameter server unreachable for {CALL_TIMEOUT_S:.0f}s: {err}"
-                    ) from err
-                log.warning("parameter server call %s failed (%s); waiting for its restart", method,
-                            type(err).__name__)  # fmt: skip
-                time.sleep(0.2)
+        return self.shard_group.foreach(method, args, kwargs)
 
     def _check_starts(
         self, stats: list[ShardStats], *, count: bool = True, known_version: int = 0
@@ -200,9 +184,6 @@ class A3C:
                 s.in_sync = s.in_sync and not gave_up
 
     # ------------------------------------------------------------------ worker loops (Ray)
-    def _launch(self, index: int) -> None:
-        self.loops[self.workers[index].run.remote(self.shards)] = index
-
     def _count_failure(self, what: str) -> None:
         self._failures += 1
         self._failed_this_step = True
@@ -210,36 +191,24 @@ class A3C:
             raise RuntimeError(f"A3C worker loops keep failing with no push in between; last: {what}")
 
     def _watch_loops(self) -> None:
-        """Wait up to one poll interval; relaunch each loop that ended (its worker died, or it lost a shard)."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        if not self.loops:
-            for i in range(len(self.workers)):
-                self._launch(i)
-        refs = list(self.loops)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=self.poll_interval_s)
-        for ref in done:
-            index = self.loops.pop(ref)
-            try:
-                result: LoopResult = ray.get(ref)
-                if (
-                    result.server_error is not None
-                ):  # a shard died or raised under this loop; the worker is fine
-                    log.info(
-                        "A3C worker %d lost the parameter server (%s); rejoining", index, result.server_error
-                    )
-                    self._count_failure(result.server_error)
-                    time.sleep(0.1)
-            except RayActorError:
-                self.worker_restarts += 1
+        """Wait up to one poll interval for loops that ended (its worker died, or it lost a shard) and count
+        them; the group has started each one again (a dead worker's on its restarted actor, counted there)."""
+        if not self._loops_started:
+            self.group.start_loops("run", self.shards)
+            self._loops_started = True
+        for end in self.group.poll_loops(self.poll_interval_s):
+            result: LoopResult | None = end.result
+            if end.died:
                 self._worker_died_at = time.monotonic()
-                log.warning("A3C worker %d died; it restarts and rejoins with a fresh pull", index)
+                log.warning("A3C worker %d died; it restarts and rejoins with a fresh pull", end.index)
                 self._count_failure("worker died")
-            except Exception as err:  # the loop raised: a bug in the worker
-                log.warning("A3C worker %d loop ended with %s; relaunching", index, type(err).__name__)
-                self._count_failure(repr(err))
-            self._launch(index)
+            elif end.error is not None:  # the loop raised: a bug in the worker
+                log.warning("A3C worker %d loop ended with %s; started again", end.index, type(end.error).__name__)  # fmt: skip
+                self._count_failure(repr(end.error))
+            elif result is not None and result.server_error is not None:
+                # a shard died or raised under this loop; the worker is fine
+                log.info("A3C worker %d lost the parameter server (%s); rejoining", end.index, result.server_error)  # fmt: skip
+                self._count_failure(result.server_error)
 
     # ------------------------------------------------------------------ Algorithm
     @property
@@ -330,13 +299,13 @@ class A3C:
         """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
         out = {"a3c/pushes_total": self.pushes_total, "a3c/dropped_total": self.dropped_total,
                "a3c/ps_restarts": self.ps_restarts}  # fmt: skip
-        return out | {"workers/restarts": self.worker_restarts} if self.remote else out
+        return out | {"workers/restarts": self.group.restarts} if self.remote else out
 
     def restore_counters(self, saved: dict[str, int]) -> None:
         self.pushes_total = int(saved.get("a3c/pushes_total", 0))
         self.dropped_total = int(saved.get("a3c/dropped_total", 0))
         self.ps_restarts = int(saved.get("a3c/ps_restarts", 0))
-        self.worker_restarts = int(saved.get("workers/restarts", 0))
+        self.group.restarts = int(saved.get("workers/restarts", 0))
 
     def sampler_state(self) -> list[bytes | None]:
         """Not saved: A3C workers sample and push on their own clocks, so no single point in their history
@@ -353,38 +322,25 @@ class A3C:
         return self.ps_pids()[0]
 
     def worker_pids(self) -> list[int]:
-        import ray
-
-        return ray.get([w.pid.remote() for w in self.workers], timeout=CALL_TIMEOUT_S)
+        return self.group.pids()
 
     def worker_nodes(self) -> list[str]:
         """Each worker's node; a worker that is restarting (e.g. after losing its node) is waited for."""
-        import ray
-        from ray.exceptions import ActorUnavailableError, RayActorError
-
-        deadline = time.monotonic() + CALL_TIMEOUT_S
-        while True:
-            try:
-                return ray.get([w.node_id.remote() for w in self.workers], timeout=CALL_TIMEOUT_S)
-            except (ActorUnavailableError, RayActorError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return self.group.foreach("node_id")
 
     def ps_node(self) -> str:
         return self._each("node_id")[0]
 
     def stop(self) -> None:
         if not self.remote:
-            self.local_worker.close()
+            self.group.stop()
             return
         import ray
 
-        from rayac.workers.remote import kill_actors
-
         try:
             ray.get(self.shards[0].request_stop.remote(), timeout=10)
-            ray.wait(list(self.loops), num_returns=len(self.loops), timeout=10)
+            self.group.wait_loops(timeout=10)
         except Exception as err:  # stopping must not fail the run; the actors are killed below regardless
             log.warning("clean A3C stop failed (%s); killing the actors", err)
-        kill_actors([*self.workers, *self.shards])
+        self.group.stop()
+        self.shard_group.stop()

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from rayac.a3c.flat import FlatLayout, decode_into, encode, fp16_scale
+from rayac.a3c.messages import GradientPush, PullResult, PushResult, WorkerStats
 from rayac.normalizer import RunningNorm
-from rayac.workers.flat import FlatLayout, decode_into, encode, fp16_scale
-from rayac.workers.ps_messages import GradientPush, PullResult, PushResult, WorkerStats
 
 CALL_TIMEOUT_S = 120.0
 

@@ -31,11 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rayac.config import Config
-from rayac.envs import SpaceSpec
-from rayac.optim import FusedAdamPlan
-from rayac.policy import build_policy
-from rayac.workers.flat import (
+from rayac.a3c.flat import (
     FlatLayout,
     Payload,
     decode_into,
@@ -45,8 +41,7 @@ from rayac.workers.flat import (
     segment_state,
     shared_tensor,
 )
-from rayac.workers.learner import build_optimizer, resolve_device
-from rayac.workers.ps_messages import (
+from rayac.a3c.messages import (
     GradientPush,
     NormStats,
     PullResult,
@@ -55,7 +50,12 @@ from rayac.workers.ps_messages import (
     ShardStats,
     Ticket,
 )
-from rayac.workers.ps_store import ShardMemory
+from rayac.a3c.store import ShardMemory
+from rayac.config import Config
+from rayac.envs import SpaceSpec
+from rayac.learning.learner import build_optimizer, resolve_device
+from rayac.optimizers import FusedAdamPlan
+from rayac.policy import build_policy
 
 log = logging.getLogger(__name__)
 

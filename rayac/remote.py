@@ -90,8 +90,8 @@ def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> 
     process dies; the driver then rolls every shard back to their last common checkpoint.
 
     K > 1: a threaded actor, so a slice that arrives before its predecessor can wait for it (see
-    parameter_server.py); the threads beyond the workers' pushes are for the driver's calls."""
-    from rayac.workers.parameter_server import ParameterServer
+    a3c/server.py); the threads beyond the workers' pushes are for the driver's calls."""
+    from rayac.a3c.server import ParameterServer
 
     res = cfg.resources
     gpus = 1 / num_shards if res.device == "cuda" else 0
@@ -101,20 +101,6 @@ def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> 
                         resources={k: v / num_shards for k, v in res.learner_resources.items()})  # fmt: skip
     return [
         actor_cls.remote(cfg, spec, shard=i, num_shards=num_shards, publish=True) for i in range(num_shards)
-    ]
-
-
-def make_a3c_workers(cfg: Config, spec: SpaceSpec, *, count: int, seed_offset: int = 0):
-    from rayac.workers.a3c_worker import A3CWorker
-
-    # max_concurrency=2: run() occupies one thread for the whole training; control calls (pid) use the other.
-    actor_cls = _remote(A3CWorker, num_cpus=cfg.resources.worker_cpus, max_restarts=-1, max_task_retries=0,
-                        max_concurrency=2)  # fmt: skip
-    return [
-        actor_cls.options(scheduling_strategy=spread_strategy()).remote(
-            cfg, spec, worker_index=i, seed_offset=seed_offset
-        )
-        for i in range(count)
     ]
 
 
@@ -146,7 +132,7 @@ def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
 def make_learner(cfg: Config, spec: SpaceSpec):
     """The A2C learner as an actor, placed like the A3C parameter server (``learner_resources``, a GPU for
     ``device: cuda``), so the driver — which writes the run's files — stays where it was started."""
-    from rayac.workers.learner import Learner
+    from rayac.learning.learner import Learner
 
     res = cfg.resources
     actor_cls = _remote(Learner, num_cpus=res.learner_cpus, num_gpus=1 if res.device == "cuda" else 0,

@@ -16,7 +16,7 @@ from rayac.advantages import make_batch
 from rayac.config import Config, ConfigError, OptimConfig
 from rayac.envs import SpaceSpec
 from rayac.losses import actor_critic_loss, to_tensors, vtrace_loss
-from rayac.optim import RMSpropTF
+from rayac.optimizers import RMSpropTF
 from rayac.policy import ActorCritic, build_policy, weights_to_numpy
 from rayac.types import Rollout
 
