@@ -91,11 +91,17 @@ class AllowHeader:
 
     METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def __init__(self, app: Any, routes: list):
+    def __init__(self, app: Any, routes: list, openapi: Any = None):
         self.app = app
         self.routes = routes
+        self.openapi = openapi  # the service's schema (a callable, cached by FastAPI)
 
     def allowed(self, scope: dict) -> list[str]:
+        # a documented literal path is its own resource: /v1/jobs/validate lists POST, as its schema says, not
+        # also the methods of /v1/jobs/{job_id} that its path happens to match
+        documented = (self.openapi() if self.openapi else {}).get("paths", {}).get(scope["path"])
+        if documented:
+            return sorted(m.upper() for m in documented if m.upper() in self.METHODS)
         methods = set()
         for route in self.routes:
             if isinstance(route, Mount):  # the static files: GET and HEAD only
@@ -195,7 +201,7 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
 
     app.add_middleware(FastAct, settings=settings, policies=app.state.policies,
                        deployments=app.state.deployments)  # innermost: the act hot path  # fmt: skip
-    app.add_middleware(AllowHeader, routes=app.router.routes)
+    app.add_middleware(AllowHeader, routes=app.router.routes, openapi=app.openapi)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     # outermost: with no token, no Host but a loopback name (DNS rebinding)

@@ -127,7 +127,8 @@ def test_every_unexpected_error_is_json_the_act_fast_path_too(app, client, train
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [("PUT", "/v1/jobs", "GET, POST"), ("GET", "/v1/policies/x/act", "POST"), ("DELETE", "/healthz", "GET"),
-     ("POST", "/static/app.js", "GET, HEAD"), ("PATCH", "/v1/jobs/job-x/stop", "POST")],
+     ("POST", "/static/app.js", "GET, HEAD"), ("PATCH", "/v1/jobs/job-x/stop", "POST"),
+     ("OPTIONS", "/v1/jobs/validate", "POST"), ("PUT", "/v1/jobs/job-x", "DELETE, GET")],
 )  # fmt: skip
 def test_a_405_lists_its_methods_in_json(client, method, path, allow):
     resp = client.request(method, path)
