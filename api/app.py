@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sqlite3
 import time
 from typing import Any
@@ -92,13 +91,17 @@ class AllowHeader:
 
     METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
-    def __init__(self, app: Any, routes: list, fastapi_app: Any = None):
+    def __init__(self, app: Any, routes: list, openapi: Any = None):
         self.app = app
         self.routes = routes
-        self.app_ref = fastapi_app  # its OpenAPI paths name the resources
-        self._templates: list | None = None
+        self.openapi = openapi  # the service's schema (a callable, cached by FastAPI)
 
     def allowed(self, scope: dict) -> list[str]:
+        # a documented literal path is its own resource: /v1/jobs/validate lists POST, as its schema says, not
+        # also the methods of /v1/jobs/{job_id} that its path happens to match
+        documented = (self.openapi() if self.openapi else {}).get("paths", {}).get(scope["path"])
+        if documented:
+            return sorted(m.upper() for m in documented if m.upper() in self.METHODS)
         methods = set()
         for route in self.routes:
             if isinstance(route, Mount):  # the static files: GET and HEAD only
@@ -106,22 +109,7 @@ class AllowHeader:
                     methods |= {"GET", "HEAD"}
                 continue
             methods |= {m for m in self.METHODS if route.matches({**scope, "method": m})[0] == Match.FULL}
-        # The resource the path names is its most specific documented template: /v1/jobs/validate is its own,
-        # not /v1/jobs/{job_id}'s, though a GET of it would reach the job route (as a job named 'validate').
-        resource = self.resource(scope["path"])
-        return sorted(methods & resource if resource else methods)
-
-    def resource(self, path: str) -> set[str]:
-        if self._templates is None:
-            schema = self.app_ref.openapi() if self.app_ref is not None else {"paths": {}}
-            self._templates = [
-                (re.compile("^" + "/".join("[^/]+" if seg.startswith("{") else re.escape(seg) for seg in t.split("/"))
-                            + "$"), t.count("{"),
-                 {m.upper() for m in item})
-                for t, item in schema.get("paths", {}).items()
-            ]  # fmt: skip
-        found = [(params, methods) for regex, params, methods in self._templates if regex.match(path)]
-        return min(found, key=lambda f: f[0])[1] if found else set()
+        return sorted(methods)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -213,7 +201,7 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
 
     app.add_middleware(FastAct, settings=settings, policies=app.state.policies,
                        deployments=app.state.deployments)  # innermost: the act hot path  # fmt: skip
-    app.add_middleware(AllowHeader, routes=app.router.routes, fastapi_app=app)
+    app.add_middleware(AllowHeader, routes=app.router.routes, openapi=app.openapi)
     app.add_middleware(RequestMetrics, metrics=app.state.prometheus)
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     # outermost: with no token, no Host but a loopback name (DNS rebinding)

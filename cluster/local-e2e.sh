@@ -9,9 +9,6 @@ state=$2
 here=$(cd "$(dirname "$0")" && pwd)
 export PATH="$venv/bin:$PATH" RAY_UP_enable_autoscaler_v2=0 RAY_USAGE_STATS_ENABLED=0
 export RAY_AUTH_MODE=disabled
-"$here/local-sshd.sh" "$venv" "$state" >/dev/null
-/usr/sbin/sshd -f "$state/sshd_config"
-cd "$here/.."
 # The local provider keeps its node state in <ray temp dir>/cluster-<name>.{state,lock}, written by `ray up`
 # (here, root) and by the autoscaler on the head (the ssh user, whose temp dir is /tmp/ray). Both must use the
 # same files, so this side drops any RAY_TMPDIR/TMPDIR it inherited. /tmp/ray is a tmpfs private to this
@@ -21,6 +18,41 @@ unset RAY_TMPDIR TMPDIR
 made_mountpoint=0
 [ -d /tmp/ray ] || { mkdir /tmp/ray && made_mountpoint=1; }  # the mount point itself is on the host's /tmp
 mount -t tmpfs -o mode=1777 rayac-e2e /tmp/ray || { echo "UP rc=1 (cannot mount /tmp/ray)"; exit 1; }
+# The ssh user runs this checkout's code with this venv, wherever they live: a clone in a private directory
+# (mktemp -d, a home: 0700) or a pyenv Python under /root. Nothing on the host is chmod-ed. Instead, inside
+# this namespace only, each directory on the way that others cannot traverse is covered by a tmpfs of mode 0711
+# (traverse, no listing) into which its own entries are bound back, so paths (shebangs, the venv's pyvenv.cfg,
+# an editable install) stay the same. The view ends with the namespace.
+keep=/tmp/ray/.rayac-keep
+mkdir -m 700 "$keep"
+opened=0
+open_path() {
+  local d="" part e t parts
+  IFS=/ read -ra parts <<< "${1#/}"
+  for part in "${parts[@]}"; do
+    d="$d/$part"
+    [ -d "$d" ] || return 0
+    case "$(stat -c %A "$d" | cut -c10)" in x|t) continue ;; esac
+    opened=$((opened + 1))
+    mkdir "$keep/$opened" && mount --rbind "$d" "$keep/$opened" || return 1
+    mount -t tmpfs -o mode=0711 rayac-e2e-open "$d" || return 1
+    for e in "$keep/$opened"/* "$keep/$opened"/.[!.]* "$keep/$opened"/..?*; do
+      [ -e "$e" ] || [ -L "$e" ] || continue
+      t="$d/${e##*/}"
+      if [ -L "$e" ]; then cp -P "$e" "$t"
+      elif [ -d "$e" ]; then mkdir "$t" && mount --rbind "$e" "$t"
+      else touch "$t" && mount --rbind "$e" "$t"; fi || return 1
+    done
+  done
+}
+repo=$(cd "$here/.." && pwd)
+for p in "$venv" "$(readlink -f "$venv/bin/python3")" "$repo"; do
+  open_path "$(readlink -f "$p")" || { echo "UP rc=1 (cannot open $p to the ssh user)"; exit 1; }
+done
+RAYAC_SSH_PYTHONPATH="$repo" "$here/local-sshd.sh" "$venv" "$state" >/dev/null \
+  || { echo "UP rc=1 (local-sshd.sh failed)"; exit 1; }
+/usr/sbin/sshd -f "$state/sshd_config"
+cd "$repo"
 echo '{}' > /tmp/ray/cluster-rayac-local.state
 touch /tmp/ray/cluster-rayac-local.lock
 chmod 666 /tmp/ray/cluster-rayac-local.state /tmp/ray/cluster-rayac-local.lock

@@ -10,20 +10,20 @@ id rayac >/dev/null 2>&1 || useradd --create-home --shell /bin/bash rayac
 usermod -p '*' rayac  # no password, but not locked: sshd without PAM refuses locked accounts, even with a key
 home=$(getent passwd rayac | cut -d: -f6)
 # Ray's ssh runner uses an interactive login bash: .bashrc is what sets the PATH.
+# RAYAC_SSH_PYTHONPATH (optional): the checkout whose rayac the nodes run, ahead of what the venv installed.
 printf 'export PATH=%s/bin:$PATH\nexport RAY_USAGE_STATS_ENABLED=0\n' "$venv" > "$home/.bashrc"
+[ -z "${RAYAC_SSH_PYTHONPATH:-}" ] || printf 'export PYTHONPATH=%s\n' "$RAYAC_SSH_PYTHONPATH" >> "$home/.bashrc"
 cp "$home/.bashrc" "$home/.profile"
 mkdir -p ~/.ssh "$home/.ssh"
 [ -f ~/.ssh/rayac_local_key ] || ssh-keygen -q -t ed25519 -N "" -f ~/.ssh/rayac_local_key
 cp ~/.ssh/rayac_local_key.pub "$home/.ssh/authorized_keys"
 chown -R rayac: "$home"
 chmod 700 "$home/.ssh" && chmod 600 "$home/.ssh/authorized_keys"
-# The venv and the interpreter it links to must be reachable by that user: give each directory on the way
-# traverse-only permission (o+x, no listing) where it lacks it — e.g. a pyenv Python under /root (700).
-interp=$(readlink -f "$venv/bin/python3")
-dir=$(dirname "$interp")
-while [ "$dir" != "/" ]; do
-  [ -x "$dir" ] && [ "$(stat -c %A "$dir" | cut -c10)" = "x" ] || chmod o+x "$dir"
-  dir=$(dirname "$dir")
+# The venv, the interpreter it links to and PYTHONPATH must be readable by that user. This script changes no
+# permissions on the host: put them where the user can reach them (cluster/local-e2e.sh does so inside its own
+# mount namespace, whatever the mode of the checkout's directories).
+for p in "$venv/bin/python3" "$(readlink -f "$venv/bin/python3")" ${RAYAC_SSH_PYTHONPATH:+"$RAYAC_SSH_PYTHONPATH"}; do
+  runuser -u rayac -- test -r "$p" || { echo "local-sshd.sh: user rayac cannot read $p (a private directory on the way?)" >&2; exit 1; }
 done
 [ -f "$state/host_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$state/host_key"
 mkdir -p /run/sshd

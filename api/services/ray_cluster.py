@@ -3,6 +3,10 @@
 The local head is started with ``ray start`` in its own session, so it outlives the service (jobs go on
 while the service restarts) and can be stopped precisely by its process group — never ``ray stop``,
 which would kill every Ray process on the host. Its address is kept in ``<storage>/ray_head.json``.
+
+That head is no open door: it runs with Ray's token auth (``RAY_AUTH_MODE=token``), its token in
+``<storage>/ray_token``, so a local process without the token cannot submit a job to its dashboard or join its
+GCS. Both files are 0600 (this user only); the service sends the token on every call it makes to the head.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +34,7 @@ from rayac.remote import LOCAL_RAY_ENV
 log = logging.getLogger(__name__)
 
 HEAD_FILE = "ray_head.json"
+TOKEN_FILE = "ray_token"
 
 
 def free_port() -> int:
@@ -38,9 +44,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def dashboard_alive(url: str, timeout: float = 2.0) -> bool:
+def auth_headers(record: dict | None) -> dict[str, str]:
+    """The Authorization header for the dashboard of a head: its own token for a head this service started,
+    else whatever Ray's own client would send (``RAY_AUTH_MODE=token`` and its token, or nothing)."""
+    path = (record or {}).get("token_path")
+    if path:
+        return {"Authorization": f"Bearer {Path(path).read_text().strip()}"}
+    if record is not None:
+        return {}
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    return get_auth_headers_if_auth_enabled({})
+
+
+def dashboard_alive(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=timeout) as resp:
+        request = urllib.request.Request(f"{url}/api/version", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -59,7 +79,7 @@ def _head_lock(storage_dir: Path):
 
 
 def start_local_head(storage_dir: Path, *, num_cpus: int | None = None) -> dict:
-    """Reuse the head recorded in ``storage_dir`` if it answers, else start one (loopback only, no auth)."""
+    """Reuse the head recorded in ``storage_dir`` if it answers, else start one (loopback only, token auth)."""
     with _head_lock(storage_dir):
         return _start_local_head(storage_dir, num_cpus=num_cpus)
 
@@ -68,7 +88,10 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
     record_path = storage_dir / HEAD_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if dashboard_alive(record["dashboard_url"]):
+        if dashboard_alive(record["dashboard_url"], headers=_record_headers(record)):
+            if not record.get("token_path"):
+                log.warning("the Ray head at %s was started without token auth (by an older rayac): stop it with "
+                            "`rayac serve --stop-head` to get one that has it", record["gcs_address"])  # fmt: skip
             return record
         _stop_local_head(storage_dir)
     gcs_port, dash_port, agent_port, client_port = free_port(), free_port(), free_port(), free_port()
@@ -80,10 +103,14 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
            f"--dashboard-agent-listen-port={agent_port}", f"--ray-client-server-port={client_port}",
            f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]  # fmt: skip
     # every port is picked free: Ray's defaults (agent 52365, client 10001) collide with any other Ray head here
-    env = {**os.environ, **LOCAL_RAY_ENV}
+    # A new token for each head, readable by this user only; Ray's processes on the head read it from the file.
+    token_path = storage_dir / TOKEN_FILE
+    atomic_write_text(token_path, secrets.token_hex(32), mode=0o600)
+    env = {**os.environ, **LOCAL_RAY_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
     record = {"gcs_address": f"127.0.0.1:{gcs_port}", "dashboard_url": f"http://127.0.0.1:{dash_port}",
-              "pgid": None, "temp_dir": temp_dir, "started_at": time.time()}  # fmt: skip
+              "pgid": None, "temp_dir": temp_dir, "started_at": time.time(), "token_path": str(token_path)}  # fmt: skip
     try:
         proc = subprocess.run(
             cmd, env=env, capture_output=True, text=True, start_new_session=True, timeout=120
@@ -94,7 +121,7 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
         # recorded at once (a later stop finds it), readable by this user only: it is the way into the head
         atomic_write_text(record_path, json.dumps(record, indent=2), mode=0o600)
         deadline = time.monotonic() + 60
-        while not dashboard_alive(record["dashboard_url"]):
+        while not dashboard_alive(record["dashboard_url"], headers=auth_headers(record)):
             if time.monotonic() > deadline:
                 raise RuntimeError("the local Ray head started but its dashboard (Jobs API) never answered")
             time.sleep(0.5)
@@ -104,6 +131,24 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
         raise
     log.warning("started a local Ray head: %s (dashboard %s)", record["gcs_address"], record["dashboard_url"])
     return record
+
+
+def enable_token_auth(token_path: str) -> None:
+    """Make this process's Ray client (``ray.init``) use token auth with the token in ``token_path``."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = token_path
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    Config.initialize("")  # Ray caches its config and its token: read both again
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _record_headers(record: dict) -> dict[str, str]:
+    try:
+        return auth_headers(record)
+    except OSError:  # its token file is gone: the head cannot be used
+        return {"Authorization": "Bearer -"}
 
 
 def _find_pgid(temp_dir: str) -> int | None:
@@ -212,6 +257,7 @@ class RayCluster:
         self._client = None
         self.dashboard_url: str | None = None
         self.owned_head: dict | None = None  # the record of the head this service started
+        self.headers: dict[str, str] = {}  # sent on every call to the dashboard (the head's token)
 
     def client(self):
         from ray.job_submission import JobSubmissionClient
@@ -219,7 +265,8 @@ class RayCluster:
         with self._lock:
             if self._client is None:
                 url, self.owned_head = self._resolve()
-                self._client = JobSubmissionClient(url)
+                self.headers = auth_headers(self.owned_head)
+                self._client = JobSubmissionClient(url, headers=dict(self.headers))
                 self.dashboard_url = url
             return self._client
 
@@ -246,7 +293,7 @@ class RayCluster:
             return False
         if head and head.get("pgid") and not _group_alive(head["pgid"]):
             return False
-        return dashboard_alive(url)
+        return dashboard_alive(url, headers=self.headers)
 
     def alive_processes(self) -> bool:
         """For a head of the service's own: whether its process group still exists (else: True, unknown)."""
@@ -265,7 +312,8 @@ class RayCluster:
     def total_resources(self) -> dict[str, float]:
         """Sum of ``resourcesTotal`` over the cluster's alive nodes (from the dashboard)."""
         self.client()
-        with urllib.request.urlopen(f"{self.dashboard_url}/nodes?view=summary", timeout=10) as resp:
+        request = urllib.request.Request(f"{self.dashboard_url}/nodes?view=summary", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=10) as resp:
             nodes = json.loads(resp.read())["data"]["summary"]
         total: dict[str, float] = {}
         for node in nodes:

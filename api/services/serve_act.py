@@ -29,6 +29,7 @@ from ray import serve
 
 from api.services.errors import Unavailable
 from api.services.policies import ActResult, forward_batch
+from api.services.ray_cluster import enable_token_auth
 from rayac.checkpoint import load_policy
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class ServeActs:
             raise Unavailable("RAYAC_SERVE_REPLICAS needs the cluster's address: set RAY_ADDRESS")
         try:
             if not ray.is_initialized():
+                token_path = (getattr(self.cluster, "owned_head", None) or {}).get("token_path")
+                if token_path and not self.settings.ray_address:  # the service's own head wants its token
+                    enable_token_auth(token_path)
                 ray.init(address=address, namespace="rayac", log_to_driver=False)
             serve.start(proxy_location="Disabled")
         except Exception as err:

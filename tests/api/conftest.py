@@ -35,10 +35,10 @@ class Service:
         self.log = open(self.storage / f"service-{time.time():.0f}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "rayac.cli", "serve"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # imports torch and Ray: slow on a loaded machine
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)

@@ -70,15 +70,16 @@ def test_first_requests_start_one_head_and_a_dead_head_is_noticed(fresh_service)
             jobs = [c.get(f"/v1/jobs/{i}").json() for i in ids]
             return jobs if all(j["status"] in ("failed", "succeeded", "stopped") for j in jobs) else None
 
-        final = wait_for(all_ended, timeout=30)
+        # noticed by the service's watcher, without a request or a restart (bounds wide enough for a loaded host)
+        final = wait_for(all_ended, timeout=90)
         assert final, [c.get(f"/v1/jobs/{i}").json()["status"] for i in ids]
-        assert time.monotonic() - killed < 30
+        assert time.monotonic() - killed < 90
         assert all(j["status"] == "failed" and "went away" in j["error"] for j in final), final
         reader.join(timeout=30)
         # the open stream ended with a status event
         assert streamed.get("final", {}).get("status") == "failed"
         # nothing of the dead head trains on: its job drivers are stopped too
-        assert wait_for(lambda: head_process_groups(record) == [], timeout=20), head_process_groups(record)
+        assert wait_for(lambda: head_process_groups(record) == [], timeout=60), head_process_groups(record)
 
         again = c.post("/v1/jobs", json=small_job(steps=2000, run__stop={"total_env_steps": 2000}))
         assert again.status_code == 201, again.text  # no restart of the service needed: it started a new head
@@ -99,7 +100,7 @@ def test_stop_head_stops_the_job_drivers_too(fresh_service):
     out = subprocess.run([sys.executable, "-m", "rayac.cli", "serve", "--stop-head"], env=env, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0 and "stopped the local Ray head" in out.stdout, out.stderr
-    assert wait_for(lambda: not drivers(), timeout=15), "a job driver outlived the head"
+    assert wait_for(lambda: not drivers(), timeout=60), "a job driver outlived the head"
     assert head_process_groups(record) == []
 
 
@@ -146,18 +147,20 @@ def test_jobs_that_can_never_run_are_refused_or_failed_with_the_reason(service, 
 
 def test_time_limit_holds_inside_one_huge_rollout(service, extra_service):
     strict = extra_service(RAYAC_TIME_LIMIT_GRACE_S="2")
+    # one rollout of 1.6M env steps (under admission's memory cap) takes far longer than the limit and its grace
     body = small_job(
-        # 1.28M env steps in one rollout (tens of seconds): under the admission's 4 GiB estimate (50,000 steps is not)
-        env__num_envs=64, algo__rollout_steps=20_000, run__stop={"time_limit_s": 1, "total_env_steps": None}
+        env__num_envs=16, algo__rollout_steps=100_000, run__stop={"time_limit_s": 1, "total_env_steps": None}
     )
     with strict.client() as c:
-        job = c.post("/v1/jobs", json=body).json()
-        start = time.monotonic()
+        resp = c.post("/v1/jobs", json=body)
+        assert resp.status_code == 201, resp.text
+        job = resp.json()
         info = wait_for(lambda: (j := c.get(f"/v1/jobs/{job['id']}").json())["status"] in ("stopped", "failed") and j,
-                        timeout=90)  # fmt: skip
+                        timeout=240)  # fmt: skip
         assert info and info["status"] == "stopped", info
         assert "time_limit_s=1 was exceeded" in info["error"]
-        assert time.monotonic() - start < 60  # the service's stop, not the run's own (that would be 'succeeded')
+        # stopped inside that first rollout, however slow the machine: no training step ever finished
+        assert (info.get("latest_metrics") or {}).get("time/env_steps", 0) < 16 * 100_000, info
 
 
 def test_forty_parallel_stops_hold_no_thread(service):

@@ -36,8 +36,13 @@ def replicas(service, name: str) -> list[dict]:
     """The RUNNING replicas of the Serve application serving ``name`` (from the head's dashboard API)."""
     import json
 
-    url = json.loads((service.storage / "ray_head.json").read_text())["dashboard_url"]
-    apps = httpx.get(f"{url}/api/serve/applications/", timeout=30).json()["applications"]
+    from api.services.ray_cluster import auth_headers
+
+    head = json.loads((service.storage / "ray_head.json").read_text())
+    apps = httpx.get(
+        f"{head['dashboard_url']}/api/serve/applications/", headers=auth_headers(head), timeout=30
+    )
+    apps = apps.json()["applications"]
     out = []
     for app_name, app in apps.items():
         if app_name.startswith(f"rayac-{name}-v") and app["status"] == "RUNNING":

@@ -210,9 +210,9 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
     Not checked: that every schema-valid request is accepted (positive_data_acceptance). A policy's observation
     shape and an opaque page cursor cannot be said in a static schema, so some schema-valid values are 422s.
 
-    Excluded: POST /v1/jobs, which would start real training runs (/v1/jobs/validate takes the same body and
-    checks), the SSE stream, which stays open by design (its 404 is covered above), and DELETE of the one
-    deployment the other deployment routes are fuzzed on."""
+    Excluded: POST /v1/jobs and its resume, which would start real training runs (/v1/jobs/validate takes the
+    same body and checks), the SSE stream, which stays open by design (its 404 is covered above), and DELETE of
+    the one job and the one deployment the other routes are fuzzed on."""
     import subprocess
     import sys
     from pathlib import Path
@@ -230,6 +230,10 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
            "--exclude-operation-id", "submit_job_v1_jobs_post",
            "--exclude-operation-id", "stream_metrics_v1_jobs__job_id__metrics_stream_get",
            "--exclude-operation-id", "delete_deployment_v1_deployments__name__delete",  # (the unit tests cover it)
+           # resume starts real training like submit; delete would remove the job every other route is fuzzed on
+           # (tests/unit/test_resume_delete.py covers both)
+           "--exclude-operation-id", "resume_v1_jobs__job_id__resume_post",
+           "--exclude-operation-id", "delete_v1_jobs__job_id__delete",
            "--seed", "1", "--no-color"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

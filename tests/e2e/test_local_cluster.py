@@ -21,9 +21,16 @@ def cluster_processes() -> list[str]:
     return [line for line in out.splitlines() if "127.0.0.2" in line or ":6390" in line]
 
 
+def modes_on_the_way(*paths: Path) -> dict[str, int]:
+    """The mode of every directory from / to each path (what a chmod to let the ssh user in would change)."""
+    dirs = {d for p in paths for d in [p.resolve(), *p.resolve().parents]}
+    return {str(d): d.stat().st_mode for d in dirs if d.is_dir()}
+
+
 def test_ray_up_local_cluster_serves_trains_and_goes_down(tmp_path):
     venv = Path(sys.executable).parent.parent
     had_tmp_ray = Path("/tmp/ray").exists()
+    modes = modes_on_the_way(venv, Path(sys.executable), ROOT)
     proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", str(ROOT / "cluster" / "local-e2e.sh"),
                            str(venv), str(tmp_path / "state")], capture_output=True, text=True, timeout=800)  # fmt: skip
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if " " in ln}
@@ -42,3 +49,5 @@ def test_ray_up_local_cluster_serves_trains_and_goes_down(tmp_path):
     assert lines.get("LEFT") == "0", logs  # ray down left no Ray process of that cluster
     assert cluster_processes() == []  # and nothing of it outlives the namespace on the host
     assert Path("/tmp/ray").exists() == had_tmp_ray  # its /tmp/ray was private, and its mount point is gone
+    # the ssh user reached the venv, its interpreter and this checkout (a private clone, say) without a chmod
+    assert modes_on_the_way(venv, Path(sys.executable), ROOT) == modes

@@ -149,8 +149,8 @@ def test_the_local_heads_address_file_is_0600(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rc.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
     monkeypatch.setattr(rc, "_find_pgid", lambda temp_dir: None)
-    monkeypatch.setattr(rc, "dashboard_alive", lambda url, timeout=2.0: True)
+    monkeypatch.setattr(rc, "dashboard_alive", lambda url, timeout=2.0, headers=None: True)
     record = rc.start_local_head(tmp_path, num_cpus=1)  # a fake `ray start`: only the files are looked at
     Path(record["temp_dir"]).rmdir()
-    for name in (rc.HEAD_FILE, "ray_head.lock"):
+    for name in (rc.HEAD_FILE, "ray_head.lock", rc.TOKEN_FILE):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
