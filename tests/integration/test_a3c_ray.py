@@ -52,13 +52,14 @@ def test_a3c_two_workers_solves_cartpole(ray_session, tmp_path):
 
 def test_killed_worker_process_restarts_and_the_run_still_solves(ray_session, tmp_path):
     callback, state = kill_once(2_000, lambda algo: algo.worker_pids()[0])  # early: A3C may solve by 10k
-    # a fixed 60k steps, not "until solved": a run solved ~1 s after the kill ended before Ray reported the death
-    cfg = a3c_cfg("run.stop.total_env_steps=60000", "run.stop.target_return=null")
+    # the first evaluation at 20k steps, seconds after the kill: a run solved at 10k (~1 s after it) ended
+    # before Ray reported the death
+    cfg = a3c_cfg("run.eval_interval_steps=20000")
     result = rayac.Runner(cfg, run_dir=tmp_path / "run", callbacks=[callback]).run()
     assert state["killed_at"] is not None
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert max(r.get("workers/restarts", 0) for r in records) >= 1
-    assert result.best_eval_return is not None and result.best_eval_return >= 475, result  # it still solves
+    assert result.solved, result
 
 
 def kill_at(points, pick_pid):
