@@ -481,7 +481,8 @@ def _scheduler(spec: SweepSpec, cfg: Config, dims: list[SearchDim]) -> Any:
             d.key: (list(d.values) if d.kind == "choice" else getattr(tune, d.kind)(*d.values)) for d in dims
         }
         return tune.schedulers.PopulationBasedTraining(time_attr="time/env_steps", perturbation_interval=spec.pbt_interval,
-                                                       hyperparam_mutations=mutations, quantile_fraction=0.5)  # fmt: skip
+                                                       hyperparam_mutations=mutations, quantile_fraction=0.5,
+                                                       synch=True)  # all at each interval: every bottom trial exploits  # fmt: skip
     return None
 
 
