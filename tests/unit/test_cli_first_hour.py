@@ -57,6 +57,7 @@ def test_rest_api_field_names_keep_their_prefix():
 
 def test_atari_name_without_namespace_suggests_ale(capsys, tmp_path):
     import ale_py  # noqa: F401 - the atari extra (make setup installs it): a missing one fails here, not skips
+
     code, _, err = run_cli(capsys, "train", "--env", "Pong-v5", "--run-dir", str(tmp_path / "r"))
     assert code == 2
     assert err == "rayac: error: env.id: unknown env id 'Pong-v5' (did you mean 'ALE/Pong-v5'?)\n"
