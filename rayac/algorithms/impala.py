@@ -10,42 +10,27 @@ reproducible. Which of the two happens is the worker group's business, not this 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
-from rayac.algorithms.base import StepResult, concat_episodes
+from rayac.algorithms.base import StepResult
+from rayac.algorithms.grouped import LearnerWithWorkers
 from rayac.config import Config
 from rayac.envs import SpaceSpec
-from rayac.learning import LearnerHandle
-from rayac.sampling import WorkerGroup
 from rayac.types import Rollout
 
 
-class IMPALA:
+class IMPALA(LearnerWithWorkers):
     def __init__(self, cfg: Config, spec: SpaceSpec, *, seed_offset: int = 0):
-        self.cfg = cfg
-        res = cfg.resources
-        if res.num_workers:
-            from rayac.remote import init_ray
-
-            init_ray(num_cpus=int(np.ceil(res.num_workers * res.worker_cpus)))
-        # before the network's init: its orthogonal init differs in the last bits across thread counts
-        torch.set_num_threads(res.learner_threads)
-        self.learner = LearnerHandle(cfg, spec)
-        self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, local_policy=self.learner.local_policy,
-                                 what="IMPALA rollout workers")  # fmt: skip
+        super().__init__(cfg, spec, seed_offset=seed_offset, what="IMPALA rollout workers")
         self.feed = self.group.feed(queue_size=cfg.algo.rollout_queue_size)
         self.dropped_total = 0
         self._publish()
 
-    @property
-    def version(self) -> int:
-        return self.learner.version
-
-    def _publish(self) -> None:
-        self.group.publish(self.learner.weights, self.learner.version)
+    def _before_learner(self) -> None:
+        # before the network's init: its orthogonal init differs in the last bits across thread counts
+        torch.set_num_threads(self.cfg.resources.learner_threads)
 
     def _collect(self) -> tuple[list[Rollout], list[Rollout], list[int]]:
         """(rollouts to learn from, every rollout that arrived, their lags): ``learner_batch_rollouts`` rollouts
@@ -81,36 +66,14 @@ class IMPALA:
         metrics["impala/lag_max"] = float(np.max(lags))
         metrics["impala/dropped"] = self.dropped_total - dropped_before
         metrics.update(self.counters())
-        return StepResult(
-            num_steps=sum(r.env_steps for r in arrived),
-            episode_returns=concat_episodes([r.episode_returns for r in arrived], np.float64),
-            episode_lengths=concat_episodes([r.episode_lengths for r in arrived], np.int64),
-            metrics=metrics,
-        )
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return self.learner.get_weights()
-
-    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
-        return self.learner.get_state()
-
-    def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
-        self.learner.restore(weights, optimizer_state, version)
-        self._publish()
+        return self._result(arrived, metrics)
 
     def counters(self) -> dict[str, int]:
-        """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
-        out = {"impala/dropped_total": self.dropped_total}
-        if self.group.num_remote:
-            out["workers/restarts"] = self.group.restarts
-        if self.learner.remote:
-            out["learner/restarts"] = self.learner.restarts
-        return out
+        return {"impala/dropped_total": self.dropped_total, **super().counters()}
 
     def restore_counters(self, saved: dict[str, int]) -> None:
+        super().restore_counters(saved)
         self.dropped_total = int(saved.get("impala/dropped_total", 0))
-        self.group.restarts = int(saved.get("workers/restarts", 0))
-        self.learner.restarts = int(saved.get("learner/restarts", 0))
 
     def sampler_state(self) -> list[bytes | None]:
         """In process: the worker's envs, for an exact resume. Remote workers sample on their own clock, so no
@@ -119,10 +82,6 @@ class IMPALA:
             return [None] * self.group.num_remote
         return self.group.get_states()
 
-    def restore_sampler(self, states: list[bytes | None]) -> bool:
-        return self.group.set_states(states)
-
     def stop(self) -> None:
         self.feed.close()
-        self.group.stop()
-        self.learner.stop()
+        super().stop()
