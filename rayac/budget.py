@@ -13,7 +13,9 @@ Counted per env step, from the arrays that exist (``rayac.types.Rollout`` and th
   (weights, gradients, two Adam moments).
 
 It is an estimate (allocator slack, Python objects and the env simulators come on top), but it scales the way
-the run does: a 4096 × 10,000-step CartPole rollout is about 85 GB, and it says so.
+the run does: a 4096 × 10,000-step CartPole rollout is about 85 GB, and it says so. IMPALA's learner holds
+``learner_batch_rollouts`` rollouts per update, plus those queued for it (``rollout_queue_size``, one waiting for room,
+and one finished in each worker's object store).
 """
 
 from __future__ import annotations
@@ -120,6 +122,11 @@ def estimate_memory(cfg: Config, spec: SpaceSpec) -> MemoryEstimate:
     ):  # each worker computes its own gradients; the server holds weights and optimiser
         worker = steps * (rollout_step + learner_sample) + params * 4 * 2
         learner = params * 16
+    elif cfg.algo.name == "impala":  # the learner's batch, and rollouts queued for it or on their way
+        worker = steps * rollout_step + params * 4
+        batch = cfg.algo.learner_batch_rollouts * steps
+        queued = cfg.algo.rollout_queue_size + 1 + workers if cfg.resources.num_workers else 0
+        learner = batch * learner_sample + queued * steps * rollout_step + params * 16
     else:
         worker = steps * rollout_step + params * 4
         batch = workers * steps

@@ -28,6 +28,21 @@ def test_the_estimate_counts_what_a_run_holds_not_only_observations():
     assert wide.params > 4 * 10**9
 
 
+def test_impala_counts_its_learner_batch_and_the_rollouts_queued_for_it():
+    def impala(workers: int, **algo):
+        return estimate(algo={"name": "impala", **algo}, resources={"num_workers": workers})
+
+    base = impala(2)
+    step = base.steps_per_worker * base.rollout_step_bytes  # one rollout
+    # each rollout queued (or waiting for room, or finished in a worker's object store) is one more rollout held
+    assert impala(2, rollout_queue_size=1004).learner_bytes - base.learner_bytes == 1000 * step
+    assert impala(3).learner_bytes - base.learner_bytes == step
+    # the learner's update holds learner_batch_rollouts rollouts, not one per worker as A2C's does
+    batch = impala(2, learner_batch_rollouts=9).learner_bytes - base.learner_bytes
+    assert batch == 8 * base.steps_per_worker * base.learner_sample_bytes
+    assert impala(0).learner_bytes < base.learner_bytes  # in process: nothing queued
+
+
 @pytest.mark.parametrize(
     ("cfg", "total", "field", "words"),
     [
