@@ -96,7 +96,19 @@ class LearnerHandle:
         """The newest weights to publish: a numpy state dict, or (an actor) an ObjectRef the actor made."""
         if self.local is not None:
             return self.local.get_weights()
-        return self.actor.get_weights.remote()
+        import ray
+        from ray.exceptions import RayActorError
+
+        for attempt in range(MAX_RESTARTS_PER_CALL + 1):
+            weights, version = self.actor.published.options(num_returns=2).remote()
+            try:  # an actor that died after its update and before this call would hand the workers an error
+                ray.get(version, timeout=CALL_TIMEOUT_S)
+                return weights
+            except RayActorError:
+                if attempt == MAX_RESTARTS_PER_CALL:
+                    raise
+                self._restart()
+        raise AssertionError("unreachable")
 
     def update(self, rollouts: list[Rollout], refs: list[Any] | None = None) -> dict[str, float]:
         """One update on ``rollouts``. An actor is handed ``refs`` where given (it fetches the rollouts from the

@@ -138,6 +138,11 @@ class Learner:
     def get_weights(self) -> dict[str, np.ndarray]:
         return weights_to_numpy(self.policy)
 
+    def published(self) -> tuple[dict[str, np.ndarray], int]:
+        """(weights, version) for a Ray actor called with ``num_returns=2``: the driver waits on the small
+        version alone, which tells it the weights are in the object store, without fetching them."""
+        return self.get_weights(), self.version
+
     def update_each(self, *rollouts: Rollout) -> dict[str, float]:
         """``update`` for a Ray actor: each rollout a separate argument, so Ray hands it over resolved, fetched
         from the object store of the node that sampled it, without passing through the driver."""

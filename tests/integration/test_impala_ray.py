@@ -99,3 +99,25 @@ def test_a_full_queue_holds_the_workers_back(ray_session):
     finally:
         feed.close()
         group.stop()
+
+
+def test_a_learner_actor_killed_before_it_publishes_is_restarted_not_handed_to_the_workers(ray_session):
+    """The weights the group publishes after an update come from a live learner: one SIGKILLed between its
+    update and the publish is restarted there (counted), and the workers get weights, not its death."""
+    import os
+    import signal
+
+    import ray
+
+    from rayac.envs import check_config_against_env
+    from rayac.learning import LearnerHandle
+
+    cfg = impala_cfg("resources.learner_resources={learner_slot: 0}", "resources.learner_cpus=0")
+    handle = LearnerHandle(cfg, check_config_against_env(cfg))
+    try:
+        os.kill(handle.pid(), signal.SIGKILL)
+        weights = ray.get(handle.weights(), timeout=120)
+        assert handle.restarts == 1
+        assert weights.keys() == handle.get_weights().keys() and handle.version == 0
+    finally:
+        handle.stop()
