@@ -23,7 +23,7 @@ from starlette.routing import Match, Mount
 from api.errors import config_error_body, unexpected_error, validation_body
 from api.fast_act import FastAct
 from api.hosts import LoopbackHostOnly
-from api.routes import deployments, jobs, policies, system
+from api.routes import deployments, jobs, policies, sweeps, system
 from api.routes.dashboard import add_dashboard
 from api.services.deployments import DeploymentService
 from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
@@ -31,6 +31,7 @@ from api.services.jobs import JobService
 from api.services.policies import PolicyService
 from api.services.prometheus import PrometheusMetrics
 from api.services.ray_cluster import RayCluster
+from api.services.sweeps import SweepService
 from api.settings import Settings, get_settings
 from rayac.config import ConfigError
 
@@ -187,7 +188,9 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.jobs.start_watching()  # unfinished jobs from before a restart are followed up at once
+        app.state.sweeps.start_watching()  # and unfinished sweeps
         yield
+        app.state.sweeps.stop_watching()
         app.state.jobs.stop_watching()
 
     app = FastAPI(title="rayac", version="0.1.0", description="Actor-critic training jobs on Ray, and inference.",
@@ -196,6 +199,7 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.state.settings = settings
     app.state.jobs = JobService(settings, cluster or RayCluster(settings))
     app.state.policies = PolicyService(settings, app.state.jobs)
+    app.state.sweeps = SweepService(settings, app.state.jobs)
     app.state.deployments = DeploymentService(settings, app.state.jobs, app.state.policies)
     app.state.prometheus = PrometheusMetrics()
 
@@ -247,5 +251,6 @@ def create_app(settings: Settings | None = None, *, cluster: Any = None) -> Fast
     app.include_router(jobs.router)
     app.include_router(policies.router)
     app.include_router(deployments.router)
+    app.include_router(sweeps.router)
     add_dashboard(app)  # GET / and /static: the web page; its schema, presets and episode GIF routes
     return app

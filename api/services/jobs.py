@@ -61,6 +61,7 @@ class JobService:
         self._down_since: float | None = None
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.trials: Any = None  # the sweep service: it follows its trials' records (api.services.sweeps)
 
     # -- Ray
     def _ray(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -239,6 +240,8 @@ class JobService:
     # -- status
     def refresh(self, rec: JobRecord) -> JobRecord:
         """Ask Ray about a job that is not finished yet; record what changed, and enforce the deadlines."""
+        if self.trials is not None and self.trials.owns(rec.id):
+            return self.trials.refresh_trial(rec)  # a sweep's trial: Ray knows its sweep, not it
         if rec.status in TERMINAL:
             return self._continued_elsewhere(rec)
         try:
@@ -364,6 +367,10 @@ class JobService:
     def request_stop(self, job_id: str) -> JobRecord:
         """Ask Ray to stop the job and return at once (the caller polls; no thread waits here)."""
         rec = self.get(job_id)
+        if self.trials is not None and self.trials.owns(job_id):
+            raise Conflict(
+                f"job '{job_id}' is a trial of sweep '{self.trials.ray_job_of(job_id)}': stop the sweep"
+            )
         if rec.status in TERMINAL:
             raise Conflict(f"job '{job_id}' already {rec.status}")
         self._mark_stopped(job_id)
@@ -377,6 +384,8 @@ class JobService:
         On a head of the service's own the log file is read directly, a bounded slice of it; on another cluster
         Ray's Jobs API hands over the whole log and the slice is cut from it."""
         self.store.get(job_id)
+        if self.trials is not None and self.trials.owns(job_id):
+            job_id = self.trials.ray_job_of(job_id)  # a trial's output is in its sweep's driver log
         local = self._local_driver_log(job_id)
         if local is not None:
             data, start, size = read_range(local, tail_bytes=tail_bytes, offset=offset)

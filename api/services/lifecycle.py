@@ -50,6 +50,8 @@ def resume_job(
 
 def delete_job(jobs: JobService, job_id: str) -> None:
     rec = jobs.get(job_id)
+    if jobs.trials is not None and jobs.trials.owns(job_id):
+        raise Conflict(f"job '{job_id}' is a trial of a sweep: it is kept with its sweep")
     if rec.status not in TERMINAL:
         raise Conflict(f"job '{job_id}' is {rec.status}; stop it before deleting it")
     jobs.store.delete(job_id)

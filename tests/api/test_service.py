@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import rayac
-from tests.api.conftest import TOKEN, follow, small_job
+from tests.api.conftest import TOKEN, follow, small_job, wait_for
+from tests.api.test_sweeps import sweep_body
 
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -221,13 +222,19 @@ def test_schemathesis_finds_no_server_error(service, tmp_path):
         job = c.post("/v1/jobs", json=small_job(steps=1000, run__stop={"total_env_steps": 1000})).json()
         assert follow(c, job["id"])[1]["status"] == "succeeded"
         assert c.post("/v1/deployments", json={"name": "fuzzed", "policy": job["id"]}).status_code == 201
+        sweep = c.post("/v1/sweeps", json=sweep_body({"optim.lr": "choice(0.002)"}, steps=1000)).json()
+        assert wait_for(
+            lambda: c.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "succeeded", timeout=300
+        )
     (tmp_path / "schemathesis.toml").write_text(
         f'[parameters]\n"path.job_id" = "{job["id"]}"\n"path.policy_id" = "{job["id"]}"\n"path.name" = "fuzzed"\n'
+        f'"path.sweep_id" = "{sweep["id"]}"\n'
     )
     cli = Path(sys.executable).with_name("schemathesis")
     cmd = [str(cli), "run", f"{service.url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
            "--max-examples", "25", "-H", f"Authorization: Bearer {TOKEN}", "--request-timeout", "30",
            "--exclude-operation-id", "submit_job_v1_jobs_post",
+           "--exclude-operation-id", "submit_sweep_v1_sweeps_post",  # starts real sweeps (tests/api/test_sweeps.py)
            "--exclude-operation-id", "stream_metrics_v1_jobs__job_id__metrics_stream_get",
            "--exclude-operation-id", "delete_deployment_v1_deployments__name__delete",  # (the unit tests cover it)
            # resume starts real training like submit; delete would remove the job every other route is fuzzed on
