@@ -1,5 +1,5 @@
-// The dashboard's router: #/jobs, #/jobs/<id>, #/submit, #/policies, #/deployments. Each view returns a cleanup
-// function that stops its timers and streams when the user navigates away.
+// The dashboard's router: #/jobs, #/jobs/<id>, #/submit, #/sweeps, #/sweeps/<id>, #/policies, #/deployments.
+// Each view returns a cleanup function that stops its timers and streams when the user navigates away.
 
 import { forgetToken } from "./api.js";
 import { deploymentsPage } from "./deployments.js";
@@ -7,6 +7,7 @@ import { h } from "./dom.js";
 import { jobPage, jobsPage } from "./jobs.js";
 import { policiesPage } from "./policies.js";
 import { submitPage } from "./submit.js";
+import { sweepPage, sweepsPage } from "./sweeps.js";
 
 const view = document.getElementById("view");
 let cleanup = null;
@@ -21,7 +22,8 @@ function route() {
     link.classList.toggle("active", link.dataset.nav === section);
   }
   const pages = { jobs: () => (id ? jobPage(view, id) : jobsPage(view)), submit: () => submitPage(view),
-    policies: () => policiesPage(view), deployments: () => deploymentsPage(view) };
+    sweeps: () => (id ? sweepPage(view, id) : sweepsPage(view)), policies: () => policiesPage(view),
+    deployments: () => deploymentsPage(view) };
   const page = pages[section];
   if (!page) {
     view.append(h("p", { class: "error" }, `No page '${hash}'.`), h("a", { href: "#/jobs" }, "Jobs"));
