@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from datetime import date
@@ -131,22 +130,13 @@ def main() -> None:
         print("RESULT " + json.dumps({"sps": measure(args.one, args.seconds)}), flush=True)
         return
 
-    from common import machine, write_section
-
-    def uptime() -> str:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    from common import machine, run_rows, uptime, write_section
 
     load_before = uptime()
-    results: dict[str, float] = {}
-    for row in args.rows.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--one", row, "--seconds", str(args.seconds)],
-                              capture_output=True, text=True, timeout=args.seconds * 10 + 300)  # fmt: skip
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{row}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[row] = json.loads(line[7:])["sps"]
-        print(f"{row:24s} {results[row]:10,.0f} agent steps/s", flush=True)
+    show = lambda row, r: f"{row:24s} {r['sps']:10,.0f} agent steps/s"  # noqa: E731
+    results = {
+        row: r["sps"] for row, r in run_rows(__file__, args.rows.split(","), args.seconds, show).items()
+    }
     load_after = uptime()
 
     sb3 = results.get("sb3-a2c")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import date
@@ -152,22 +151,11 @@ def main() -> None:
         cartpole(args.cartpole_seeds, write=not args.no_write)
         return
 
-    from common import machine, write_section
-
-    def uptime() -> str:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    from common import machine, run_rows, uptime, write_section
 
     load_before = uptime()
-    results: dict[str, dict[str, float]] = {}
-    for row in args.rows.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--one", row, "--seconds", str(args.seconds)],
-                              capture_output=True, text=True, timeout=args.seconds * 10 + 300)  # fmt: skip
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{row}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[row] = json.loads(line[7:])
-        print(f"{row:16s} " + " ".join(f"{k}={v:,.3f}" for k, v in results[row].items()), flush=True)
+    results = run_rows(__file__, args.rows.split(","), args.seconds,
+                       lambda row, r: f"{row:16s} " + " ".join(f"{k}={v:,.3f}" for k, v in r.items()))  # fmt: skip
     load_after = uptime()
 
     raw = results.get("raw-envpool", {}).get("sps")

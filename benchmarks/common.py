@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,28 @@ def machine() -> str:
         gpu = []
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB" + (f", GPU: {gpu[0]}" if gpu else ", no GPU")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_rows(
+    script: str, rows: list[str], seconds: float, show: Callable[[str, dict], str]
+) -> dict[str, dict]:
+    """Each row timed in its own process (``script --one ROW --seconds S`` prints ``RESULT {json}``); a row that
+    fails is reported and left out. ``show`` makes the line printed for a row's result."""
+    results: dict[str, dict] = {}
+    for row in rows:
+        proc = subprocess.run([sys.executable, script, "--one", row, "--seconds", str(seconds)],
+                              capture_output=True, text=True, timeout=seconds * 10 + 300)  # fmt: skip
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{row}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results[row] = json.loads(line[7:])
+        print(show(row, results[row]), flush=True)
+    return results
 
 
 def greedy_eval(act: Callable[[np.ndarray], np.ndarray], env_id: str, *, episodes: int, seed: int) -> float:
