@@ -122,19 +122,21 @@ def test_serve_replicas_answer_as_in_process(service, serve_service, serve_job, 
         assert wait_for(lambda: not replicas(served, name), timeout=60)
 
 
-def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, serve_service, serve_job):
+def served_replicas(service, serve_service, serve_job, name: str, count: int, timeout_s: int):
+    """Deploy job-serve's 1000-step checkpoint as ``name`` on ``count`` Serve replicas, each asked for at most
+    ``timeout_s`` per try; returns the serving service once every replica is up, and one replica's pid."""
     with service.client() as c:
-        assert (
-            c.post(
-                "/v1/deployments", json={"name": "kill", "policy": "job-serve", "checkpoint": 1000}
-            ).status_code
-            == 201
-        )
-    served = serve_service("kill", RAYAC_SERVE_REPLICAS="2", RAYAC_SERVE_TIMEOUT_S="5")
+        resp = c.post("/v1/deployments", json={"name": name, "policy": "job-serve", "checkpoint": 1000})
+        assert resp.status_code == 201, resp.text
+    served = serve_service(name, RAYAC_SERVE_REPLICAS=str(count), RAYAC_SERVE_TIMEOUT_S=str(timeout_s))
     with served.client() as c:
-        assert answers(c, "kill") == serve_job[1000]  # started
-    assert wait_for(lambda: len(replicas(served, "kill")) == 2, timeout=120)
-    victim = replicas(served, "kill")[0]["pid"]
+        assert answers(c, name) == serve_job[1000]  # started
+    assert wait_for(lambda: len(replicas(served, name)) == count, timeout=120)
+    return served, replicas(served, name)[0]["pid"]
+
+
+def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, serve_service, serve_job):
+    served, victim = served_replicas(service, serve_service, serve_job, "kill", count=2, timeout_s=5)
 
     results: list[tuple[int | str, float, Any]] = []  # (status, latency, the answer or the error text)
     stop = threading.Event()
@@ -197,18 +199,7 @@ def test_a_replica_killed_under_load_gives_answers_or_clear_503s(service, serve_
 def test_the_only_replica_killed_gives_clear_503s_then_answers(service, serve_service, serve_job):
     """No replica at all until Serve has replaced it: each request waits at most 3 tries × RAYAC_SERVE_TIMEOUT_S,
     then is a 503 that says what happened — never a hang — and answers resume once the new replica is up."""
-    with service.client() as c:
-        assert (
-            c.post(
-                "/v1/deployments", json={"name": "solo", "policy": "job-serve", "checkpoint": 1000}
-            ).status_code
-            == 201
-        )
-    served = serve_service("solo", RAYAC_SERVE_REPLICAS="1", RAYAC_SERVE_TIMEOUT_S="2")
-    with served.client() as c:
-        assert answers(c, "solo") == serve_job[1000]
-    assert wait_for(lambda: len(replicas(served, "solo")) == 1, timeout=120)
-    victim = replicas(served, "solo")[0]["pid"]
+    served, victim = served_replicas(service, serve_service, serve_job, "solo", count=1, timeout_s=2)
     os.kill(victim, signal.SIGKILL)  # a replica of our own head, by its pid
     results: list[tuple[int | str, float, str]] = []
     deadline = time.monotonic() + 120
