@@ -355,6 +355,8 @@ class SweepService:
             rec = self.store.get(job.id[:ID_LEN])
         except NotFound:
             return job
+        if job.status in TERMINAL and rec.status in TERMINAL:
+            return job  # both ended: nothing changes any more
         self.sync_trials(rec)
         return self.jobs.store.get(job.id)
 
