@@ -239,3 +239,17 @@ def test_searched_values_get_no_way_around_the_caps(tmp_path, search, options, f
         submit(sweeps, search=search, **options)
     assert err.value.field == field and words in err.value.message, str(err.value)
     assert not ray.submitted
+
+
+def test_a_failed_sweep_fails_its_unfinished_trials_with_the_reason(tmp_path):
+    sweeps, jobs, ray = services(tmp_path)
+    rec = submit(sweeps)
+    write_doc(rec, [("t1_00000", "succeeded"), ("t1_00001", "running")])
+    assert [t["status"] for t in sweeps.sync_trials(sweeps.get(rec.id))] == ["succeeded", "running"]
+    ray.status = "FAILED"
+    after = sweeps.get(rec.id)
+    assert after.status == "failed" and f"log of {rec.id}" in after.error  # the driver log's tail
+    ended = {j.id: j for j in jobs.store.all()}
+    assert ended[f"{rec.id}-t1_00000"].status == "succeeded"
+    failed = ended[f"{rec.id}-t1_00001"]
+    assert failed.status == "failed" and f"log of {rec.id}" in failed.error
