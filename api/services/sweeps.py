@@ -26,7 +26,7 @@ from api.services.errors import Conflict, NotFound, Unavailable
 from api.services.jobs import AGENT_WAIT_S, RAY_STATUS, WATCH_INTERVAL_S, JobService, _unknown_to_ray
 from api.services.store import TERMINAL, JobRecord
 from rayac.checkpoint import atomic_write_text
-from rayac.config import Config, ConfigError
+from rayac.config import Config, ConfigError, apply_overrides, parse_config
 from rayac.stopfile import STOP_FILE_ENV
 from rayac.sweep import SweepSpec, parse_search, trial_bundles, trial_config
 
@@ -134,6 +134,22 @@ def trial_status(entry: dict[str, Any], sweep_status: str) -> str:
     return status
 
 
+def trial_extremes(spec: SweepSpec) -> list[tuple[str, Any, Config]]:
+    """(key, value, trial config) for each listed value and both ends of each range of the space, one key at a
+    time: what a job's checks (env allow-list, operator caps) and admission look at for the trials it can make."""
+    out = []
+    for dim in parse_search(spec.search, spec.base, scheduler=spec.scheduler):
+        if dim.kind == "choice":
+            values = list(dim.values)
+        else:  # randint's hi is excluded
+            values = [dim.values[0], dim.values[1] - 1 if dim.kind == "randint" else dim.values[1]]
+        for value in values:
+            out.append(
+                (dim.key, value, parse_config(apply_overrides(spec.base, [f"{dim.key}={json.dumps(value)}"])))
+            )
+    return out
+
+
 class SweepService:
     def __init__(self, settings: Any, jobs: JobService):
         self.settings = settings
@@ -182,15 +198,27 @@ class SweepService:
             spec.validate()
         except ConfigError as err:
             raise ConfigError(rest_field(err.field, keys), err.message) from None
+        for key, value, trial_cfg in trial_extremes(spec):  # a searched value gets no way around the caps
+            try:
+                self.jobs.validate(trial_cfg)
+            except ConfigError as err:
+                raise ConfigError(f"search.{key}", f"a trial with {key}={value}: {err}") from None
 
-    def _check_cluster(self, cfg: Config, concurrent: int) -> None:
-        """Admission: ``concurrent`` trials at once, each its placement group (trial_bundles), must fit the
-        cluster, as a job's workers must."""
+    def _per_trial_cpus(self, cfg: Config) -> float:
+        per_worker = max(cfg.resources.worker_cpus, self.settings.min_worker_cpus)
+        return trial_bundles(cfg)[0]["CPU"] + per_worker * cfg.resources.num_workers
+
+    def _check_cluster(self, spec: SweepSpec, concurrent: int) -> None:
+        """Admission: ``concurrent`` trials at once, each its placement group (trial_bundles) as large as the
+        largest the space can make, must fit the cluster, as a job's workers must."""
+        cfg = max(
+            [parse_config(spec.base)] + [c for _, _, c in trial_extremes(spec)], key=self._per_trial_cpus
+        )
         self.jobs._check_cluster(cfg)  # noqa: SLF001 (one trial's GPU and learner resources, as a job's)
         res = cfg.resources
         per_worker = max(res.worker_cpus, self.settings.min_worker_cpus)
         bundles = trial_bundles(cfg)
-        per_trial = bundles[0]["CPU"] + per_worker * res.num_workers
+        per_trial = self._per_trial_cpus(cfg)
         if not self.settings.check_cluster_resources:
             return
         try:
@@ -211,7 +239,7 @@ class SweepService:
         spec = SweepSpec(base=cfg.model_dump(mode="json"), search=[f"{k}={v}" for k, v in search.items()],
                          **options)  # fmt: skip
         self.validate(cfg, spec)
-        self._check_cluster(cfg, spec.concurrent)
+        self._check_cluster(spec, spec.concurrent)
         self.jobs._check_free_space()  # noqa: SLF001
         sweep_id = f"{PREFIX}{uuid.uuid4().hex[:12]}"
         sweep_dir = self.sweep_dir(sweep_id)
@@ -355,6 +383,8 @@ class SweepService:
             rec = self.store.get(job.id[:ID_LEN])
         except NotFound:
             return job
+        if job.status in TERMINAL and rec.status in TERMINAL:
+            return job  # both ended: nothing changes any more
         self.sync_trials(rec)
         return self.jobs.store.get(job.id)
 

@@ -118,7 +118,7 @@ def test_a_sweep_over_rest_streams_acts_and_stops(service):
 
 
 def test_a_service_restart_mid_sweep_loses_and_duplicates_no_trial(service):
-    body = sweep_body({"optim.lr": "choice(0.002, 0.003)"}, steps=12_000, search_alg="grid")
+    body = sweep_body({"optim.lr": "choice(0.002, 0.003)"}, steps=30_000, search_alg="grid")
     with service.client() as c:
         resp = c.post("/v1/sweeps", json=body)
         assert resp.status_code == 201, resp.text
@@ -137,7 +137,7 @@ def test_a_service_restart_mid_sweep_loses_and_duplicates_no_trial(service):
         assert len(ids) == len(set(ids)) == 2  # the grid's two trials, each once
         assert {t["id"] for t in before["trials"]} <= set(ids)  # none seen before the restart was lost
         assert sorted(t["config"]["optim.lr"] for t in done["trials"]) == [0.002, 0.003]
-        assert all(t["status"] == "succeeded" and t["env_steps"] >= 12_000 for t in done["trials"]), done
+        assert all(t["status"] == "succeeded" and t["env_steps"] >= 30_000 for t in done["trials"]), done
         assert done["best_trial"] in ids and done["best_job_id"] == f"{sid}-{done['best_trial']}"
         # each trial is one job, followed to its end
         jobs = [j for j in c.get("/v1/jobs", params={"limit": 200}).json()["jobs"] if j["id"].startswith(sid)]
@@ -189,3 +189,36 @@ def test_an_unknown_sweep_is_404(service):
             assert resp.status_code == 404 and "no sweep 'sweep-nope'" in resp.json()["detail"], resp.text
         resp = c.post("/v1/sweeps/sweep-nope/best/act", json=OBS)
         assert resp.status_code == 404 and "no sweep" in resp.json()["detail"], resp.text
+
+
+def test_a_sweep_stopped_at_once_ends_stopped_and_trains_nothing(service):
+    """Stopped right after its 201 (while Ray prepares its driver) or a moment later (while Tune starts its
+    trials): the sweep ends `stopped` with every trial, no process of it lives on and nothing trains afterwards."""
+    import time
+
+    body = sweep_body({"optim.lr": "choice(0.002, 0.003)"}, steps=200_000, search_alg="grid")
+    with service.client() as c:
+        sids = []
+        for delay in (0.0, 1.0, None):  # None: as soon as Tune has started a trial
+            resp = c.post("/v1/sweeps", json=body)
+            assert resp.status_code == 201, resp.text
+            sids.append(resp.json()["id"])
+            if delay is None:
+                assert wait_for(lambda: _sweep(c, sids[-1])["trials"], timeout=300, every=0.1)
+            else:
+                time.sleep(delay)
+            assert c.post(f"/v1/sweeps/{sids[-1]}/stop").status_code == 200
+        assert wait_for(lambda: all(_sweep(c, s)["status"] == "stopped" for s in sids), timeout=120), [
+            _sweep(c, s) for s in sids
+        ]
+        markers = [f"RAYAC_STOP_FILE={service.storage / 'sweeps' / f'{s}.stop'}".encode() for s in sids]
+        assert wait_for(lambda: not any(processes_with(m) for m in markers), timeout=120)
+        finals = [_sweep(c, s) for s in sids]
+        trials = [t for f in finals for t in f["trials"]]
+        assert all(f["status"] == "stopped" for f in finals) and all(t["status"] == "stopped" for t in trials)
+        runs = [Path(t["run_dir"]) / "metrics.jsonl" for t in trials]
+        sizes = [p.stat().st_size if p.exists() else 0 for p in runs]
+        time.sleep(5)
+        assert [p.stat().st_size if p.exists() else 0 for p in runs] == sizes  # nothing trains afterwards
+        assert [_sweep(c, s)["status"] for s in sids] == ["stopped"] * 3
+        assert trials and all(t["env_steps"] < 200_000 for t in trials)  # the last one's trial was cut short

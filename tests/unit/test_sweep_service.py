@@ -220,3 +220,36 @@ def test_the_best_trial_is_found_by_its_sweep(tmp_path):
     assert sweeps.best_job_id(rec.id) == f"{rec.id}-t1_00001"
     with pytest.raises(NotFound):
         sweeps.get("sweep-000000000000")
+
+
+@pytest.mark.parametrize(
+    ("search", "options", "field", "words"),
+    [
+        ({"resources.num_workers": "choice(0,100)"}, {}, "search.resources.num_workers",
+         "a trial with resources.num_workers=100: config.resources.num_workers: 100 rollout workers asked"),
+        ({"env.id": "choice(CartPole-v1, os:system)"}, {}, "search.env.id", "does not allow"),
+        ({"resources.num_workers": "randint(0,4)"}, {"concurrent": 2}, "concurrent", "needs 8 CPU"),
+    ],
+)  # fmt: skip
+def test_searched_values_get_no_way_around_the_caps(tmp_path, search, options, field, words):
+    """Each listed value and each end of a range is checked as a job's config, and admission counts the largest
+    trial the space can make (randint(0,4): at most 3 workers, so 2 × (1 + 3) CPUs)."""
+    sweeps, _, ray = services(tmp_path, total={"CPU": 4.0})
+    with pytest.raises(ConfigError) as err:
+        submit(sweeps, search=search, **options)
+    assert err.value.field == field and words in err.value.message, str(err.value)
+    assert not ray.submitted
+
+
+def test_a_failed_sweep_fails_its_unfinished_trials_with_the_reason(tmp_path):
+    sweeps, jobs, ray = services(tmp_path)
+    rec = submit(sweeps)
+    write_doc(rec, [("t1_00000", "succeeded"), ("t1_00001", "running")])
+    assert [t["status"] for t in sweeps.sync_trials(sweeps.get(rec.id))] == ["succeeded", "running"]
+    ray.status = "FAILED"
+    after = sweeps.get(rec.id)
+    assert after.status == "failed" and f"log of {rec.id}" in after.error  # the driver log's tail
+    ended = {j.id: j for j in jobs.store.all()}
+    assert ended[f"{rec.id}-t1_00000"].status == "succeeded"
+    failed = ended[f"{rec.id}-t1_00001"]
+    assert failed.status == "failed" and f"log of {rec.id}" in failed.error

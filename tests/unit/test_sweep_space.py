@@ -78,14 +78,21 @@ def test_sweep_options_are_checked(changes: dict, field: str) -> None:
     assert err.value.field == field
 
 
-def test_the_cli_refuses_a_bad_space_with_one_line_and_exit_2(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("item", "line"),
+    [
+        # a non-numeric value, an unknown key, a bad bound
+        ("optim.lr=uniform(x,0.1)", "optim.lr: uniform(lo,hi) takes two numbers; 'x' is not a number"),
+        ("optim.lrx=uniform(0.01,0.1)", "optim.lrx: unknown field (did you mean 'optim.lr'?)"),
+        ("optim.lr=loguniform(0,0.1)", "optim.lr: loguniform(0,0.1): bounds must be > 0"),
+    ],
+)
+def test_the_cli_refuses_a_bad_space_with_one_line_and_exit_2(tmp_path, item: str, line: str) -> None:
     done = subprocess.run([sys.executable, "-m", "rayac.cli", "sweep", "--preset", "a2c_cartpole", "--search",
-                           "optim.lr=uniform(x,0.1)", "--sweep-dir", str(tmp_path / "s")],
+                           item, "--sweep-dir", str(tmp_path / "s")],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        "rayac: error: optim.lr: uniform(lo,hi) takes two numbers; 'x' is not a number"
-    ]
+    assert done.stderr.strip().splitlines() == [f"rayac: error: {line}"]
     assert not (tmp_path / "s").exists()  # nothing written, nothing started
 
 
