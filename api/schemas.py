@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from rayac.config import Config, json_safety_problem
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "stopped"]
 
 
+def _storable(value: str) -> str:
+    problem = json_safety_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Storable = Annotated[str, AfterValidator(_storable)]  # text that is stored and shown: no NUL, lone surrogate…
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, max_length=200, description="A name for people; ids are assigned.")
+    name: Storable | None = Field(None, max_length=200, description="A name for people; ids are assigned.")
     config: Config = Field(
         default_factory=Config, description="The training config (as `rayac train` takes)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        problem = json_safety_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 class JobResume(BaseModel):

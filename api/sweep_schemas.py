@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from rayac.config import Config, json_safety_problem
+from api.schemas import Storable
+from rayac.config import Config
 
 SweepStatus = Literal["pending", "running", "succeeded", "failed", "stopped"]
 TrialStatus = Literal["pending", "running", "succeeded", "stopped_early", "stopped", "failed"]
@@ -17,7 +18,7 @@ SearchSpec = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(None, max_length=200, description="A name for people; ids are assigned.")
+    name: Storable | None = Field(None, max_length=200, description="A name for people; ids are assigned.")
     config: Config = Field(
         default_factory=Config, description="The base training config of every trial (as a job's)."
     )
@@ -29,7 +30,7 @@ class SweepCreate(BaseModel):
     )
     samples: int = Field(8, ge=1, le=10_000, description="Trials to sample (grid: repeats of the grid).")
     concurrent: int = Field(2, ge=1, le=1_000, description="Trials at once; admission counts all of them.")
-    metric: str = Field(
+    metric: Storable = Field(
         "eval/return_mean", min_length=1, max_length=200, description="The metric to optimise."
     )
     mode: Literal["max", "min"] = Field("max", description="Whether the metric is maximised or minimised.")
@@ -40,14 +41,6 @@ class SweepCreate(BaseModel):
     search_alg: Literal["random", "grid", "optuna"] = Field(
         "random", description="How trials are sampled (optuna needs the optuna extra)."
     )
-
-    @field_validator("name", "metric")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        problem = json_safety_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 class TrialChange(BaseModel):

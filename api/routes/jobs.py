@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 
 from api.deps import Authorized, Jobs
+from api.routes.stopping import stop_and_wait
 from api.schemas import (
     CONFLICT,
     INVALID,
@@ -29,12 +29,11 @@ from api.schemas import (
 )
 from api.services.jobs import JobService, latest_returns
 from api.services.lifecycle import delete_job, resume_job
-from api.services.store import TERMINAL, JobRecord
+from api.services.store import JobRecord
 from rayac.metrics import read_metrics
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=Authorized, responses=UNAUTHORIZED)
-STOP_WAIT_S = 10.0
 LOG_BYTES, MAX_LOG_BYTES = 64 * 1024, 1024 * 1024  # /logs: the default tail, and the most one answer holds
 
 
@@ -111,11 +110,7 @@ def get_job(job_id: str, jobs: Jobs) -> JobOut:
              responses={**NOT_FOUND, **CONFLICT, **UNAVAILABLE})  # fmt: skip
 async def stop_job(job_id: str, jobs: Jobs) -> JobOut:
     """Asks Ray to stop the job, then waits up to 10 s for it to end (on the event loop: no thread is held)."""
-    rec = await asyncio.to_thread(jobs.request_stop, job_id)
-    deadline = time.monotonic() + STOP_WAIT_S
-    while rec.status not in TERMINAL and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
-        rec = await asyncio.to_thread(jobs.get, job_id)
+    rec = await stop_and_wait(jobs.request_stop, jobs.get, job_id)
     return await asyncio.to_thread(_out, jobs, rec)
 
 

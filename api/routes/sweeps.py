@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from api.deps import Authorized, Policies
+from api.routes.stopping import stop_and_wait
 from api.schemas import (
     CONFLICT,
     INVALID,
@@ -23,12 +23,10 @@ from api.schemas import (
     ActResponse,
     PolicyOut,
 )
-from api.services.store import TERMINAL
 from api.services.sweeps import SweepRecord, SweepService
 from api.sweep_schemas import SweepCreate, SweepList, SweepOut
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=Authorized, responses=UNAUTHORIZED)
-STOP_WAIT_S = 10.0
 
 
 def get_sweeps(request: Request) -> SweepService:
@@ -83,11 +81,7 @@ def get_sweep(sweep_id: str, sweeps: Sweeps) -> SweepOut:
 async def stop_sweep(sweep_id: str, sweeps: Sweeps) -> SweepOut:
     """Asks Ray to stop the sweep's job (its trials end with it), then waits up to 10 s for it to end;
     409 when it has already ended."""
-    rec = await asyncio.to_thread(sweeps.request_stop, sweep_id)
-    deadline = time.monotonic() + STOP_WAIT_S
-    while rec.status not in TERMINAL and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
-        rec = await asyncio.to_thread(sweeps.get, sweep_id)
+    rec = await stop_and_wait(sweeps.request_stop, sweeps.get, sweep_id)
     return await asyncio.to_thread(_out, sweeps, rec)
 
 

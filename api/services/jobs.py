@@ -16,7 +16,6 @@ import shlex
 import shutil
 import sqlite3
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from api.services.env_kwargs import check_env_kwargs
 from api.services.errors import Conflict, InsufficientStorage, NotFound, Unavailable
 from api.services.files import iter_new_lines, read_range, skip_lines, tail_text
 from api.services.store import TERMINAL, JobRecord, JobStore
+from api.services.watcher import Watcher
 from rayac.budget import check_memory
 from rayac.checkpoint import atomic_write_text, checkpoint_dirs
 from rayac.config import Config, ConfigError
@@ -59,8 +59,7 @@ class JobService:
         self.storage.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(self.storage / "jobs.db")
         self._down_since: float | None = None
-        self._stop_watch = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher = Watcher("rayac-job-watcher", self.watch_once, WATCH_INTERVAL_S)
         self.trials: Any = None  # the sweep service: it follows its trials' records (api.services.sweeps)
 
     # -- Ray
@@ -417,20 +416,10 @@ class JobService:
 
     # -- the watcher: the cluster's health, placement deadlines and time limits, without any request
     def start_watching(self) -> None:
-        if self._watcher is None or not self._watcher.is_alive():
-            self._stop_watch.clear()
-            self._watcher = threading.Thread(target=self._watch, name="rayac-job-watcher", daemon=True)
-            self._watcher.start()
+        self._watcher.start()
 
     def stop_watching(self) -> None:
-        self._stop_watch.set()
-
-    def _watch(self) -> None:
-        while not self._stop_watch.wait(WATCH_INTERVAL_S):
-            try:
-                self.watch_once()
-            except Exception:  # never let the watcher die
-                log.exception("job watcher")
+        self._watcher.stop()
 
     def watch_once(self) -> None:
         unfinished = self.store.unfinished()

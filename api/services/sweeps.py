@@ -25,6 +25,7 @@ from typing import Any
 from api.services.errors import Conflict, NotFound, Unavailable
 from api.services.jobs import AGENT_WAIT_S, RAY_STATUS, WATCH_INTERVAL_S, JobService, _unknown_to_ray
 from api.services.store import TERMINAL, JobRecord
+from api.services.watcher import Watcher
 from rayac.checkpoint import atomic_write_text
 from rayac.config import Config, ConfigError, apply_overrides, parse_config
 from rayac.stopfile import STOP_FILE_ENV
@@ -158,8 +159,7 @@ class SweepService:
         self.store = SweepStore(self.storage / "sweeps.db")
         jobs.trials = self  # the job service hands trial records here
         self._known: dict[str, str] = {}  # trial job id -> the status last recorded (saves a write per read)
-        self._stop_watch = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher = Watcher("rayac-sweep-watcher", self.watch_once, WATCH_INTERVAL_S)
 
     # -- ids
     @staticmethod
@@ -434,20 +434,10 @@ class SweepService:
 
     # -- the watcher: sweeps end, and their trials get job records, without any request
     def start_watching(self) -> None:
-        if self._watcher is None or not self._watcher.is_alive():
-            self._stop_watch.clear()
-            self._watcher = threading.Thread(target=self._watch, name="rayac-sweep-watcher", daemon=True)
-            self._watcher.start()
+        self._watcher.start()
 
     def stop_watching(self) -> None:
-        self._stop_watch.set()
-
-    def _watch(self) -> None:
-        while not self._stop_watch.wait(WATCH_INTERVAL_S):
-            try:
-                self.watch_once()
-            except Exception:  # never let the watcher die
-                log.exception("sweep watcher")
+        self._watcher.stop()
 
     def watch_once(self) -> None:
         for rec in self.store.unfinished():

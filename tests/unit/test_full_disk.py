@@ -121,7 +121,7 @@ def test_a_stop_on_a_full_disk_still_reaches_ray(app, client, monkeypatch):
     StatusCluster.ray.status = "RUNNING"
     job_id = client.post("/v1/jobs", json=JOB).json()["id"]
     monkeypatch.setattr(jobs_module.Path, "touch", enospc)
-    monkeypatch.setattr("api.routes.jobs.STOP_WAIT_S", 0.1)
+    monkeypatch.setattr("api.routes.stopping.STOP_WAIT_S", 0.1)
     assert client.post(f"/v1/jobs/{job_id}/stop").status_code == 200
     assert job_id in StatusCluster.ray.stopped
 
