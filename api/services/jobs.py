@@ -46,6 +46,16 @@ RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeede
               "STOPPED": "stopped"}  # fmt: skip
 
 
+def touch_stop_file(path: Path, what: str) -> None:
+    """Written before Ray is asked: a driver Ray starts after the stop (still preparing its runtime env when the
+    stop came) sees it and never trains. Ray's own stop may come too early to reach it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as err:  # a full disk: Ray's stop still goes out
+        log.warning("could not write the stop file of %s: %s", what, err)
+
+
 def _unknown_to_ray(err: Exception) -> bool:
     return "does not exist" in str(err) or "404" in str(err)
 
@@ -315,17 +325,12 @@ class JobService:
         return self.storage / "jobs" / f"{job_id}.stop"
 
     def _mark_stopped(self, job_id: str) -> None:
-        """Written before Ray is asked: a driver Ray starts after the stop (still preparing its runtime env when
-        the stop came) sees it and never trains. Ray's own stop may come too early to reach it."""
-        path = self.stop_path(job_id)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        except OSError as err:  # a full disk: Ray's stop still goes out
-            log.warning("could not write the stop file of %s: %s", job_id, err)
+        touch_stop_file(self.stop_path(job_id), job_id)
 
-    def _stop_quietly(self, job_id: str) -> None:
-        self._mark_stopped(job_id)
+    def _stop_quietly(self, job_id: str, stop_file: Path | None = None) -> None:
+        """The stop file (``stop_file``, else the job's), then Ray's stop of the Ray job ``job_id``; a failure
+        is logged, never raised (the caller is ending it anyway)."""
+        touch_stop_file(stop_file or self.stop_path(job_id), job_id)
         try:
             self._ray("stop_job", job_id)
         except Exception as err:

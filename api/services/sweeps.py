@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from api.services.errors import Conflict, NotFound, Unavailable
-from api.services.jobs import AGENT_WAIT_S, RAY_STATUS, WATCH_INTERVAL_S, JobService, _unknown_to_ray
+from api.services.jobs import (
+    AGENT_WAIT_S,
+    RAY_STATUS,
+    WATCH_INTERVAL_S,
+    JobService,
+    _unknown_to_ray,
+    touch_stop_file,
+)
 from api.services.store import TERMINAL, JobRecord
 from api.services.watcher import Watcher
 from rayac.checkpoint import atomic_write_text
@@ -401,19 +408,10 @@ class SweepService:
 
     # -- stop
     def _mark_stopped(self, sweep_id: str) -> None:
-        path = self.stop_path(sweep_id)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-        except OSError as err:  # a full disk: Ray's stop still goes out
-            log.warning("could not write the stop file of %s: %s", sweep_id, err)
+        touch_stop_file(self.stop_path(sweep_id), sweep_id)
 
     def _stop_quietly(self, sweep_id: str) -> None:
-        self._mark_stopped(sweep_id)
-        try:
-            self.jobs._ray("stop_job", sweep_id)  # noqa: SLF001
-        except Exception as err:
-            log.warning("could not stop %s: %s", sweep_id, err)
+        self.jobs._stop_quietly(sweep_id, self.stop_path(sweep_id))  # noqa: SLF001
 
     def request_stop(self, sweep_id: str) -> SweepRecord:
         """Ask the sweep's driver and every trial to stop (the stop file, then Ray's stop of the sweep's job,
