@@ -42,6 +42,7 @@ from rayac.sampling.group import WorkerGroup
 log = logging.getLogger(__name__)
 
 MAX_FAILURES_WITHOUT_PROGRESS = 20  # a loop that keeps failing with no push in between is a bug, not bad luck
+REPORT_WAIT_S = 10.0  # the workers' reports: quick calls, unless a worker is restarting
 
 
 class A3C:
@@ -63,6 +64,7 @@ class A3C:
         self._versions = [0] * self.num_shards  # every shard's version when last seen
         self._loops_started = False
         self._reported_at = time.monotonic()
+        self._report_calls: dict[Any, int] = {}  # report calls out, by worker
         if not self.remote:
             self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
                                       for i in range(self.num_shards)]  # fmt: skip
@@ -175,6 +177,26 @@ class A3C:
                 log.info("A3C worker %d lost the parameter server (%s); rejoining", end.index, result.server_error)  # fmt: skip
                 self._count_failure(result.server_error)
 
+    def _reports(self) -> list[WorkerReport]:
+        """Every worker's report since the last one. A report call still out (its worker is restarting) stays out
+        until it lands at a later step; a dead worker's report died with it (its loop's end is counted)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        for i in range(self.group.num_remote):
+            if i not in self._report_calls.values():
+                self._report_calls[self.group.call_async(i, "report")] = i
+        refs = list(self._report_calls)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=REPORT_WAIT_S)
+        reports = []
+        for ref in done:
+            index = self._report_calls.pop(ref)
+            try:
+                reports.append(ray.get(ref, timeout=REPORT_WAIT_S))
+            except RayActorError:
+                log.info("A3C worker %d died before it reported", index)
+        return reports
+
     # ------------------------------------------------------------------ Algorithm
     @property
     def version(self) -> int:
@@ -189,10 +211,11 @@ class A3C:
             if result.server_error is not None or result.pushes != 1:
                 raise RuntimeError(f"in-process A3C step failed: {result}")
             self._versions = [s.version for s in self.shards]
+            reports = [self.local_worker.report()]
         else:
             self._watch_loops()
+            reports = self._reports()  # before the shards' versions: those count every push reported
             shard_metrics = self._watch_shards()
-        reports: list[WorkerReport] = self.group.foreach("report")
         metrics = _report_metrics(reports)
         now, since = time.monotonic(), self._reported_at
         self._reported_at = now

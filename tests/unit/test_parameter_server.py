@@ -126,8 +126,7 @@ def test_worker_gradient_is_one_flat_buffer_clipped_by_its_global_norm(monkeypat
         return clip_coefficient(grad, max_norm)
 
     monkeypatch.setattr(a3c_worker, "clip_coefficient", spy)
-    worker.compute_gradients()
-    stats = worker.report()
+    _, _, stats = worker.compute_gradients()
     per_tensor = torch.cat([p.grad.reshape(-1) for p in ordered_parameters(worker.policy)])
     assert torch.equal(worker.flat_grad, per_tensor) and worker.flat_grad.abs().sum() > 0
     reference = [torch.nn.Parameter(torch.zeros(n)) for n in (seen["raw"].numel(),)]
