@@ -43,23 +43,35 @@ def test_a3c_two_workers_solves_cartpole(ray_session, tmp_path):
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert max(r.get("a3c/staleness_max", 0) for r in records) >= 1  # really asynchronous
     # every push is counted once: the workers report a push once it landed and the driver reads the server's
-    # version after their reports, so the version is ahead of the pushes applied by those in flight at most
-    applied = 0
+    # version after their reports, so the version is ahead only by the pushes that landed in between (a few; a
+    # report lost at every step would add up to hundreds over the run, one counted twice would put it behind)
+    applied, gaps = 0, []
     for r in records:
         if "a3c/pushes" in r:
             applied += r["a3c/pushes"] - r["a3c/dropped"]
-            assert applied <= r["time/version"] <= applied + 2, (applied, r["time/version"])
+            gaps.append(r["time/version"] - applied)
+    assert len(gaps) > 10 and min(gaps) >= 0 and max(gaps) <= 50, (len(gaps), min(gaps), max(gaps))
 
 
-def test_killed_worker_process_restarts_and_the_run_still_solves(ray_session, tmp_path):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_killed_worker_process_restarts_and_the_run_still_solves(ray_session, tmp_path, shards):
+    """A worker SIGKILLed while it pushes (it pushes all the time): with two shards its last push may have reached
+    one shard and not the other, and nothing waits for the rest: every shard's version goes on moving, none goes
+    back, and the run solves."""
     callback, state = kill_once(2_000, lambda algo: algo.worker_pids()[0])  # early: A3C may solve by 10k
     # the first evaluation at 20k steps, seconds after the kill: a run solved at 10k (~1 s after it) ended
     # before Ray reported the death
-    cfg = a3c_cfg("run.eval_interval_steps=20000")
+    cfg = a3c_cfg("run.eval_interval_steps=20000", f"algo.ps_shards={shards}")
     result = rayac.Runner(cfg, run_dir=tmp_path / "run", callbacks=[callback]).run()
     assert state["killed_at"] is not None
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert max(r.get("workers/restarts", 0) for r in records) >= 1
+    assert max(r.get("a3c/ps_restarts", 0) for r in records) == 0
+    for i in range(shards):
+        versions = [r[f"a3c/shard{i}_version"] for r in records if f"a3c/shard{i}_version" in r]
+        after_kill = [r[f"a3c/shard{i}_version"] for r in records
+                      if f"a3c/shard{i}_version" in r and r["time/env_steps"] > state["killed_at"]]  # fmt: skip
+        assert versions == sorted(versions) and after_kill[-1] > after_kill[0] + 10, i
     assert result.solved, result
 
 
