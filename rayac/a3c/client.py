@@ -8,6 +8,7 @@ computed from. Replies and pulls write each shard's slice straight into a flat f
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,8 +26,18 @@ def _is_ref(value: Any) -> bool:
 
 
 class ShardClient:
-    def __init__(self, shards: list[Any], layout: FlatLayout, transfer_dtype: str):
+    def __init__(
+        self,
+        shards: list[Any],
+        layout: FlatLayout,
+        transfer_dtype: str,
+        *,
+        restore: Callable[[], Any] | None = None,
+    ):
+        """``restore``: the driver's own client restores a restarted shard itself (nobody else would) while it
+        waits for its slice."""
         self.shards = list(shards)
+        self.restore = restore
         self.bounds = layout.shard_bounds(len(self.shards))
         self.dtype = transfer_dtype
         self.remote = hasattr(self.shards[0].pull, "remote")
@@ -58,7 +69,10 @@ class ShardClient:
                 raise TimeoutError(
                     f"parameter-server shards {missing} were not restored in {CALL_TIMEOUT_S:.0f}s"
                 )
-            time.sleep(RESTORE_POLL_S)
+            if self.restore is not None:
+                self.restore()
+            else:
+                time.sleep(RESTORE_POLL_S)
             for i, r in zip(
                 missing, self._gather([self._call(self.shards[i], "pull") for i in missing]), strict=True
             ):

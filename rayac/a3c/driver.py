@@ -65,6 +65,7 @@ class A3C:
         self._loops_started = False
         self._reported_at = time.monotonic()
         self._report_calls: dict[Any, int] = {}  # report calls out, by worker
+        self._shard_events: dict[str, float] = {}  # restores since the last train step's metrics
         if not self.remote:
             self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
                                       for i in range(self.num_shards)]  # fmt: skip
@@ -121,10 +122,11 @@ class A3C:
             i, group.call_async(i, method, *args), again=lambda: group.call_async(i, method, *args)
         )[0]
 
-    def _watch_shards(self) -> dict[str, float]:
+    def _watch_shards(self) -> None:
         """Every shard's version; a shard that Ray restarted comes back from its own newest checkpoint (or, with
-        none, keeps its initial slice: logged as an error), and only it loses the updates since."""
-        metrics: dict[str, float] = {}
+        none, keeps its initial slice: logged as an error), and only it loses the updates since (reported with the
+        next train step's metrics)."""
+        metrics = self._shard_events
         statuses: list[ShardStatus] = self._each("status")
         for s in statuses:
             if s.restored:
@@ -149,7 +151,6 @@ class A3C:
             lost = max(before - version, 0)
             metrics["a3c/ps_restored_version"] = version
             metrics["a3c/ps_rollback_updates"] = metrics.get("a3c/ps_rollback_updates", 0) + lost
-        return metrics
 
     # ------------------------------------------------------------------ worker loops (Ray)
     def _count_failure(self, what: str) -> None:
@@ -206,7 +207,7 @@ class A3C:
     def train_step(self) -> StepResult:
         self._failed_this_step = False
         if not self.remote:
-            shard_metrics = self._watch_shards()  # a restarted shard is restored before this process pulls
+            self._watch_shards()  # a restarted shard is restored before this process pulls from it
             result = self.local_worker.run(self.shards, max_pushes=1)
             if result.server_error is not None or result.pushes != 1:
                 raise RuntimeError(f"in-process A3C step failed: {result}")
@@ -215,14 +216,15 @@ class A3C:
         else:
             self._watch_loops()
             reports = self._reports()  # before the shards' versions: those count every push reported
-            shard_metrics = self._watch_shards()
+            self._watch_shards()
         metrics = _report_metrics(reports)
         now, since = time.monotonic(), self._reported_at
         self._reported_at = now
         metrics["a3c/pushes_per_s"] = metrics["a3c/pushes"] / max(now - since, 1e-9)
         if metrics["a3c/pushes"] and not self._failed_this_step:  # a shard that keeps raising is not progress
             self._failures = 0
-        metrics.update(shard_metrics)
+        metrics.update(self._shard_events)
+        self._shard_events = {}
         self._persist_checkpoints()
         self.pushes_total += int(metrics["a3c/pushes"])
         self.dropped_total += int(metrics["a3c/dropped"])
@@ -238,7 +240,9 @@ class A3C:
 
     def _flat_weights(self) -> np.ndarray:
         out = torch.zeros(self.layout.total)
-        client = ShardClient(self.shards, self.layout, self.cfg.algo.ps_transfer_dtype)
+        client = ShardClient(
+            self.shards, self.layout, self.cfg.algo.ps_transfer_dtype, restore=self._watch_shards
+        )
         self._versions = client.pull_into(out, self.template.normalizers())
         return out.numpy()
 
@@ -255,7 +259,10 @@ class A3C:
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
         """The driver's checkpoint holds every slice (each at its own shard's version): full weights and the
         optimiser state as flat arrays; its version is the newest shard's."""
-        states: list[ShardState] = self._each("get_state")
+        states: list[ShardState | None] = self._each("get_state")
+        while any(s is None for s in states):  # a shard restarted since the last step: restore it first
+            self._watch_shards()
+            states = self._each("get_state")
         for name, moments in (states[0].norms or {}).items():  # shard 0's statistics
             self.template.normalizers()[name].set(moments)
         flat = np.concatenate([s.params for s in states])

@@ -242,10 +242,13 @@ class ParameterServer:
     def request_stop(self) -> None:
         self._stop = True
 
-    def get_state(self) -> ShardState:
-        """This slice and its optimiser state, at this shard's version."""
+    def _state(self) -> ShardState:
         return ShardState(self.lo, self.hi, self.version, self.flat.cpu().numpy().copy(),
                           segment_state(self.optimizer, self.params), self._norm_stats())  # fmt: skip
+
+    def get_state(self) -> ShardState | None:
+        """This slice and its optimiser state, at this shard's version (None: restarted and not yet restored)."""
+        return self._state() if self.restored else None
 
     def _load(self, state: ShardState) -> None:
         if (state.lo, state.hi) != (self.lo, self.hi):
@@ -285,7 +288,7 @@ class ParameterServer:
 
     def save(self) -> None:
         self._last_save = time.monotonic()
-        self.store.save(self.get_state())
+        self.store.save(self._state())
 
     def node_id(self) -> str:
         import ray

@@ -124,10 +124,9 @@ def test_a_restarted_shard_comes_back_from_its_own_checkpoint_and_the_others_go_
     algo.shards[1] = ParameterServer(cfg, algo.spec, shard=1, num_shards=2, restarted=True)
     assert algo.shards[1].pull().weights is None
     first = algo.shards[0].flat.clone()
-    metrics = algo._watch_shards()
-    assert (
-        metrics == {"a3c/ps_restored_version": 8, "a3c/ps_rollback_updates": 10 - 8} and algo.ps_restarts == 1
-    )
+    algo._watch_shards()
+    assert algo._shard_events == {"a3c/ps_restored_version": 8, "a3c/ps_rollback_updates": 10 - 8}
+    assert algo.ps_restarts == 1
     assert "came back from version 10 to its checkpoint at 8" in caplog.text
     lo, hi = algo.bounds[1]
     np.testing.assert_array_equal(algo.shards[1].flat.numpy(), algo.layout.from_state_dict(seen[8])[lo:hi])
@@ -136,6 +135,25 @@ def test_a_restarted_shard_comes_back_from_its_own_checkpoint_and_the_others_go_
         result = algo.train_step()
     assert [s.version for s in algo.shards] == [13, 11] and result.metrics["a3c/ps_restarts"] == 1
     assert (result.metrics["a3c/shard0_version"], result.metrics["a3c/shard1_version"]) == (13, 11)
+
+
+@pytest.mark.parametrize("call", ["get_weights", "checkpoint_state"])
+def test_a_shard_that_restarts_between_two_steps_is_restored_by_the_drivers_own_calls(tmp_path, call):
+    """The runner evaluates and checkpoints between train steps: a shard that restarted since the last step must
+    not hand its initial slice to either (nor make the driver wait for a restore only it can do)."""
+    cfg = a3c_cfg("algo.ps_shards=2", "algo.ps_checkpoint_interval=2", f"run.run_dir={tmp_path}")
+    algo = A3C(cfg, describe_env(cfg.env))
+    for _ in range(4):
+        algo.train_step()
+    expected = algo.get_weights()
+    algo.shards[0] = ParameterServer(cfg, algo.spec, shard=0, num_shards=2, restarted=True)
+    got = getattr(algo, call)()
+    weights = got if call == "get_weights" else {k: v.numpy() for k, v in got[0].items()}
+    for name, value in expected.items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
+    assert algo.ps_restarts == 1 and algo.shards[0].restored
+    result = algo.train_step()  # the restore's metrics go out with the next step's
+    assert result.metrics["a3c/ps_restarts"] == 1 and result.metrics["a3c/ps_restored_version"] == 4
 
 
 def test_restart_without_any_checkpoint_is_still_counted_and_logged(caplog):
