@@ -310,14 +310,16 @@ class AlgoConfig(_Section):
         "episode returns and evaluation stay raw.",
     )
     max_staleness: int | None = Field(
-        None, ge=0, description="A3C: drop gradients computed from weights more than this many versions old."
+        None,
+        ge=0,
+        description="A3C: each shard drops gradient slices more than this many of its versions old.",
     )
     ps_checkpoint_interval: int = Field(
         500,
         ge=0,
-        description="A3C: the parameter server (every shard, at the same version) checkpoints itself every K "
-        "updates, besides at its start and every ps_checkpoint_interval_s; a restarted shard comes back from "
-        "the last version all shards saved (0: no update-count checkpoints).",
+        description="A3C: every parameter-server shard checkpoints its slice every K of its updates, besides at "
+        "its start and every ps_checkpoint_interval_s; a restarted shard comes back from its own last "
+        "checkpoint (0: no update-count checkpoints).",
     )
     ps_checkpoint_interval_s: float | None = Field(
         30.0,

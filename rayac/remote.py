@@ -87,17 +87,14 @@ def kill_actors(handles: list) -> None:
 def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> list:
     """The A3C parameter-server shards. Together they reserve what one server did (``learner_cpus`` and
     ``learner_resources`` split evenly), so changing K never makes a run unschedulable. Ray restarts a shard whose
-    process dies; the driver then rolls every shard back to their last common checkpoint.
-
-    K > 1: a threaded actor, so a slice that arrives before its predecessor can wait for it (see
-    a3c/server.py); the threads beyond the workers' pushes are for the driver's calls."""
+    process dies; the driver then hands that shard its own last checkpoint. Each shard runs one call at a time:
+    its slices never wait for another shard's."""
     from rayac.a3c.server import ParameterServer
 
     res = cfg.resources
     gpus = 1 / num_shards if res.device == "cuda" else 0
-    concurrency = 1 if num_shards == 1 else 2 * res.num_workers + 8
     actor_cls = _remote(ParameterServer, num_cpus=res.learner_cpus / num_shards, num_gpus=gpus, max_restarts=-1,
-                        max_task_retries=0, max_concurrency=concurrency,
+                        max_task_retries=0,
                         resources={k: v / num_shards for k, v in res.learner_resources.items()})  # fmt: skip
     return [
         actor_cls.remote(cfg, spec, shard=i, num_shards=num_shards, publish=True) for i in range(num_shards)

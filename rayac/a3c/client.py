@@ -1,22 +1,24 @@
 """The K parameter-server shards seen from a worker or the driver: plain objects or Ray actors, called alike.
 
-A push is K calls sent at once: the leader's (shard 0) decides the ticket and applies its slice, and the other
-shards' slices take that ticket as an argument (under Ray they wait for it inside Ray, not in this process); with
-one shard, a single ``push`` call. Replies and pulls write each shard's slice
-straight into a flat float32 tensor.
+A push is K independent calls sent at once, one slice each; a pull takes every shard's current slice. Each shard
+has its own version, so a worker holds K versions and tells each shard the one its slice of the gradient was
+computed from. Replies and pulls write each shard's slice straight into a flat float32 tensor.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from rayac.a3c.flat import FlatLayout, decode_into, encode, fp16_scale
-from rayac.a3c.messages import GradientPush, PullResult, PushResult, WorkerStats
+from rayac.a3c.messages import GradientPush, NormStats, PullResult, PushResult
 from rayac.normalizer import RunningNorm
 
 CALL_TIMEOUT_S = 120.0
+RESTORE_POLL_S = 0.05  # a restarted shard serves nothing until the driver restores it (its next poll)
 
 
 def _is_ref(value: Any) -> bool:
@@ -24,15 +26,25 @@ def _is_ref(value: Any) -> bool:
 
 
 class ShardClient:
-    def __init__(self, shards: list[Any], layout: FlatLayout, transfer_dtype: str):
+    def __init__(
+        self,
+        shards: list[Any],
+        layout: FlatLayout,
+        transfer_dtype: str,
+        *,
+        restore: Callable[[], Any] | None = None,
+    ):
+        """``restore``: the driver's own client restores a restarted shard itself (nobody else would) while it
+        waits for its slice."""
         self.shards = list(shards)
+        self.restore = restore
         self.bounds = layout.shard_bounds(len(self.shards))
         self.dtype = transfer_dtype
         self.remote = hasattr(self.shards[0].pull, "remote")
 
-    def _call(self, shard: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, shard: Any, method: str, *args: Any) -> Any:
         fn = getattr(shard, method)
-        return fn.remote(*args, **kwargs) if self.remote else fn(*args, **kwargs)
+        return fn.remote(*args) if self.remote else fn(*args)
 
     def _gather(self, pending: list[Any]) -> list[Any]:
         if not self.remote:
@@ -48,45 +60,61 @@ class ShardClient:
                     r.weights = next(fetched)
         return results
 
+    def _complete(self, results: list[PullResult | PushResult]) -> list[PullResult | PushResult]:
+        """A shard that replied without its slice restarted and waits for the driver: pull it until it serves."""
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        missing = [i for i, r in enumerate(results) if r.weights is None]
+        while missing:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"parameter-server shards {missing} were not restored in {CALL_TIMEOUT_S:.0f}s"
+                )
+            if self.restore is not None:
+                self.restore()
+            else:
+                time.sleep(RESTORE_POLL_S)
+            for i, r in zip(
+                missing, self._gather([self._call(self.shards[i], "pull") for i in missing]), strict=True
+            ):
+                results[i] = r
+            missing = [i for i in missing if results[i].weights is None]
+        return results
+
     def _load(
         self, results: list[PullResult | PushResult], out: torch.Tensor | None, norms: dict[str, RunningNorm]
-    ) -> int:
-        """Write every slice into ``out`` and the leader's normaliser statistics into ``norms``; the weight set's
-        version is the oldest slice's (all equal once the in-flight pushes land)."""
+    ) -> list[int]:
+        """Write every slice into ``out`` and shard 0's normaliser statistics into ``norms``; returns the shards'
+        versions of the slices now in ``out``."""
+        results = self._complete(results)
         if out is not None:
             for (lo, hi), r in zip(self.bounds, results, strict=True):
                 decode_into(r.weights, out[lo:hi])
         for name, moments in (results[0].norms or {}).items():
             if name in norms:
                 norms[name].set(moments)
-        return min(r.version for r in results)
+        return [r.version for r in results]
 
-    def pull_into(self, out: torch.Tensor | None, norms: dict[str, RunningNorm] | None = None) -> int:
+    def pull_into(self, out: torch.Tensor | None, norms: dict[str, RunningNorm] | None = None) -> list[int]:
         return self._load(self._gather([self._call(s, "pull") for s in self.shards]), out, norms or {})
 
-    def submit_push(self, grad: torch.Tensor, version: int, stats: WorkerStats) -> list[Any]:
-        """Send one push of ``grad`` (already clipped); returns what ``wait_push`` takes (ObjectRefs under Ray,
-        results in-process)."""
-        if len(self.shards) == 1:
-            payload = encode(grad, self.dtype, copy=False)  # serialised by .remote() right away
-            # no keyword arguments: each costs Ray its own serialisation (replies carry the weights by default)
-            return [self._call(self.shards[0], "push", GradientPush(version, payload, stats))]
-        (lo, hi), lead = self.bounds[0], self.shards[0]
+    def submit_push(
+        self, grad: torch.Tensor, versions: list[int], norms: NormStats | None = None
+    ) -> list[Any]:
+        """Send every shard its slice of ``grad`` (already clipped), computed from the shards' ``versions``; returns
+        what ``wait_push`` takes (ObjectRefs under Ray, results in-process). No call depends on another."""
         # float16: one scale for the whole gradient, so K slices round as one server's message would
-        scale = fp16_scale(grad) if self.dtype == "float16" else None
-        msg = GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False, scale=scale), stats)
-        if self.remote:  # the ticket, a second return value, goes to the other shards as an ObjectRef
-            ticket, first = lead.lead_push.options(num_returns=2).remote(msg)
-        else:
-            ticket, first = lead.lead_push(msg)
-        return [first] + [
-            self._call(shard, "push_slice", encode(grad[lo:hi], self.dtype, copy=False, scale=scale), ticket)
-            for shard, (lo, hi) in zip(self.shards[1:], self.bounds[1:], strict=True)
-        ]
+        scale = fp16_scale(grad) if self.dtype == "float16" and len(self.shards) > 1 else None
+        # one argument per call: each costs Ray its own serialisation (replies carry the weights by default)
+        return [
+            self._call(shard, "push", GradientPush(version, encode(grad[lo:hi], self.dtype, copy=False, scale=scale),
+                                                   norms if i == 0 else None))
+            for i, (shard, (lo, hi), version) in enumerate(zip(self.shards, self.bounds, versions, strict=True))
+        ]  # fmt: skip
 
     def wait_push(
         self, pending: list[Any], out: torch.Tensor, norms: dict[str, RunningNorm] | None = None
-    ) -> tuple[int, bool, bool]:
-        """(version of the weights now in ``out``, applied, stop)."""
+    ) -> tuple[list[int], list[PushResult], bool]:
+        """(the shards' versions of the weights now in ``out``, every shard's reply, stop)."""
         results = self._gather(pending)
-        return self._load(results, out, norms or {}), results[0].applied, any(r.stop for r in results)
+        replies = list(results)
+        return self._load(results, out, norms or {}), replies, any(r.stop for r in replies)

@@ -1,12 +1,12 @@
-"""A3C: asynchronous advantage actor-critic with a (sharded) parameter server.
+"""A3C: asynchronous advantage actor-critic with independent parameter-server shards.
 
 The workers loop on their own (pull → steps → backprop → push), in a ``WorkerGroup``: it restarts a worker
 whose process died and starts its loop again, which rejoins with a fresh pull. The driver only watches: each
-``train_step`` waits a short poll interval, counts the loops that ended, collects every shard's counters (calls
-to the shards go through a group too, which waits out a shard's restart), and resyncs the shards when one was restarted:
-every shard rolls back to the last version all of them saved, in a new epoch, and the restart is counted
-(``a3c/ps_restarts``) and logged whether or not a checkpoint existed. With ``num_workers=0`` one worker and the
-shards live in this process and each step is exactly one pull → push.
+``train_step`` waits a short poll interval, counts the loops that ended, collects every worker's report (episodes,
+losses, pushes, the staleness the shards measured), and asks every shard its status: a shard that Ray restarted
+gets its own last checkpoint back (``a3c/ps_restarts``, ``a3c/ps_rollback_updates``) while the others go on.
+Only the driver writes a run's files: it takes the shards' new checkpoints every step. With ``num_workers=0`` one
+worker and the shards live in this process and each step is exactly one pull → push.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rayac.a3c.flat import (
     slice_state,
     to_checkpoint,
 )
-from rayac.a3c.messages import LoopResult, ShardState, ShardStats
+from rayac.a3c.messages import LoopResult, ShardState, ShardStatus, WorkerReport
 from rayac.a3c.server import ParameterServer
 from rayac.a3c.store import ShardStore
 from rayac.a3c.worker import A3CWorker
@@ -41,12 +41,8 @@ from rayac.sampling.group import WorkerGroup
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT_S = 120.0  # a shard's give_up
 MAX_FAILURES_WITHOUT_PROGRESS = 20  # a loop that keeps failing with no push in between is a bug, not bad luck
-# After a worker died, a shard whose slices have waited this long with no progress waits for the dead worker's
-# slice: it goes out of step at once (and every shard rolls back) instead of after the shards' ORDER_TIMEOUT_S.
-STALL_AFTER_WORKER_DEATH_S = 1.0
-WORKER_DEATH_WINDOW_S = 30.0
+REPORT_WAIT_S = 10.0  # the workers' reports: quick calls, unless a worker is restarting
 
 
 class A3C:
@@ -62,14 +58,14 @@ class A3C:
                                             num_workers=cfg.resources.num_workers)  # fmt: skip
         self.bounds = self.layout.shard_bounds(self.num_shards)
         self.ps_restarts = 0
-        self.pushes_total = self.dropped_total = 0  # the leader's windows, summed: restarts lose none
-        self.epoch = 0
+        self.pushes_total = self.dropped_total = 0  # the workers' reports, summed
         self._failures = 0
         self._failed_this_step = False
-        self._last_version = 0
-        self._worker_died_at: float | None = None
-        self._start_ids: list[str | None] = [None] * self.num_shards
+        self._versions = [0] * self.num_shards  # every shard's version when last seen
         self._loops_started = False
+        self._reported_at = time.monotonic()
+        self._report_calls: dict[Any, int] = {}  # report calls out, by worker
+        self._shard_events: dict[str, float] = {}  # restores since the last train step's metrics
         if not self.remote:
             self.shards: list[Any] = [ParameterServer(cfg, spec, shard=i, num_shards=self.num_shards)
                                       for i in range(self.num_shards)]  # fmt: skip
@@ -82,15 +78,14 @@ class A3C:
             # placed first: a SPREAD worker must not take the CPU of the parameter server's node
             wait_for_actors(self.shards, what="A3C parameter server", cfg=cfg)
             self.shard_group = WorkerGroup(cfg, spec, what="A3C parameter-server shards", actors=self.shards)
-        # max_concurrency=2: run() occupies one thread for the whole training; control calls (pid) use the other
+        # max_concurrency=2: run() occupies one thread for the whole training; report() and pid() use the other
         self.group = WorkerGroup(cfg, spec, seed_offset=seed_offset, what="A3C workers", worker_cls=A3CWorker,
                                  actor_options={"max_concurrency": 2})  # fmt: skip
         self.local_worker = self.group.local_worker  # num_workers=0: the one worker, in this process
         run_dir = cfg.run.run_dir
         self.ps_stores = [ShardStore(Path(run_dir) / "ps" if run_dir else None, i, self.num_shards)
                           for i in range(self.num_shards)]  # fmt: skip
-        self._start_shards(lambda i: (self.epoch,))  # the version-0 checkpoint every later restart can reach
-        self._check_starts(self._each("get_stats"), count=False)
+        self._start_shards(lambda i: ())  # the version-0 checkpoint a later restart can come back to
 
     def _start_shards(self, args: Any) -> None:
         """A new history on every shard (a fresh run, or a --resume): older shard checkpoints are forgotten."""
@@ -111,77 +106,51 @@ class A3C:
             for state in states:
                 store.save(state)
 
-    # ------------------------------------------------------------------ calls to every shard
-    def _each(self, method: str, args: Any = lambda i: (), kwargs: Any = lambda i: {}) -> list[Any]:
+    # ------------------------------------------------------------------ calls to the shards
+    def _each(self, method: str, args: Any = lambda i: ()) -> list[Any]:
         """Call ``method`` on every shard at once; under Ray, the shard group makes a call again on a shard that
-        restarted (the shard restart itself is counted by ``_check_starts``)."""
+        restarted."""
         if not self.remote:
-            return [getattr(s, method)(*args(i), **kwargs(i)) for i, s in enumerate(self.shards)]
-        return self.shard_group.foreach(method, args, kwargs)
+            return [getattr(s, method)(*args(i)) for i, s in enumerate(self.shards)]
+        return self.shard_group.foreach(method, args)
 
-    def _check_starts(
-        self, stats: list[ShardStats], *, count: bool = True, known_version: int = 0
-    ) -> dict[str, float]:
-        """Count every shard whose process restarted (a new start id) and resync all shards if needed."""
-        metrics: dict[str, float] = {}
-        restarted = []
-        for s in stats:
-            if self._start_ids[s.shard] is not None and self._start_ids[s.shard] != s.start_id:
-                restarted.append(s.shard)
-            self._start_ids[s.shard] = s.start_id
-        if count:
-            self.ps_restarts += len(restarted)
-        if restarted or not all(s.in_sync for s in stats) or len({s.epoch for s in stats}) > 1:
-            metrics.update(self._resync(stats, restarted, known_version))
-        return metrics
+    def _call(self, i: int, method: str, *args: Any) -> Any:
+        if not self.remote:
+            return getattr(self.shards[i], method)(*args)
+        group = self.shard_group
+        return group.fetch(
+            i, group.call_async(i, method, *args), again=lambda: group.call_async(i, method, *args)
+        )[0]
 
-    def _resync(self, stats: list[ShardStats], restarted: list[int], known_version: int) -> dict[str, float]:
-        """Every shard back to the last version all of them saved, in a new epoch (pushes of the old one in
-        flight are dropped). Without a common checkpoint (no run directory) the restarted shard keeps the fresh
-        weights it came back with, and this is logged as an error."""
-        before = max(known_version, *(s.version for s in stats))  # the newest version the run had reached
-        in_memory = [set(v) for v in self._each("saved_versions")]
-        saved = [mem | set(store.versions()) for mem, store in zip(in_memory, self.ps_stores, strict=True)]
-        common = set.intersection(*saved) if saved else set()
-        self.epoch += 1
-        if common:
-            version = max(common)
-            # a shard that no longer has it in memory (it restarted) gets it from the driver's files
-            states = [None if version in mem else store.load(version)
-                      for mem, store in zip(in_memory, self.ps_stores, strict=True)]  # fmt: skip
-            self._each("rollback", lambda i: (version, self.epoch),
-                       lambda i: {"from_checkpoint": True, "state": states[i]})  # fmt: skip
-            for store in self.ps_stores:
-                store.drop_after(version)
-            log.warning("parameter-server shard(s) %s restarted; every shard rolled back from version %d to its "
-                        "checkpoint at %d (%d updates lost)", restarted or "out of step", before, version,
-                        before - version)  # fmt: skip
-        else:
-            version = before
-            self._each("rollback", lambda i: (version, self.epoch), lambda i: {"from_checkpoint": False})
-            log.error("parameter-server shard(s) %s restarted with NO checkpoint to come back to (run.run_dir "
-                      "unset?): their slices restart from fresh weights at version %d", restarted, version)  # fmt: skip
-        self._last_version = version
-        return {"a3c/ps_restored_version": version, "a3c/ps_rollback_updates": before - version}
-
-    def _unstick(self, stats: list[ShardStats]) -> None:
-        """Soon after a worker died, a shard stalled on a slice that worker never sent goes out of step now; the
-        resync in this same step then rolls every shard back (K > 1 only: one shard applies each push whole)."""
-        died = self._worker_died_at
-        if self.num_shards == 1 or died is None or time.monotonic() - died > WORKER_DEATH_WINDOW_S:
-            return
-        for s in stats:
-            if s.in_sync and s.stalled_s >= STALL_AFTER_WORKER_DEATH_S:
-                shard = self.shards[s.shard]
-                if self.remote:
-                    import ray
-
-                    gave_up = ray.get(
-                        shard.give_up.remote(STALL_AFTER_WORKER_DEATH_S), timeout=CALL_TIMEOUT_S
-                    )
-                else:
-                    gave_up = shard.give_up(STALL_AFTER_WORKER_DEATH_S)
-                s.in_sync = s.in_sync and not gave_up
+    def _watch_shards(self) -> None:
+        """Every shard's version; a shard that Ray restarted comes back from its own newest checkpoint (or, with
+        none, keeps its initial slice: logged as an error), and only it loses the updates since (reported with the
+        next train step's metrics)."""
+        metrics = self._shard_events
+        statuses: list[ShardStatus] = self._each("status")
+        for s in statuses:
+            if s.restored:
+                self._versions[s.shard] = s.version
+                continue
+            self.ps_restarts += 1
+            before, store = self._versions[s.shard], self.ps_stores[s.shard]
+            saved = store.versions()
+            if saved:
+                state = store.load(saved[-1])
+                self._call(s.shard, "restore", state)
+                log.warning("parameter-server shard %d restarted; it came back from version %d to its checkpoint at "
+                            "%d (%d updates lost); the other shards went on", s.shard, before, state.version,
+                            before - state.version)  # fmt: skip
+                version = state.version
+            else:
+                self._call(s.shard, "restore", None, before)
+                log.error("parameter-server shard %d restarted with NO checkpoint to come back to (run.run_dir "
+                          "unset?): its slice restarts from the initial weights at version %d", s.shard, before)  # fmt: skip
+                version = before
+            self._versions[s.shard] = version
+            lost = max(before - version, 0)
+            metrics["a3c/ps_restored_version"] = version
+            metrics["a3c/ps_rollback_updates"] = metrics.get("a3c/ps_rollback_updates", 0) + lost
 
     # ------------------------------------------------------------------ worker loops (Ray)
     def _count_failure(self, what: str) -> None:
@@ -199,7 +168,6 @@ class A3C:
         for end in self.group.poll_loops(self.poll_interval_s):
             result: LoopResult | None = end.result
             if end.died:
-                self._worker_died_at = time.monotonic()
                 log.warning("A3C worker %d died; it restarts and rejoins with a fresh pull", end.index)
                 self._count_failure("worker died")
             elif end.error is not None:  # the loop raised: a bug in the worker
@@ -210,44 +178,72 @@ class A3C:
                 log.info("A3C worker %d lost the parameter server (%s); rejoining", end.index, result.server_error)  # fmt: skip
                 self._count_failure(result.server_error)
 
+    def _reports(self) -> list[WorkerReport]:
+        """Every worker's report since the last one. A report call still out (its worker is restarting) stays out
+        until it lands at a later step; a dead worker's report died with it (its loop's end is counted)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        for i in range(self.group.num_remote):
+            if i not in self._report_calls.values():
+                self._report_calls[self.group.call_async(i, "report")] = i
+        refs = list(self._report_calls)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=REPORT_WAIT_S)
+        reports = []
+        for ref in done:
+            index = self._report_calls.pop(ref)
+            try:
+                reports.append(ray.get(ref, timeout=REPORT_WAIT_S))
+            except RayActorError:
+                log.info("A3C worker %d died before it reported", index)
+        return reports
+
     # ------------------------------------------------------------------ Algorithm
     @property
     def version(self) -> int:
-        return self._last_version
+        """The newest shard's version (with one shard, its version: the pushes applied)."""
+        return max(self._versions)
 
     def train_step(self) -> StepResult:
         self._failed_this_step = False
         if not self.remote:
+            self._watch_shards()  # a restarted shard is restored before this process pulls from it
             result = self.local_worker.run(self.shards, max_pushes=1)
             if result.server_error is not None or result.pushes != 1:
                 raise RuntimeError(f"in-process A3C step failed: {result}")
+            self._versions = [s.version for s in self.shards]
+            reports = [self.local_worker.report()]
         else:
             self._watch_loops()
-        stats = self._each("get_stats")
-        self._unstick(stats)
-        lead = stats[0]
-        known = (
-            self._last_version
-        )  # before a restarted leader's version (the one it came back with) replaces it
-        metrics = dict(lead.metrics)
-        if (
-            lead.metrics["a3c/pushes"] and not self._failed_this_step
-        ):  # a shard that keeps raising is not progress
+            reports = self._reports()  # before the shards' versions: those count every push reported
+            self._watch_shards()
+        metrics = _report_metrics(reports)
+        now, since = time.monotonic(), self._reported_at
+        self._reported_at = now
+        metrics["a3c/pushes_per_s"] = metrics["a3c/pushes"] / max(now - since, 1e-9)
+        if metrics["a3c/pushes"] and not self._failed_this_step:  # a shard that keeps raising is not progress
             self._failures = 0
-        self._last_version = lead.version
-        metrics.update(self._check_starts(stats, known_version=known))
+        metrics.update(self._shard_events)
+        self._shard_events = {}
         self._persist_checkpoints()
-        self.pushes_total += int(lead.metrics["a3c/pushes"])
-        self.dropped_total += int(lead.metrics["a3c/dropped"])
+        self.pushes_total += int(metrics["a3c/pushes"])
+        self.dropped_total += int(metrics["a3c/dropped"])
         metrics.update(self.counters())
         metrics["a3c/ps_shards"] = self.num_shards
-        return StepResult(num_steps=lead.env_steps, episode_returns=lead.episode_returns,
-                          episode_lengths=lead.episode_lengths, metrics=metrics)  # fmt: skip
+        metrics.update({f"a3c/shard{i}_version": v for i, v in enumerate(self._versions)})
+        return StepResult(
+            num_steps=sum(r.env_steps for r in reports),
+            episode_returns=np.asarray([x for r in reports for x in r.episode_returns], dtype=np.float64),
+            episode_lengths=np.asarray([x for r in reports for x in r.episode_lengths], dtype=np.int64),
+            metrics=metrics,
+        )
 
     def _flat_weights(self) -> np.ndarray:
         out = torch.zeros(self.layout.total)
-        client = ShardClient(self.shards, self.layout, self.cfg.algo.ps_transfer_dtype)
-        self._last_version = client.pull_into(out, self.template.normalizers())
+        client = ShardClient(
+            self.shards, self.layout, self.cfg.algo.ps_transfer_dtype, restore=self._watch_shards
+        )
+        self._versions = client.pull_into(out, self.template.normalizers())
         return out.numpy()
 
     def _state_dict(self, flat: np.ndarray) -> dict[str, np.ndarray]:
@@ -260,25 +256,19 @@ class A3C:
         """Weights pulled from the shards (greedy evaluation runs on these)."""
         return self._state_dict(self._flat_weights())
 
-    def _gather_states(self) -> list[ShardState]:
-        """Every shard's slice at one version: the leader hands out no tickets until all have landed."""
-        if self.num_shards == 1:
-            return self._each("get_state")
-        version = self._each("pause")[0]
-        try:
-            return self._each("get_state", lambda i: (version,))
-        finally:
-            self._each("unpause")
-
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
-        """The driver's checkpoint holds every slice: full weights and the optimiser state as flat arrays."""
-        states = self._gather_states()
-        for name, moments in (states[0].norms or {}).items():  # the leader's statistics at the same version
+        """The driver's checkpoint holds every slice (each at its own shard's version): full weights and the
+        optimiser state as flat arrays; its version is the newest shard's."""
+        states: list[ShardState | None] = self._each("get_state")
+        while any(s is None for s in states):  # a shard restarted since the last step: restore it first
+            self._watch_shards()
+            states = self._each("get_state")
+        for name, moments in (states[0].norms or {}).items():  # shard 0's statistics
             self.template.normalizers()[name].set(moments)
         flat = np.concatenate([s.params for s in states])
         weights = {k: torch.as_tensor(np.array(v)) for k, v in self._state_dict(flat).items()}
         optimizer = to_checkpoint(join_states([s.optimizer for s in states]))
-        return weights, optimizer, states[0].version
+        return weights, optimizer, max(s.version for s in states)
 
     def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
         """Resume (any shard count): each shard takes its slice and starts a new history at ``version``; a
@@ -292,8 +282,8 @@ class A3C:
             ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi), norms if i == 0 else None)
             for i, (lo, hi) in enumerate(self.bounds)
         ]
-        self._start_shards(lambda i: (self.epoch, states[i]))
-        self._last_version = version
+        self._start_shards(lambda i: (states[i],))
+        self._versions = [version] * self.num_shards
 
     def counters(self) -> dict[str, int]:
         """Counts over the whole run (saved in checkpoints: a resumed run goes on counting)."""
@@ -338,9 +328,26 @@ class A3C:
         import ray
 
         try:
-            ray.get(self.shards[0].request_stop.remote(), timeout=10)
+            ray.get([s.request_stop.remote() for s in self.shards], timeout=10)
             self.group.wait_loops(timeout=10)
         except Exception as err:  # stopping must not fail the run; the actors are killed below regardless
             log.warning("clean A3C stop failed (%s); killing the actors", err)
         self.group.stop()
         self.shard_group.stop()
+
+
+def _report_metrics(reports: list[WorkerReport]) -> dict[str, float]:
+    """The workers' reports of one train step as metrics: pushes, dropped slices, staleness, mean losses."""
+    rollouts = sum(r.rollouts for r in reports)
+    staleness = [x for r in reports for x in r.staleness]
+    metrics: dict[str, float] = {}
+    for r in reports:
+        for key, value in r.train.items():
+            metrics[key] = metrics.get(key, 0.0) + value / rollouts
+    metrics.update({
+        "a3c/pushes": sum(r.pushes for r in reports),
+        "a3c/dropped": sum(r.dropped for r in reports),
+        "a3c/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
+        "a3c/staleness_max": int(max(staleness)) if staleness else 0,
+    })  # fmt: skip
+    return metrics

@@ -2,6 +2,9 @@
 
 Every weight vector and gradient is a ``flat.Payload`` (one contiguous array) or, under Ray, an ObjectRef of
 one that a shard published once for every puller of that version.
+
+Shards only optimise: a push carries a gradient slice (and, to shard 0, the rollout's normaliser moments). What a
+worker saw (episodes, losses, pushes, the staleness the shards measured) goes to the driver in a ``WorkerReport``.
 """
 
 from __future__ import annotations
@@ -14,56 +17,49 @@ import numpy as np
 from rayac.normalizer import Moments
 
 # The policy's normaliser statistics by buffer prefix ("obs_norm", "return_norm"). They are not parameters (no
-# gradient, not in the flat vector): the leader shard merges what every push measured and hands the totals out
-# with its replies, as A2C's learner does with its workers' rollouts.
+# gradient, not in the flat vector): shard 0 merges what every push to it measured and hands the totals out with
+# its replies, as A2C's learner does with its workers' rollouts.
 NormStats = dict[str, Moments]
 
 
 @dataclass
-class WorkerStats:
-    """What one push reports besides its gradient: env steps, finished episodes, the loss terms."""
-
-    num_steps: int
-    episode_returns: list[float]  # plain lists: a push pickles faster without two (mostly empty) arrays
-    episode_lengths: list[int]
-    train: dict[str, float] = field(default_factory=dict)  # train/* metrics of this update
-    norms: NormStats | None = None  # the rollout's observation / return moments (model.normalize_obs etc.)
-
-
-@dataclass
 class GradientPush:
-    """One push, in one argument (every argument of a Ray call costs its own serialisation)."""
+    """One shard's slice of one push, in one argument (every argument of a Ray call costs its own serialisation)."""
 
-    version: int  # the weights' version the gradient was computed from
-    grad: Any = None  # Payload of the gradient (clipped by the worker) or of the leader's slice of it
-    stats: WorkerStats | None = None
-
-
-@dataclass
-class Ticket:
-    """The leader shard's one decision on a push, which every shard follows: applied everywhere or nowhere."""
-
-    applied: bool
-    seq: int  # applied: the version this push makes on every shard; dropped: the leader's version
-    epoch: int  # bumped by every resync after a restart; a shard ignores tickets of another epoch
-    checkpoint: bool  # every shard checkpoints right after applying this push (the same version everywhere)
-    stop: bool
+    version: int  # this shard's version of the weights the gradient was computed from
+    grad: Any = None  # Payload of this shard's slice of the gradient (clipped by the worker as a whole)
+    norms: NormStats | None = None  # shard 0 only: the rollout's observation / return moments
 
 
 @dataclass
 class PushResult:
     version: int  # this shard's version after the push
-    applied: bool  # False: dropped (too stale, from before a restart, or during a resync)
+    applied: bool  # False: dropped (too stale, or computed on weights this shard no longer has)
+    staleness: int  # this shard's version when the slice arrived − ``GradientPush.version``
     stop: bool  # the driver asked every worker to stop
-    weights: Any = None  # this shard's slice at ``version`` when asked for (Payload, or an ObjectRef of one)
-    norms: NormStats | None = None  # the leader's: the normaliser statistics the next rollout uses
+    weights: Any = None  # this shard's slice at ``version``; None: it is restoring, pull it again
+    norms: NormStats | None = None  # shard 0's: the normaliser statistics the next rollout uses
 
 
 @dataclass
 class PullResult:
     version: int
-    weights: Any  # this shard's slice (Payload, or an ObjectRef of one)
-    norms: NormStats | None = None  # the leader's normaliser statistics
+    weights: Any  # this shard's slice (Payload or ObjectRef); None: it restarted and awaits its slice
+    norms: NormStats | None = None  # shard 0's normaliser statistics
+
+
+@dataclass
+class WorkerReport:
+    """What one worker did since the driver last asked: its env steps, finished episodes, pushes and losses."""
+
+    env_steps: int = 0
+    rollouts: int = 0  # gradients computed (the train/* sums are over these)
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    pushes: int = 0
+    dropped: int = 0  # slices a shard dropped (K per push at most)
+    staleness: list[int] = field(default_factory=list)  # of every applied slice, as its shard measured it
+    train: dict[str, float] = field(default_factory=dict)  # sums of the train/* metrics of its pushes
 
 
 @dataclass
@@ -72,24 +68,14 @@ class LoopResult:
 
     worker_index: int
     pushes: int
-    applied: int
     server_error: str | None = None
 
 
 @dataclass
-class ShardStats:
-    """One shard's counters since the driver last asked (the leader's carry the pushes and episodes)."""
-
+class ShardStatus:
     shard: int
-    start_id: str  # new on every process start: a changed id is a restart
     version: int
-    epoch: int
-    in_sync: bool  # False: restarted or out of step; it drops pushes until the driver resyncs every shard
-    stalled_s: float = 0.0  # how long a slice has been waiting here for an earlier push's, with no progress
-    env_steps: int = 0
-    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
-    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    metrics: dict[str, float] = field(default_factory=dict)
+    restored: bool  # False: Ray restarted it and it waits for the driver to hand its slice back
 
 
 @dataclass
@@ -101,4 +87,4 @@ class ShardState:
     version: int
     params: np.ndarray
     optimizer: dict[str, Any]  # flat.segment_state(): {"flat": {key: array}, "scalars": {key: float}}
-    norms: NormStats | None = None  # the leader's normaliser statistics at ``version``
+    norms: NormStats | None = None  # shard 0's normaliser statistics at ``version``

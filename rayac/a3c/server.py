@@ -1,30 +1,25 @@
 """ParameterServer (A3C): one shard of the global policy's flat parameters and of its optimiser state.
 
-With ``algo.ps_shards = K`` there are K of these; shard i owns the slice ``shard_bounds(total, K)[i]``.
-Adam and RMSprop are element-wise, so K slices stepped apart give bit for bit what one server gives; the
-worker clips its whole gradient by its global norm before slicing it.
+With ``algo.ps_shards = K`` there are K of these; shard i owns the slice ``shard_bounds(total, K)[i]``. The shards
+are independent, as the A3C paper's lock-free updates are: a worker sends its K slices at once, and each shard
+applies its slice when it arrives, counts its own version, and measures and bounds its own staleness (its version
+− the version of its slice the gradient was computed from; ``algo.max_staleness``). Nothing waits for another
+shard. Adam and RMSprop are element-wise and the worker clips its whole gradient before slicing it, so with
+sequential pushes K shards give one server's arithmetic bit for bit; under Ray, pushes may arrive at two shards
+in different orders.
 
-One push = one ``Ticket`` from the leader (shard 0), which decides apply-or-drop once (staleness = versions
-handed out − the gradient's version, as with one server), then the slice on every shard. Every shard applies
-tickets in their order, so versions stay in step: a shard that receives ticket s waits for s − 1. With K = 1
-``push`` does both in one call. A plain class; under Ray a threaded actor (K > 1, so a push can wait for its
-turn), every method under one lock.
-
-Every shard checkpoints its slice at the same versions (its start, every ``ps_checkpoint_interval`` updates,
-and when the leader marks a ticket because ``ps_checkpoint_interval_s`` passed). A restarted shard (Ray re-runs
-``__init__``) comes back out of sync with a new ``start_id``; it drops pushes until the driver rolls every shard
-back to the last version they all saved (``rollback``).
+A plain class; under Ray an actor that runs one call at a time. It checkpoints its slice (in memory, until the
+driver takes it to disk) at its start, every ``ps_checkpoint_interval`` of its own versions and every
+``ps_checkpoint_interval_s``. A shard Ray restarted (``__init__`` again) serves nothing until the driver hands it
+its last checkpoint (``restore``); the other shards go on meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-import uuid
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,8 +42,7 @@ from rayac.a3c.messages import (
     PullResult,
     PushResult,
     ShardState,
-    ShardStats,
-    Ticket,
+    ShardStatus,
 )
 from rayac.a3c.store import ShardMemory
 from rayac.config import Config
@@ -61,21 +55,6 @@ log = logging.getLogger(__name__)
 
 # a pushed float32 slice up to this size is copied into the shard's gradient buffer (cheaper than tensor views)
 COPY_BELOW_BYTES = 1 << 20
-ORDER_TIMEOUT_S = 15.0  # a ticket whose predecessor never arrives (its worker died mid-push): out of step
-
-
-@dataclass
-class _Window:
-    """What happened since the driver last asked (kept by the leader, which sees every push)."""
-
-    pushes: int = 0
-    dropped: int = 0
-    staleness: list[int] = field(default_factory=list)
-    env_steps: int = 0
-    episode_returns: list[float] = field(default_factory=list)
-    episode_lengths: list[int] = field(default_factory=list)
-    train: dict[str, float] = field(default_factory=dict)  # sums of the workers' loss metrics
-    started: float = field(default_factory=time.monotonic)
 
 
 class _Segments:
@@ -158,36 +137,26 @@ class ParameterServer:
         # checkpoints stay in memory until the driver takes them (checkpoints_since): it alone writes files
         self.store = ShardMemory(enabled=cfg.run.run_dir is not None)
         self.publish = publish
-        self.start_id = uuid.uuid4().hex
-        self.restarted = _reconstructed() if restarted is None else restarted
-        self.in_sync = not self.restarted
-        self.epoch = 0
+        self.restored = not (_reconstructed() if restarted is None else restarted)
         self.version = 0  # pushes applied on this shard
-        self.assigned = 0  # leader: pushes it decided to apply (== version once in-flight slices land)
-        self._cond = threading.Condition(threading.RLock())
-        self._paused = False
         self._stop = False
-        self._window = _Window()
         self._last_save = time.monotonic()
         self._cache: tuple[int, Any] | None = None  # (version, this slice encoded or its ObjectRef)
-        self._waiters = 0  # slices waiting for an earlier push's slice to land here
-        self._advanced_at = time.monotonic()  # when this shard's version last moved
-        if self.restarted:
-            log.warning("parameter-server shard %d/%d restarted; dropping pushes until the driver resyncs it",
-                        shard, num_shards)  # fmt: skip
+        if not self.restored:
+            log.warning("parameter-server shard %d/%d restarted; it serves nothing until the driver restores its "
+                        "slice", shard, num_shards)  # fmt: skip
 
     # ------------------------------------------------------------------ weights
     def _encoded(self, *, put: bool) -> Any:
         """This slice at this version, encoded once (and, for pulls under Ray, put in the object store once)."""
         if self._cache is None or self._cache[0] != self.version:
-            # One shard is an actor that runs one call at a time (and in-process the client copies a reply at
-            # once): its reply is serialised before the next push changes the slice, so it can be a view of it
-            # (a 6.7 MB copy less per push for the Nature CNN). Threaded shards (K > 1) reply with a copy.
-            copy = self.num_shards > 1
+            # A shard is an actor that runs one call at a time (and in-process the client copies a reply at once):
+            # its reply is serialised before the next push changes the slice, so it can be a view of it (a 6.7 MB
+            # copy less per push for the Nature CNN).
             if self._flat_np is not None and self.cfg.algo.ps_transfer_dtype == "float32":
-                encoded = Payload(self._flat_np.copy() if copy else self._flat_np)
+                encoded = Payload(self._flat_np)
             else:
-                encoded = encode(self.flat, self.cfg.algo.ps_transfer_dtype, copy=copy)
+                encoded = encode(self.flat, self.cfg.algo.ps_transfer_dtype, copy=False)
             self._cache = (self.version, encoded)
         value = self._cache[1]
         if put and isinstance(value, Payload):
@@ -201,98 +170,40 @@ class ParameterServer:
         return {name: norm.moments() for name, norm in self.norms.items()} or None
 
     def pull(self) -> PullResult:
-        with self._cond:
-            return PullResult(self.version, self._encoded(put=self.publish), self._norm_stats())
+        if not self.restored:
+            return PullResult(self.version, None)
+        return PullResult(self.version, self._encoded(put=self.publish), self._norm_stats())
 
     # ------------------------------------------------------------------ pushes
-    def ticket(self, msg: GradientPush) -> Ticket:
-        """Leader only: decide once whether a push computed from ``msg.version`` is applied, and as which version."""
-        version, stats = msg.version, msg.stats
-        with self._cond:
-            if self._paused:  # the driver is gathering a consistent checkpoint; it unpauses in a finally
-                self._cond.wait_for(lambda: not self._paused, timeout=ORDER_TIMEOUT_S)
-            win = self._window
-            if (
-                stats is not None and stats.norms
-            ):  # what the rollout saw counts, whether or not the push is applied
-                for name, moments in stats.norms.items():
-                    self.norms[name].merge([moments])
-            if stats is not None:
-                win.env_steps += int(stats.num_steps)
-                win.episode_returns.extend(stats.episode_returns)
-                win.episode_lengths.extend(stats.episode_lengths)
-            staleness = self.assigned - version
-            max_staleness = self.cfg.algo.max_staleness
-            # staleness < 0: computed on weights from before a rollback; never apply those
-            if not self.in_sync or staleness < 0 or (max_staleness is not None and staleness > max_staleness):
-                win.dropped += 1
-                return Ticket(False, self.assigned, self.epoch, False, self._stop)
-            self.assigned += 1
-            win.pushes += 1
-            win.staleness.append(staleness)
-            for key, value in (stats.train if stats is not None else {}).items():
-                win.train[key] = win.train.get(key, 0.0) + float(value)
-            return Ticket(True, self.assigned, self.epoch, self._checkpoint_due(), self._stop)
+    def push(self, msg: GradientPush, *, return_weights: bool = True) -> PushResult:
+        """Apply this shard's slice of a push now, unless it is too stale (``algo.max_staleness``) or was computed
+        on weights this shard no longer has (negative staleness: from before it came back from a checkpoint)."""
+        if not self.restored:  # the worker pulls again once the driver has restored this shard
+            return PushResult(self.version, False, 0, self._stop)
+        if not self._fits(msg.grad):  # refused: nothing changes
+            raise ValueError(f"shard {self.shard}: a gradient slice of {_size(msg.grad)} values for "
+                             f"[{self.lo}, {self.hi})")  # fmt: skip
+        for name, moments in (msg.norms or {}).items():  # what the rollout saw counts, applied or not
+            if name in self.norms:
+                self.norms[name].merge([moments])
+        staleness = self.version - msg.version
+        max_staleness = self.cfg.algo.max_staleness
+        applied = staleness >= 0 and (max_staleness is None or staleness <= max_staleness)
+        if applied:
+            self._step(msg.grad)
+            self.version += 1
+            if self._checkpoint_due():
+                self.save()
+        weights = self._encoded(put=False) if return_weights else None
+        return PushResult(self.version, applied, staleness, self._stop, weights, self._norm_stats())
 
     def _checkpoint_due(self) -> bool:
         if not self.store.enabled:
             return False
         every, every_s = self.cfg.algo.ps_checkpoint_interval, self.cfg.algo.ps_checkpoint_interval_s
-        now = time.monotonic()
-        if (every and self.assigned % every == 0) or (
-            every_s is not None and now - self._last_save >= every_s
-        ):
-            self._last_save = now
-            return True
-        return False
-
-    def push_slice(
-        self, grad: Payload | np.ndarray, ticket: Ticket, *, return_weights: bool = True
-    ) -> PushResult:
-        """Apply this shard's slice of a push as the leader's ticket says, after every earlier ticket."""
-        with self._cond:
-            if ticket.applied and ticket.epoch == self.epoch and self.in_sync and not self._fits(grad):
-                self.in_sync = False  # a ticket it cannot apply: the driver rolls every shard back
-                self._cond.notify_all()
-                raise ValueError(f"shard {self.shard}: push {ticket.seq} carries a gradient slice of "
-                                 f"{_size(grad)} values for [{self.lo}, {self.hi}); out of step until resynced")  # fmt: skip
-            if ticket.applied and ticket.epoch == self.epoch and self.in_sync:
-                self._waiters += 1
-                try:
-                    turn = self._cond.wait_for(
-                        lambda: (
-                            self.version >= ticket.seq - 1 or ticket.epoch != self.epoch or not self.in_sync
-                        ),
-                        timeout=ORDER_TIMEOUT_S,
-                    )
-                finally:
-                    self._waiters -= 1
-                if not turn:
-                    self.in_sync = False  # the driver sees it in get_stats and rolls every shard back
-                    self._cond.notify_all()  # later tickets waiting here give up now, not one timeout each
-                    raise RuntimeError(f"shard {self.shard}: push {ticket.seq} waited {ORDER_TIMEOUT_S:.0f}s for "
-                                       f"push {self.version + 1}, which never came; out of step until resynced")  # fmt: skip
-                if ticket.epoch == self.epoch and self.in_sync:
-                    if self.version != ticket.seq - 1:
-                        raise RuntimeError(
-                            f"shard {self.shard}: ticket {ticket.seq} at version {self.version}"
-                        )
-                    try:
-                        self._step(grad)
-                    except Exception:
-                        # half a step may have happened: the driver rolls every shard back
-                        self.in_sync = False
-                        self._cond.notify_all()
-                        raise
-                    self.version = ticket.seq
-                    self._advanced_at = time.monotonic()
-                    self._cond.notify_all()
-                    if ticket.checkpoint:
-                        self.save()
-                    weights = self._encoded(put=False) if return_weights else None
-                    return PushResult(self.version, True, ticket.stop, weights, self._norm_stats())
-            weights = self._encoded(put=False) if return_weights else None
-            return PushResult(self.version, False, ticket.stop, weights, self._norm_stats())
+        return bool(every and self.version % every == 0) or (
+            every_s is not None and time.monotonic() - self._last_save >= every_s
+        )
 
     def _fits(self, grad: Any) -> bool:
         return _size(grad) == self.hi - self.lo
@@ -324,87 +235,20 @@ class ParameterServer:
         else:
             self.optimizer.step()
 
-    def lead_push(self, msg: GradientPush, *, return_weights: bool = True) -> tuple[Ticket, PushResult]:
-        """The leader (shard 0): decide the push's ticket and apply its own slice (``msg.grad``) in one call.
-
-        Under Ray the ticket is a second return value that the other shards' ``push_slice`` calls take as an
-        argument, so a push is K calls, not a ticket call plus K slices. Deciding and applying under one lock
-        also keeps the leader's version equal to the last ticket it gave."""
-        if not self._fits(msg.grad):  # refused before any ticket: nothing changes
-            raise ValueError(f"shard {self.shard}: a gradient slice of {_size(msg.grad)} values for "
-                             f"[{self.lo}, {self.hi})")  # fmt: skip
-        with self._cond:
-            ticket = self.ticket(msg)
-            return ticket, self.push_slice(msg.grad, ticket, return_weights=return_weights)
-
-    def push(self, msg: GradientPush, *, return_weights: bool = True) -> PushResult:
-        """One shard (K = 1): decide and apply in one call."""
-        return self.lead_push(msg, return_weights=return_weights)[1]
-
     # ------------------------------------------------------------------ driver side
-    def get_stats(self) -> ShardStats:
-        """Counters since the previous call (then reset): what the driver turns into a metrics record."""
-        with self._cond:
-            win, self._window = self._window, _Window()
-            dt = max(time.monotonic() - win.started, 1e-9)
-            metrics = {k: v / win.pushes for k, v in win.train.items()} if win.pushes else {}
-            metrics.update({
-                "a3c/pushes": win.pushes,
-                "a3c/pushes_per_s": win.pushes / dt,
-                "a3c/dropped": win.dropped,
-                "a3c/staleness_mean": float(np.mean(win.staleness)) if win.staleness else 0.0,
-                "a3c/staleness_max": int(max(win.staleness)) if win.staleness else 0,
-            })  # fmt: skip
-            return ShardStats(
-                shard=self.shard, start_id=self.start_id, version=self.assigned if self.shard == 0 else self.version,
-                epoch=self.epoch, in_sync=self.in_sync, stalled_s=self._stalled_s(), env_steps=win.env_steps,
-                episode_returns=np.asarray(win.episode_returns, dtype=np.float64),
-                episode_lengths=np.asarray(win.episode_lengths, dtype=np.int64), metrics=metrics,
-            )  # fmt: skip
-
-    def _stalled_s(self) -> float:
-        return time.monotonic() - self._advanced_at if self._waiters else 0.0
-
-    def give_up(self, stalled_s: float) -> bool:
-        """Driver, after a worker died: if slices have waited here ``stalled_s`` with no progress, the one they wait
-        for was that worker's and will never come. Go out of step now (the waiters return unapplied and the driver
-        rolls every shard back) instead of after ``ORDER_TIMEOUT_S``. True if it did."""
-        with self._cond:
-            if not self.in_sync or self._stalled_s() < stalled_s:
-                return False
-            log.warning("shard %d: slices waited %.1fs for push %d after a worker died; out of step until resynced",
-                        self.shard, self._stalled_s(), self.version + 1)  # fmt: skip
-            self.in_sync = False
-            self._cond.notify_all()
-            return True
+    def status(self) -> ShardStatus:
+        return ShardStatus(self.shard, self.version, self.restored)
 
     def request_stop(self) -> None:
-        with self._cond:
-            self._stop = True
-
-    def pause(self) -> int:
-        """Leader: hand out no tickets until ``unpause``; returns the last version handed out."""
-        with self._cond:
-            self._paused = True
-            return self.assigned
-
-    def unpause(self) -> None:
-        with self._cond:
-            self._paused = False
-            self._cond.notify_all()
+        self._stop = True
 
     def _state(self) -> ShardState:
         return ShardState(self.lo, self.hi, self.version, self.flat.cpu().numpy().copy(),
                           segment_state(self.optimizer, self.params), self._norm_stats())  # fmt: skip
 
-    def get_state(self, wait_version: int | None = None) -> ShardState:
-        """This slice and its optimiser state; ``wait_version``: once every ticket up to it has landed here."""
-        with self._cond:
-            if wait_version is not None and not self._cond.wait_for(
-                lambda: self.version >= wait_version, timeout=ORDER_TIMEOUT_S
-            ):
-                raise RuntimeError(f"shard {self.shard} stayed at version {self.version} < {wait_version}")
-            return self._state()
+    def get_state(self) -> ShardState | None:
+        """This slice and its optimiser state, at this shard's version (None: restarted and not yet restored)."""
+        return self._state() if self.restored else None
 
     def _load(self, state: ShardState) -> None:
         if (state.lo, state.hi) != (self.lo, self.hi):
@@ -415,50 +259,36 @@ class ParameterServer:
         for name, moments in (state.norms or {}).items():
             if name in self.norms:
                 self.norms[name].set(moments)
-        self.version = self.assigned = state.version
-        self._advanced_at = time.monotonic()
+        self.version = state.version
         self._cache = None
 
-    def start(self, epoch: int, state: ShardState | None = None) -> None:
+    def start(self, state: ShardState | None = None) -> None:
         """A new history (a fresh run, or a --resume from the driver's checkpoint ``state``): forget older shard
         checkpoints and save this version, so a restart at any later time has one to come back to."""
-        with self._cond:
-            if state is not None:
-                self._load(state)
-            self.epoch, self.in_sync = epoch, True
-            self.store.clear()
-            self.save()
-            self._last_save = time.monotonic()
-            self._cond.notify_all()
+        self.restore(state)
+
+    def restore(self, state: ShardState | None, version: int | None = None) -> None:
+        """Come back to the checkpoint ``state`` (the driver's copy of this shard's last one), or, with none,
+        keep the initial slice and go on counting from ``version``. Then serve again."""
+        if state is not None:
+            self._load(state)
+        elif version is not None:
+            self.version = version
+            self._cache = None
+        self.restored = True
+        self.store.clear()
+        self.save()
+
+    def checkpoints_since(self, version: int) -> list[ShardState]:
+        """The checkpoints newer than ``version``, for the driver to write to the run directory."""
+        return self.store.since(version)
 
     def saved_versions(self) -> list[int]:
         return self.store.versions()
 
-    def checkpoints_since(self, version: int) -> list[ShardState]:
-        """The checkpoints newer than ``version``, for the driver to write to the run directory."""
-        with self._cond:
-            return self.store.since(version)
-
-    def rollback(
-        self, version: int, epoch: int, *, from_checkpoint: bool, state: ShardState | None = None
-    ) -> None:
-        """Come back to ``version`` (from the checkpoint ``state`` the driver kept, or this shard's own, if
-        ``from_checkpoint``) in a new epoch; pushes of the old epoch still in flight are dropped, and later
-        checkpoints (another timeline) deleted."""
-        with self._cond:
-            if from_checkpoint:
-                self._load(state if state is not None else self.store.load(version))
-                self.store.drop_after(version)
-            else:
-                self.version = self.assigned = version
-                self._cache = None
-            self.epoch, self.in_sync = epoch, True
-            self._paused = False
-            self._cond.notify_all()
-
     def save(self) -> None:
-        with self._cond:
-            self.store.save(self._state())
+        self._last_save = time.monotonic()
+        self.store.save(self._state())
 
     def node_id(self) -> str:
         import ray

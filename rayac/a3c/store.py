@@ -4,8 +4,7 @@ and a shard may run on another node. A restarted shard, which remembers nothing,
 the driver.
 
 ``<run_dir>/ps/shard-<i>-of-<K>/v<version>.safetensors`` holds the shard's slice of the parameters and of the
-optimiser state; the last few versions are kept so that a version every shard saved still exists when one
-shard dies between two saves.
+optimiser state; the last few versions are kept. A shard that restarts comes back from its own newest file.
 """
 
 from __future__ import annotations
@@ -84,12 +83,6 @@ class ShardStore:
         }
         return ShardState(meta["lo"], meta["hi"], meta["version"], tensors["params"], opt, norms or None)
 
-    def drop_after(self, version: int) -> None:
-        """After a rollback to ``version``, later checkpoints belong to another timeline: never come back to them."""
-        for v in self.versions():
-            if v > version:
-                self._path(v).unlink(missing_ok=True)
-
     def clear(self) -> None:
         """A fresh run (or a --resume, which restores from the driver's checkpoint) starts a new history."""
         for version in self.versions():
@@ -119,11 +112,6 @@ class ShardMemory:
 
     def since(self, version: int) -> list[ShardState]:
         return [self.states[v] for v in self.versions() if v > version]
-
-    def drop_after(self, version: int) -> None:
-        for v in self.versions():
-            if v > version:
-                del self.states[v]
 
     def clear(self) -> None:
         self.states.clear()

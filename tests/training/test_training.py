@@ -258,8 +258,10 @@ def test_a_one_off_metric_of_a_skipped_update_goes_into_the_next_record_written(
 
 
 def test_a3c_rollbacks_reach_subsampled_metrics_and_whole_run_counts_survive_a_resume(tmp_path):
-    """A resync's a3c/ps_rollback_updates is written although its update's record was skipped; a3c/pushes_total
-    counts the whole run: the driver sums the leader's windows and a --resume goes on from the checkpoint's."""
+    """A shard restart's a3c/ps_rollback_updates is written although its update's record was skipped;
+    a3c/pushes_total counts the whole run: the driver sums the workers' reports and a --resume goes on from the
+    checkpoint's, as does a3c/ps_restarts (a resume is not a restart)."""
+    from rayac.a3c.server import ParameterServer
     from rayac.runner import Runner
     from tests.runs import resume_run, tiny_config
 
@@ -268,24 +270,26 @@ def test_a3c_rollbacks_reach_subsampled_metrics_and_whole_run_counts_survive_a_r
                     run_dir=tmp_path / "run")  # fmt: skip
     real_step, calls = runner.algo.train_step, []
 
-    def out_of_step_before_the_fourth_update():
+    def restart_before_the_fourth_update():
         calls.append(1)
-        if len(calls) == 4:
-            runner.algo.shards[1].in_sync = False  # as after a lost slice: this step's resync rolls back
+        if len(calls) == 4:  # as after shard 1's process died: Ray re-runs __init__
+            algo = runner.algo
+            algo.shards[1] = ParameterServer(algo.cfg, algo.spec, shard=1, num_shards=2, restarted=True)
         return real_step()
 
-    runner.algo.train_step = out_of_step_before_the_fourth_update
+    runner.algo.train_step = restart_before_the_fourth_update
     res = runner.run()
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "a3c/pushes" in r]
     assert len(records) == 1 and records[0]["time/iteration"] == res.iterations > 4
     assert records[0]["a3c/ps_rollback_updates"] >= 0 and records[0]["a3c/ps_restored_version"] >= 0
     first_total = records[0]["a3c/pushes_total"]
-    assert first_total == res.iterations  # one push per in-process step, none lost to the rollback's count
+    assert first_total == res.iterations  # one push per in-process step, none lost to the restart's count
+    assert records[0]["a3c/ps_restarts"] == 1
 
     resumed = resume_run(tmp_path / "run", "run.stop.total_env_steps=800", "run.metrics_interval_steps=0")
     later = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "a3c/pushes" in r][1:]
     assert [r["a3c/pushes_total"] for r in later] == list(range(first_total + 1, resumed.iterations + 1))
-    assert all(r["a3c/ps_restarts"] == 0 for r in later)
+    assert later and all(r["a3c/ps_restarts"] == 1 for r in later)
 
 
 @pytest.mark.parametrize("preset", sorted(list_presets()))
