@@ -20,15 +20,8 @@ import numpy as np
 import torch
 
 from rayac.a3c.client import ShardClient
-from rayac.a3c.flat import (
-    FlatLayout,
-    from_checkpoint,
-    join_states,
-    resolve_ps_shards,
-    slice_state,
-    to_checkpoint,
-)
-from rayac.a3c.messages import LoopResult, ShardState, ShardStatus, WorkerReport
+from rayac.a3c.flat import FlatLayout, from_checkpoint, resolve_ps_shards, to_checkpoint
+from rayac.a3c.messages import LoopResult, OptimizerSlice, ShardState, ShardStatus, WorkerReport
 from rayac.a3c.server import ParameterServer
 from rayac.a3c.store import ShardStore
 from rayac.a3c.worker import A3CWorker
@@ -267,7 +260,7 @@ class A3C:
             self.template.normalizers()[name].set(moments)
         flat = np.concatenate([s.params for s in states])
         weights = {k: torch.as_tensor(np.array(v)) for k, v in self._state_dict(flat).items()}
-        optimizer = to_checkpoint(join_states([s.optimizer for s in states]))
+        optimizer = to_checkpoint(OptimizerSlice.join([s.optimizer for s in states]))
         return weights, optimizer, max(s.version for s in states)
 
     def restore(self, weights: dict[str, Any], optimizer_state: dict[str, Any] | None, version: int) -> None:
@@ -279,7 +272,7 @@ class A3C:
                                np.asarray(weights[f"{name}.var"], dtype=np.float64), float(weights[f"{name}.count"]))
                  for name in self.template.normalizers()}  # fmt: skip
         states = [
-            ShardState(lo, hi, version, flat[lo:hi], slice_state(opt, lo, hi), norms if i == 0 else None)
+            ShardState(lo, hi, version, flat[lo:hi], opt.slice(lo, hi), norms if i == 0 else None)
             for i, (lo, hi) in enumerate(self.bounds)
         ]
         self._start_shards(lambda i: (states[i],))

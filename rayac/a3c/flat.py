@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rayac.a3c.messages import OptimizerSlice
+
 FLAT_STATE_FORMAT = "rayac-flat-optimizer-v1"
 
 
@@ -186,98 +188,75 @@ def decode_into(payload: Payload | np.ndarray, out: torch.Tensor, *, factor: flo
 
 
 # ----------------------------------------------------------------------------- optimiser state as flat arrays
-def segment_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[str, Any]:
-    """The optimiser state of ``params`` (consecutive segments of one flat slice) as flat float32 arrays.
-
-    Per-element tensors (Adam's exp_avg, RMSprop's square_avg, ...) are concatenated; scalar ones (``step``)
-    are the same for every segment and kept once. Empty before the first step.
-    """
-    flat: dict[str, list[np.ndarray]] = {}
+def segment_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> OptimizerSlice:
+    """The optimiser state of ``params`` (consecutive segments of one flat slice) as one ``OptimizerSlice``:
+    per-element tensors concatenated, scalar ones (``step``, the same for every segment) kept once."""
+    moments: dict[str, list[np.ndarray]] = {}
     scalars: dict[str, float] = {}
     for p in params:
         for key, value in optimizer.state.get(p, {}).items():
             if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                flat.setdefault(key, []).append(value.detach().cpu().reshape(-1).numpy())
+                moments.setdefault(key, []).append(value.detach().cpu().reshape(-1).numpy())
             elif isinstance(value, torch.Tensor) and value.numel() == 1:
                 scalars[key] = float(value)
-    return {
-        "flat": {k: np.concatenate(v).astype(np.float32) for k, v in flat.items()},
-        "scalars": scalars,
-    }
+    return OptimizerSlice({k: np.concatenate(v).astype(np.float32) for k, v in moments.items()}, scalars)
 
 
 def load_segment_state(
-    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], state: dict[str, Any]
+    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], state: OptimizerSlice
 ) -> None:
     optimizer.state.clear()
-    if not state.get("flat"):
+    if state.empty:
         return
     offset = 0
     for p in params:
         n = p.numel()
         entry: dict[str, torch.Tensor] = {
             k: torch.tensor(v[offset : offset + n], device=p.device).view_as(p)
-            for k, v in state["flat"].items()
+            for k, v in state.moments.items()
         }
         # torch keeps 'step' as a float32 tensor on the CPU, or on the parameter's device when fused or capturable
         group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
         device = p.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
         entry.update(
-            {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state["scalars"].items()}
+            {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in state.scalars.items()}
         )
         optimizer.state[p] = entry
         offset += n
 
 
-def slice_state(state: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
-    return {
-        "flat": {k: v[lo:hi] for k, v in state.get("flat", {}).items()},
-        "scalars": dict(state.get("scalars", {})),
-    }
-
-
-def join_states(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    if not all(p.get("flat") for p in parts):
-        return {"flat": {}, "scalars": {}}
-    keys = parts[0]["flat"].keys()
-    return {
-        "flat": {k: np.concatenate([p["flat"][k] for p in parts]) for k in keys},
-        "scalars": parts[0]["scalars"],
-    }
-
-
-def to_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+def to_checkpoint(state: OptimizerSlice) -> dict[str, Any]:
     """The optimiser state as ``optimizer.pt`` holds it for A3C: tensors and plain values (weights_only loads)."""
     return {
         "format": FLAT_STATE_FORMAT,
-        "flat": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state["flat"].items()},
-        "scalars": dict(state["scalars"]),
+        "flat": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.moments.items()},
+        "scalars": dict(state.scalars),
     }
 
 
-def from_checkpoint(saved: dict[str, Any] | None, layout: FlatLayout) -> dict[str, Any]:
+def from_checkpoint(saved: dict[str, Any] | None, layout: FlatLayout) -> OptimizerSlice:
     """Read either the flat format or a torch ``Optimizer.state_dict()`` of the whole policy (checkpoints written
     before sharding): its parameter indices run actor then critic, the layout's order."""
     if not saved:
-        return {"flat": {}, "scalars": {}}
+        return OptimizerSlice()
     if saved.get("format") == FLAT_STATE_FORMAT:
-        return {
-            "flat": {k: np.asarray(v, dtype=np.float32) for k, v in saved["flat"].items()},
-            "scalars": {k: float(v) for k, v in saved["scalars"].items()},
-        }
+        return OptimizerSlice(
+            {k: np.asarray(v, dtype=np.float32) for k, v in saved["flat"].items()},
+            {k: float(v) for k, v in saved["scalars"].items()},
+        )
     indices = [i for group in saved["param_groups"] for i in group["params"]]
     per_param = [saved["state"].get(i, {}) for i in indices]
     if not all(per_param):
-        return {"flat": {}, "scalars": {}}
-    flat: dict[str, list[np.ndarray]] = {}
+        return OptimizerSlice()
+    moments: dict[str, list[np.ndarray]] = {}
     scalars: dict[str, float] = {}
     for shape, entry in zip(layout.shapes, per_param, strict=True):
         for key, value in entry.items():
             if isinstance(value, torch.Tensor) and tuple(value.shape) == shape and value.dim() > 0:
-                flat.setdefault(key, []).append(value.reshape(-1).float().numpy())
+                moments.setdefault(key, []).append(value.reshape(-1).float().numpy())
             elif isinstance(value, torch.Tensor | float | int):
                 scalars[key] = float(value)
-    return {"flat": {k: np.concatenate(v) for k, v in flat.items()}, "scalars": scalars}
+    return OptimizerSlice({k: np.concatenate(v) for k, v in moments.items()}, scalars)
 
 
 def resolve_ps_shards(value: int | str, *, num_params: int, num_workers: int) -> int:

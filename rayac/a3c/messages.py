@@ -79,6 +79,32 @@ class ShardStatus:
 
 
 @dataclass
+class OptimizerSlice:
+    """The optimiser state over a range of the flat parameter vector. Every per-element tensor (Adam's exp_avg
+    and exp_avg_sq, RMSprop's square_avg, ...) is one flat float32 array over the range; the scalar ones
+    (``step``) are the same for every parameter and kept once. Empty before the first step."""
+
+    moments: dict[str, np.ndarray] = field(default_factory=dict)
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.moments
+
+    def slice(self, lo: int, hi: int) -> OptimizerSlice:
+        """The state over [lo, hi) of this one's range (a view, no copy)."""
+        return OptimizerSlice({k: v[lo:hi] for k, v in self.moments.items()}, dict(self.scalars))
+
+    @classmethod
+    def join(cls, parts: list[OptimizerSlice]) -> OptimizerSlice:
+        """Consecutive slices as one; empty if any of them is (a shard that has not stepped yet)."""
+        if not parts or any(p.empty for p in parts):
+            return cls()
+        keys = parts[0].moments.keys()
+        return cls({k: np.concatenate([p.moments[k] for p in parts]) for k in keys}, dict(parts[0].scalars))
+
+
+@dataclass
 class ShardState:
     """A shard's slice [lo, hi) of the flat parameters and of the optimiser state, at ``version``."""
 
@@ -86,5 +112,5 @@ class ShardState:
     hi: int
     version: int
     params: np.ndarray
-    optimizer: dict[str, Any]  # flat.segment_state(): {"flat": {key: array}, "scalars": {key: float}}
+    optimizer: OptimizerSlice
     norms: NormStats | None = None  # shard 0's normaliser statistics at ``version``

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from rayac.a3c.messages import ShardState
+from rayac.a3c.messages import OptimizerSlice, ShardState
 from rayac.normalizer import Moments
 
 KEEP = 3
@@ -46,7 +46,7 @@ class ShardStore:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {"params": np.ascontiguousarray(state.params)}
-        tensors.update({f"opt.{k}": np.ascontiguousarray(v) for k, v in state.optimizer["flat"].items()})
+        tensors.update({f"opt.{k}": np.ascontiguousarray(v) for k, v in state.optimizer.moments.items()})
         for name, m in (state.norms or {}).items():
             tensors[f"norm.{name}.mean"] = np.ascontiguousarray(m.mean)
             tensors[f"norm.{name}.var"] = np.ascontiguousarray(m.var)
@@ -54,7 +54,7 @@ class ShardStore:
             "lo": state.lo,
             "hi": state.hi,
             "version": state.version,
-            "scalars": state.optimizer["scalars"],
+            "scalars": state.optimizer.scalars,
             "norm_counts": {name: m.count for name, m in (state.norms or {}).items()},
         }
         path = self._path(state.version)
@@ -73,10 +73,7 @@ class ShardStore:
         with safe_open(str(path), framework="np") as f:
             meta = json.loads(f.metadata()["rayac"])
         tensors = load_file(str(path))
-        opt = {
-            "flat": {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")},
-            "scalars": meta["scalars"],
-        }
+        opt = OptimizerSlice({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}, meta["scalars"])
         norms = {
             name: Moments(tensors[f"norm.{name}.mean"], tensors[f"norm.{name}.var"], float(count))
             for name, count in meta.get("norm_counts", {}).items()

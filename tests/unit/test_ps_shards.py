@@ -14,12 +14,11 @@ from rayac.a3c.flat import (
     decode_into,
     encode,
     from_checkpoint,
-    join_states,
     ordered_parameters,
     resolve_ps_shards,
     shard_bounds,
 )
-from rayac.a3c.messages import GradientPush
+from rayac.a3c.messages import GradientPush, OptimizerSlice
 from rayac.a3c.server import ParameterServer
 from rayac.config import build_config
 from rayac.envs import describe_env
@@ -41,7 +40,7 @@ def flat_of(group):
 
 
 def state_of(group):
-    return join_states([s.get_state().optimizer for s in group])
+    return OptimizerSlice.join([s.get_state().optimizer for s in group])
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
@@ -85,9 +84,9 @@ def test_k_shards_equal_one_server_bit_for_bit(optimizer, k, transfer, monkeypat
     else:  # the replies: each shard scales its own slice to 16 bits
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-3, atol=1e-6)
     a, b = state_of(one), state_of(many)
-    assert a["scalars"] == b["scalars"] and a["flat"].keys() == b["flat"].keys()
-    for key in a["flat"]:
-        assert np.array_equal(a["flat"][key], b["flat"][key]), key
+    assert a.scalars == b.scalars and a.moments.keys() == b.moments.keys()
+    for key in a.moments:
+        assert np.array_equal(a.moments[key], b.moments[key]), key
     assert {s.version for s in many} == {one[0].version}
 
 
@@ -211,9 +210,10 @@ def test_optimizer_state_of_older_checkpoints_converts_to_the_flat_format():
         ps.push(GradientPush(ps.version, g))
     converted = from_checkpoint(opt.state_dict(), layout)
     ours = ps.get_state().optimizer
-    assert converted["scalars"] == ours["scalars"]
-    for key in ours["flat"]:
-        np.testing.assert_array_equal(converted["flat"][key], ours["flat"][key])
+    assert converted.scalars == ours.scalars
+    assert converted.moments.keys() == ours.moments.keys() == {"exp_avg", "exp_avg_sq"}
+    for key in ours.moments:
+        np.testing.assert_array_equal(converted.moments[key], ours.moments[key])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -341,10 +341,10 @@ def test_a_shard_steps_alike_on_the_pushed_buffer_a_copy_of_it_and_torchs_own_st
     for mode, ps in servers.items():
         for flat, state in (after[mode], (ps.flat, ps.get_state())):
             assert torch.equal(flat, ref_flat), mode
-            assert state.optimizer["scalars"] == ref_state.optimizer["scalars"]
-            for key, value in ref_state.optimizer["flat"].items():
-                assert np.array_equal(state.optimizer["flat"][key], value), (mode, key)
-    assert ref_state.optimizer["scalars"]["step"] == 8.0
+            assert state.optimizer.scalars == ref_state.optimizer.scalars
+            for key, value in ref_state.optimizer.moments.items():
+                assert np.array_equal(state.optimizer.moments[key], value), (mode, key)
+    assert ref_state.optimizer.scalars["step"] == 8.0
     assert all(np.array_equal(g, k) for g, k in zip(grads, kept, strict=True))
 
 
