@@ -152,11 +152,12 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
 
     rows = []
     for name, dirs in runs.items():
-        cells, solved, stale, sps = [], 0, [], []
+        cells, solved, stale, sps, secs = [], 0, [], [], []
         for d in dirs:
             res = json.loads((d / "result.json").read_text())
             solved += res["solved"]
             sps.append(res["env_steps"] / res["elapsed_s"])
+            secs.append(res["elapsed_s"])
             cells.append(
                 f"{d.name.rsplit('-s', 1)[1]}: {res['env_steps']:,}"
                 + ("" if res["solved"] else " (not solved)")
@@ -166,9 +167,11 @@ def learning_table(runs: dict[str, list[Path]]) -> str:
             ]
         steps = sorted(json.loads((d / "result.json").read_text())["env_steps"] for d in dirs)
         rows.append(f"| {name} | {solved}/{len(dirs)} | {'; '.join(cells)} | {steps[len(steps) // 2]:,} | "
-                    f"{sum(stale) / max(len(stale), 1):.2f} | {sorted(sps)[len(sps) // 2]:,.0f} |")  # fmt: skip
+                    f"{sum(stale) / max(len(stale), 1):.2f} | {sorted(sps)[len(sps) // 2]:,.0f} | "
+                    f"{sorted(secs)[len(secs) // 2]:.1f} |")  # fmt: skip
     return ("| variant | solved | seed: env steps at the solving evaluation | median env steps | staleness mean "
-            "| median env steps/s |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))  # fmt: skip
+            "| median env steps/s | median s to solve |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows))  # fmt: skip
 
 
 def server_work(shard_counts: list[int], pushes: int = 30) -> str:
