@@ -252,8 +252,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         out.print(f"greedy eval return: {result.eval_return:.1f} (best {result.best_eval_return:.1f})")
     out.print(f"run directory:  {result.run_dir}")
     out.print(f"trained policy: {result.checkpoint}")
-    out.print(f"replay it:      rayac evaluate {result.run_dir} --gif {Path(result.run_dir) / 'agent.gif'}")
+    out.print(
+        f"replay it:      {rayac_command()} evaluate {result.run_dir} --gif {Path(result.run_dir) / 'agent.gif'}"
+    )
     return 0 if result.stop_reason != "interrupted" else 130
+
+
+def rayac_command() -> str:
+    """How to type ``rayac`` again from here: ``rayac`` when that is on PATH, else the path this was run by
+    (``.venv/bin/rayac`` after ``make setup``, the venv not activated)."""
+    import os
+    import shutil
+
+    ran = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if ran is None or ran.name != "rayac" or not ran.is_file():
+        return "rayac"
+    on_path = shutil.which("rayac")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(ran):
+        return "rayac"
+    shown = os.path.relpath(ran)
+    if shown.startswith(".."):
+        return str(ran.resolve())
+    return shown if shown.startswith(".") else f"./{shown}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -352,7 +372,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     best = next((t for t in doc["trials"] if t["id"] == doc.get("best_trial")), None)
     if best:
         out.print(f"best trial: {best['id']} {best['config']} → {doc['metric']} {best['best']:.1f}")
-        out.print(f"replay it:  rayac evaluate {best['run_dir']}")
+        out.print(f"replay it:  {rayac_command()} evaluate {best['run_dir']}")
     out.print(f"sweep.json: {Path(sweep_dir) / 'sweep.json'}")
     return 0 if doc["state"] == "finished" else 130
 

@@ -3,6 +3,7 @@ hints for unknown keys and env ids, --workers auto, plot's metric names, presets
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -202,3 +203,25 @@ def test_piped_train_and_evaluate_lines_are_whole(capsys, tmp_path):
     assert main(["evaluate", str(run), "--episodes", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"checkpoint {run / 'checkpoints' / 'ckpt_000000000080'} (80 env steps, version 2)"
+
+
+def test_the_replay_hint_is_a_command_that_runs_from_here(capsys, tmp_path, monkeypatch):
+    """After `make demo` the venv is not activated: `rayac evaluate …` was 'command not found' when pasted."""
+    from rayac.cli import rayac_command
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    exe = venv_bin / "rayac"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(exe), "train"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv is not on PATH
+    assert rayac_command() == ".venv/bin/rayac"
+    run = tmp_path / "runs" / "r"
+    assert main(["train", "--steps", "80", "--run-dir", str(run), "--set", "run.tensorboard=false"]) == 0
+    assert f"\nreplay it:      .venv/bin/rayac evaluate {run} --gif" in capsys.readouterr().out
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # activated: the plain name works
+    assert rayac_command() == "rayac"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/else/python", "-m"])  # python -m rayac.cli, pytest, …
+    assert rayac_command() == "rayac"
