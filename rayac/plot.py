@@ -55,6 +55,11 @@ def expand_sweeps(runs: list[str | Path]) -> tuple[list[str | Path], set[str]]:
     return out, best
 
 
+def _from_zero(metric: str) -> bool:
+    """Returns and rates are drawn from 0 when none is negative; losses, entropies and the like are not."""
+    return "return" in metric or metric.endswith(("sps", "/s"))
+
+
 def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: str | None = None) -> Any:
     """Draw one line per run (labelled with the run's directory name) and write the PNG atomically.
 
@@ -77,6 +82,9 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
         top = str(run) in best
         ax.plot(xs, ys, label=label + (" (best)" if top else ""), linewidth=3.0 if top else 1.6,
                 marker="o" if len(xs) < 30 else None, markersize=3, zorder=3 if top else 2)  # fmt: skip
+    ys_all = [y for _, _, ys in curves for y in ys]
+    if _from_zero(metric) and ys_all and min(ys_all) >= 0:
+        ax.set_ylim(bottom=0)  # as the dashboard: a drop from 500 to 427 is the 15 % it is, not a crash
     ax.set_xlabel("env steps")
     ax.set_ylabel(metric)
     ax.set_title(title or metric)

@@ -101,3 +101,31 @@ def test_a_sweep_directory_plots_every_trial_with_the_best_one_marked(tmp_path):
         json.dumps({"trials": [{"id": "x", "run_dir": str(tmp_path / "none")}]})
     )
     assert main(["plot", str(sweep), "-o", str(tmp_path / "x.png")]) == 2
+
+
+def test_returns_are_drawn_from_zero_unless_one_is_negative(tmp_path):
+    """`rayac plot` of the demo started its axis at ~170: a dip from 500 to 427 filled the chart like a crash."""
+    run = tmp_path / "dip"
+    run.mkdir()
+    evals = [180.0, 500.0, 427.0, 500.0]
+    run.joinpath("metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"time/env_steps": (i + 1) * 5000, "eval/return_mean": v, "train/value_loss": 50 + i})
+            + "\n"
+            for i, v in enumerate(evals)
+        )  # fmt: skip
+    )
+    fig = plot_runs([run], metric="eval/return_mean", out=tmp_path / "a.png")
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0 and high >= 500
+    fig = plot_runs([run], metric="train/value_loss", out=tmp_path / "b.png")  # a loss keeps its own range
+    assert fig.axes[0].get_ylim()[0] > 40
+    pong = tmp_path / "pong"  # returns from -21: the automatic range
+    pong.mkdir()
+    pong.joinpath("metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"time/env_steps": (i + 1) * 10**5, "eval/return_mean": v}) + "\n"
+            for i, v in enumerate([-21.0, -15.0, 3.0])
+        )  # fmt: skip
+    )
+    assert plot_runs([pong], metric="eval/return_mean", out=tmp_path / "c.png").axes[0].get_ylim()[0] < -21
