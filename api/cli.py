@@ -84,8 +84,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "another port with --port")  # fmt: skip
     app = create_app(settings)
     print(startup_line(settings), flush=True)
+    announce_head()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
+
+
+def announce_head() -> None:
+    """The service's own Ray head starts at the first job: say so on a plain ``rayac serve:`` line, like the start
+    line, not as a WARNING (its problems still are)."""
+    import logging
+
+    logger = logging.getLogger("api.services.ray_cluster")
+    if any(getattr(h, "rayac_announce", False) for h in logger.handlers):
+        return
+    news = logging.StreamHandler(sys.stdout)
+    news.setFormatter(logging.Formatter("rayac serve: %(message)s"))
+    news.addFilter(lambda record: record.levelno == logging.INFO)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    problems.setLevel(logging.WARNING)
+    for handler in (news, problems):
+        handler.rayac_announce = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _port_in_use(host: str, port: int) -> str | None:

@@ -129,7 +129,8 @@ def _start_local_head(storage_dir: Path, *, num_cpus: int | None) -> dict:
         _kill_head(record)
         record_path.unlink(missing_ok=True)
         raise
-    log.warning("started a local Ray head: %s (dashboard %s)", record["gcs_address"], record["dashboard_url"])
+    # news, not a problem: `rayac serve` prints INFO of this logger as a plain line (api/cli.py: announce_head)
+    log.info("started its Ray head at %s (Ray dashboard %s)", record["gcs_address"], record["dashboard_url"])
     return record
 
 

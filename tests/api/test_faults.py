@@ -52,7 +52,9 @@ def test_first_requests_start_one_head_and_a_dead_head_is_noticed(fresh_service)
         for t in threads:
             t.join(timeout=180)
         assert [r.status_code for r in results] == [201] * 3, [r.text for r in results]
-        assert svc.log_text().count("started a local Ray head") == 1  # one head, however many first requests
+        assert (
+            svc.log_text().count("rayac serve: started its Ray head at") == 1
+        )  # one head, however many first requests
         record = json.loads((svc.storage / HEAD_FILE).read_text())
         ids = [r.json()["id"] for r in results]
         assert wait_for(lambda: all(_status(c, i) == "running" for i in ids), timeout=120)
@@ -84,7 +86,7 @@ def test_first_requests_start_one_head_and_a_dead_head_is_noticed(fresh_service)
         again = c.post("/v1/jobs", json=small_job(steps=2000, run__stop={"total_env_steps": 2000}))
         assert again.status_code == 201, again.text  # no restart of the service needed: it started a new head
         assert follow(c, again.json()["id"])[1]["status"] == "succeeded"
-        assert svc.log_text().count("started a local Ray head") == 2
+        assert svc.log_text().count("rayac serve: started its Ray head at") == 2
 
 
 def test_stop_head_stops_the_job_drivers_too(fresh_service):

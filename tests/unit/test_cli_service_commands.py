@@ -239,6 +239,27 @@ def test_serve_prints_one_line_on_start(tmp_path, monkeypatch):
     assert startup_line(Settings(ray_address="10.0.0.2:6379")).endswith("Ray: 10.0.0.2:6379 (RAY_ADDRESS)")
 
 
+def test_the_services_own_head_starting_is_news_not_a_warning(capsys, monkeypatch):
+    """A newcomer saw `WARNING api.services.ray_cluster: started a local Ray head …` on a normal first job."""
+    import logging
+
+    from api.cli import announce_head
+
+    logger = logging.getLogger("api.services.ray_cluster")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    announce_head()
+    announce_head()  # once per process, however often serve is set up
+    logger.info("started its Ray head at %s (Ray dashboard %s)", "127.0.0.1:6123", "http://127.0.0.1:8265")
+    logger.warning("the Ray head at x was started without token auth")
+    out, err = capsys.readouterr()
+    assert (
+        out == "rayac serve: started its Ray head at 127.0.0.1:6123 (Ray dashboard http://127.0.0.1:8265)\n"
+    )
+    assert err == "WARNING api.services.ray_cluster: the Ray head at x was started without token auth\n"
+
+
 @pytest.mark.parametrize(
     ("env", "line"),
     [
