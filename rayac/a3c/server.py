@@ -253,7 +253,9 @@ class ParameterServer:
     def _load(self, state: ShardState) -> None:
         if (state.lo, state.hi) != (self.lo, self.hi):
             raise ValueError(f"shard {self.shard} owns [{self.lo}, {self.hi}), got [{state.lo}, {state.hi})")
-        self.flat.copy_(torch.as_tensor(np.asarray(state.params, dtype=np.float32)))
+        self.flat.copy_(
+            shared_tensor(np.asarray(state.params, dtype=np.float32))
+        )  # Ray hands it over read-only
         load_segment_state(self.optimizer, self.params, state.optimizer)
         self._plan = None  # it holds the replaced state's tensors
         for name, moments in (state.norms or {}).items():

@@ -149,3 +149,32 @@ def test_in_process_push_failure_raises_instead_of_looping(monkeypatch):
     monkeypatch.setattr(ParameterServer, "push", broken)
     with pytest.raises(ZeroDivisionError, match="a bug in push"):
         algo.train_step()
+
+
+def test_a_resume_from_a_read_only_state_loads_without_a_torch_warning(tmp_path):
+    """Ray hands a shard its checkpoint state read-only; loading it printed torch's "NumPy array is not
+    writable" UserWarning on every A3C resume. torch warns once per process, so this runs in a fresh one."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings
+import numpy as np
+from rayac.a3c.messages import ShardState
+from rayac.a3c.server import ParameterServer
+from rayac.config import Config
+from rayac.envs import describe_env
+cfg = Config(algo={"name": "a3c"})
+ps = ParameterServer(cfg, describe_env(cfg.env))
+state = ps.get_state()
+params = state.params + 1.0
+params.setflags(write=False)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ps._load(ShardState(state.lo, state.hi, state.version, params, state.optimizer, state.norms))
+assert np.array_equal(ps.flat.numpy(), params)
+print([str(w.message) for w in caught])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
