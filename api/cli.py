@@ -8,6 +8,7 @@ the handlers so that listing the commands, on every ``rayac`` start, costs next 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -45,7 +46,8 @@ def _serve_arguments(s: argparse.ArgumentParser) -> None:
         "--storage", default=None, help="storage directory (RAYAC_STORAGE_DIR, default ./rayac-data)"
     )
     s.add_argument("--stop-head", action="store_true",
-                   help="stop the local Ray head this service started in --storage, and exit")  # fmt: skip
+                   help="stop the local Ray head this service started in --storage, and the jobs still running on it, "
+                        "and exit")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -69,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         stopped = stop_local_head(Path(settings.storage_dir))
         print(
-            "stopped the local Ray head"
+            "stopped the local Ray head and any jobs still running on it"
             if stopped
             else "no local Ray head recorded in " + str(settings.storage_dir)
         )
@@ -85,8 +87,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(startup_line(settings), flush=True)
     announce_head()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops gracefully on Ctrl-C, then raises it again
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    print(
+        shutdown_line(settings, len(app.state.jobs.store.unfinished()), storage_flag=args.storage), flush=True
+    )
     return 0
+
+
+def shutdown_line(settings: Settings, unfinished: int, *, storage_flag: str | None = None) -> str:
+    """What ``rayac serve`` prints when it stops: the service ends, but its jobs and the Ray head they run on do
+    not; say where they are and how to come back to them or stop them."""
+    from api.services.ray_cluster import HEAD_FILE, auth_headers, dashboard_alive
+
+    jobs = f"{unfinished} unfinished job{'' if unfinished == 1 else 's'}"
+    keep = "keeps" if unfinished == 1 else "keep"
+    storage = f" --storage {storage_flag}" if storage_flag else ""
+    again = f"`rayac serve{storage}` follows them again"
+    external = settings.dashboard_url or settings.ray_address
+    if external:
+        if not unfinished:
+            return "rayac serve: stopped"
+        return f"rayac serve: stopped; its {jobs} {keep} running on the Ray cluster at {external} ({again})"
+    try:
+        record = json.loads((Path(settings.storage_dir) / HEAD_FILE).read_text())
+        alive = dashboard_alive(record["dashboard_url"], timeout=1.0, headers=auth_headers(record))
+    except (OSError, ValueError, KeyError):
+        alive = False
+    if not alive:
+        return "rayac serve: stopped"
+    stop = f"`rayac serve{storage} --stop-head` stops the head"
+    if unfinished:
+        return (f"rayac serve: stopped; its Ray head at {record['gcs_address']} keeps running with {jobs}: "
+                f"{again}, {stop} and them")  # fmt: skip
+    return f"rayac serve: stopped; its Ray head at {record['gcs_address']} keeps running (idle): {stop}"
 
 
 def announce_head() -> None:

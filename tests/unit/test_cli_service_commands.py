@@ -316,3 +316,61 @@ def test_docs_name_only_commands_flags_and_make_targets_that_exist():
                 if t not in targets
             ]
     assert wrong == []
+
+
+def test_serve_says_on_stop_that_its_head_and_jobs_keep_running(tmp_path, monkeypatch):
+    """A newcomer's Ctrl-C ended `rayac serve` without a word, while its Ray head and a job went on running."""
+    from api.cli import shutdown_line
+    from api.settings import Settings
+
+    assert shutdown_line(Settings(storage_dir=tmp_path), 0) == "rayac serve: stopped"  # no head was started
+    (tmp_path / "ray_head.json").write_text(json.dumps({"gcs_address": "127.0.0.1:6123",
+                                                        "dashboard_url": "http://127.0.0.1:8265"}))  # fmt: skip
+    monkeypatch.setattr(
+        "api.services.ray_cluster.dashboard_alive", lambda url, timeout=2.0, headers=None: True
+    )
+    assert shutdown_line(Settings(storage_dir=tmp_path), 2, storage_flag="data") == (
+        "rayac serve: stopped; its Ray head at 127.0.0.1:6123 keeps running with 2 unfinished jobs: "
+        "`rayac serve --storage data` follows them again, `rayac serve --storage data --stop-head` stops the head "
+        "and them"
+    )
+    assert shutdown_line(Settings(storage_dir=tmp_path), 0) == (
+        "rayac serve: stopped; its Ray head at 127.0.0.1:6123 keeps running (idle): `rayac serve --stop-head` "
+        "stops the head"
+    )
+    monkeypatch.setattr(
+        "api.services.ray_cluster.dashboard_alive", lambda url, timeout=2.0, headers=None: False
+    )
+    assert shutdown_line(Settings(storage_dir=tmp_path), 2) == "rayac serve: stopped"  # the head is gone too
+    assert shutdown_line(Settings(ray_address="10.0.0.2:6379"), 1) == (
+        "rayac serve: stopped; its 1 unfinished job keeps running on the Ray cluster at 10.0.0.2:6379 "
+        "(`rayac serve` follows them again)"
+    )
+
+
+def test_ctrl_c_stops_serve_with_one_line_and_exit_0(tmp_path):
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "rayac.cli", "serve", "--port", str(port), "--storage",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith(f"rayac serve: http://127.0.0.1:{port}/")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # serving: the port answers
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "rayac serve: stopped\n"
+    assert "Traceback" not in err
