@@ -173,11 +173,8 @@ class ConsoleSink:
             parts.append(f"{steps:,} steps")
         if "rollout/episode_return_mean" in record:
             parts.append(f"return {record['rollout/episode_return_mean']:.1f}")
-        if self.best_eval is not None and self.last_eval is not None:
-            last = self.last_eval
-            parts.append(
-                f"eval {last:.1f}" + (f" (best {self.best_eval:.1f})" if self.best_eval != last else "")
-            )
+        if self.last_eval is not None:
+            parts.append(self.eval_text())
         since_s, since_steps = self.last_line or (0.0, 0)
         rate = (steps - since_steps) / (elapsed - since_s) if elapsed > since_s else None
         if rate:
@@ -188,6 +185,11 @@ class ConsoleSink:
         self.last_line = (elapsed, steps)
         return "  ".join(parts)
 
+    def eval_text(self) -> str:
+        """``eval 116.7 (best 130.0)``: the last greedy evaluation, and the best when it was another."""
+        last, best = self.last_eval, self.best_eval
+        return f"eval {last:.1f}" + (f" (best {best:.1f})" if best is not None and best != last else "")
+
     def write(self, record: dict[str, Any]) -> None:
         self.last_record = record
         if "eval/return_mean" in record:
@@ -197,8 +199,8 @@ class ConsoleSink:
             info = []
             if "rollout/episode_return_mean" in record:
                 info.append(f"return {record['rollout/episode_return_mean']:.1f}")
-            if "eval/return_mean" in record:
-                info.append(f"eval {record['eval/return_mean']:.1f}")
+            if self.last_eval is not None:  # kept between evaluations, as the piped line keeps it
+                info.append(self.eval_text())
             self.progress.update(self.task, completed=record.get("time/env_steps", 0), info="  ".join(info))
         now = time.monotonic()
         if now - self.last_table >= self.interval_s:

@@ -57,6 +57,20 @@ def test_a_terminal_gets_the_bar_and_tables():
     assert "train/value_loss" in out.getvalue() and "steps/s" not in out.getvalue()
 
 
+def test_the_terminal_bar_keeps_the_last_and_best_eval_between_evaluations():
+    """A newcomer's bar showed `eval …` only on the update that evaluated, then lost it: it never showed the
+    return the run was solving for."""
+    sink = ConsoleSink(total_steps=40_000, interval_s=3600, progress_bar=True, title="cp",
+                       console=Console(file=io.StringIO(), width=100, force_terminal=True))  # fmt: skip
+    info = []
+    for record in [*_records(), {"time/env_steps": 40_080, "time/elapsed_s": 12.1}]:
+        sink.write(record)
+        info.append(sink.progress.tasks[0].fields["info"])
+    sink.close()
+    assert info == ["", "return 42.6", "return 90.0  eval 438.5", "return 215.0  eval 418.2 (best 438.5)",
+                    "eval 418.2 (best 438.5)"]  # fmt: skip
+
+
 def test_result_and_console_name_the_checkpoints_version(tmp_path, monkeypatch, capsys):
     """A3C's parameter server runs ahead of the version the driver last polled: result.json and the console
     must name the version of the checkpoint they point at (they said 1,508 where it held 1,524)."""
