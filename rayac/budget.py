@@ -167,13 +167,42 @@ def check_machine(cfg: Config, spec: SpaceSpec) -> None:
     RAY_ADDRESS the rollout workers run elsewhere, so only the learner's part has to fit here."""
     import os
 
+    remote = bool(os.environ.get("RAY_ADDRESS")) and cfg.resources.num_workers > 0
+    if not remote:
+        check_local_workers(cfg)
     memory = machine_memory_bytes()
     if memory is None:
         return
-    remote = bool(os.environ.get("RAY_ADDRESS")) and cfg.resources.num_workers > 0
     est = estimate_memory(cfg, spec)
     need = est.learner_bytes if remote else est.total
     if need > memory:
         field = "model.hidden_sizes" if est.params * 16 > need / 2 else "env.num_envs"
         where = "the learner alone would need" if remote else "the run would need"
         raise ConfigError(field, f"{where} {est.describe()}; this machine has {_gib(memory)} of memory")
+
+
+LOCAL_CPUS_PER_CORE = (
+    4  # the CPUs' worth of actors an embedded local Ray is let to start per core of this machine
+)
+
+
+def check_local_workers(cfg: Config) -> None:
+    """A run whose actors need far more CPUs than this machine has is refused up front: the embedded local Ray
+    would advertise them all, start a process per worker (each importing torch) and time out after minutes."""
+    import os
+
+    res = cfg.resources
+    if res.num_workers == 0:
+        return
+    cores = os.cpu_count() or 1
+    learner = cfg.algo.name == "a3c" or bool(res.learner_resources) or res.device == "cuda"
+    need = res.num_workers * res.worker_cpus + (res.learner_cpus if learner else 0)
+    if need > LOCAL_CPUS_PER_CORE * cores:
+        parts = "num_workers × worker_cpus" + (" + learner_cpus" if learner else "")
+        raise ConfigError(
+            "resources.num_workers",
+            f"{res.num_workers} workers need {need:g} CPUs ({parts}), and the local Ray a run starts on this "
+            f"machine runs at most {LOCAL_CPUS_PER_CORE * cores:g} ({LOCAL_CPUS_PER_CORE} per each of its {cores} "
+            "CPUs). Use fewer ('auto' is one per CPU), or set RAY_ADDRESS to a Ray "
+            "cluster that has them",
+        )

@@ -229,6 +229,7 @@ def _interrupt(signum: int, _frame: object) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from rayac.remote import ActorStartupError
     from rayac.stopfile import STOP_FILE_ENV, stop_requested
 
     console = Console(stderr=True)
@@ -240,8 +241,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rayac.runner import Runner
 
         runner = Runner(cfg, resume=bool(args.resume), console=console)
-    except ConfigError as err:
+    except (ConfigError, ActorStartupError) as err:
         return fail(str(err))
+    except KeyboardInterrupt:  # Ctrl-C while Ray starts the workers: nothing trained, nothing to save
+        console.print("interrupted before training started")
+        return 130
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()

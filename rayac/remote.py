@@ -104,6 +104,10 @@ def make_parameter_servers(cfg: Config, spec: SpaceSpec, *, num_shards: int) -> 
 STARTUP_TIMEOUT_S = float(os.environ.get("RAYAC_ACTOR_STARTUP_TIMEOUT_S", "120"))
 
 
+class ActorStartupError(RuntimeError):
+    """Ray could not start a run's actors in time: the message says what they need and what the cluster has."""
+
+
 def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
     """Block until every actor has started; an actor Ray cannot place never raises by itself, so say why here."""
     import ray
@@ -119,7 +123,7 @@ def wait_for_actors(handles: list, *, what: str, cfg: Config) -> None:
         have = ray.cluster_resources()
         custom = "".join(f"; learner_resources.{key}: {amount:g} needed, the cluster has {have.get(key, 0):g}"
                          for key, amount in res.learner_resources.items())  # fmt: skip
-        raise RuntimeError(
+        raise ActorStartupError(
             f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s: they need {need:g} CPUs "
             f"(resources.num_workers × worker_cpus + learner_cpus), the Ray cluster has {have.get('CPU', 0):g}"
             f"{custom}. Lower resources.num_workers / worker_cpus / learner_cpus, or add nodes."

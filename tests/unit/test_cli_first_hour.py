@@ -225,3 +225,64 @@ def test_the_replay_hint_is_a_command_that_runs_from_here(capsys, tmp_path, monk
     assert rayac_command() == "rayac"
     monkeypatch.setattr(sys, "argv", ["/somewhere/else/python", "-m"])  # python -m rayac.cli, pytest, …
     assert rayac_command() == "rayac"
+
+
+@pytest.mark.parametrize(
+    ("args", "need"),
+    [
+        (["--preset", "a2c_cartpole", "--workers", "100"], "100 workers need 100 CPUs (num_workers × worker_cpus)"),
+        (["--preset", "a3c_cartpole", "--workers", "12"],
+         "12 workers need 13 CPUs (num_workers × worker_cpus + learner_cpus)"),
+    ],
+)  # fmt: skip
+def test_more_workers_than_this_machine_can_start_is_one_line_before_ray(
+    capsys, tmp_path, monkeypatch, args, need
+):
+    """A newcomer's `--workers 100` on 2 cores: raylet warnings, a 2-minute hang, then a traceback."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    code, out, err = run_cli(capsys, "train", *args, "--run-dir", str(tmp_path / "r"))
+    assert code == 2 and out == ""
+    assert err == (f"rayac: error: resources.num_workers: {need}, and the local Ray a run starts on this machine "
+                   "runs at most 8 (4 per each of its 2 CPUs). Use fewer ('auto' is one per CPU), or set "
+                   "RAY_ADDRESS to a Ray cluster that has them\n")  # fmt: skip
+    assert not (tmp_path / "r").exists()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # refused before Ray started
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "line"),
+    [
+        ("startup", 2, "rayac: error: A2C rollout workers did not start within 120s: they need 3 CPUs …\n"),
+        ("interrupt", 130, "interrupted before training started\n"),
+    ],
+)
+def test_workers_that_never_start_or_a_ctrl_c_while_they_start_is_one_line(
+    capsys, monkeypatch, raised, code, line
+):
+    from rayac import runner
+    from rayac.remote import ActorStartupError
+
+    def never_starts(*args, **kwargs):
+        if raised == "startup":
+            raise ActorStartupError("A2C rollout workers did not start within 120s: they need 3 CPUs …")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "Runner", never_starts)
+    assert run_cli(capsys, "train", "--preset", "a2c_cartpole")[0::2] == (code, line)
+
+
+def test_a_cluster_takes_what_this_machine_could_not(monkeypatch, tmp_path):
+    from rayac.budget import check_local_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    check_local_workers(build_config(overrides=["resources.num_workers=8"]))  # 4 per CPU is still let through
+    cfg = build_config(overrides=["resources.num_workers=9"])
+    with pytest.raises(ValueError, match="resources.num_workers: 9 workers need 9 CPUs"):
+        check_local_workers(cfg)
+    from rayac.budget import check_machine
+    from rayac.envs import describe_env
+
+    # the workers run on the cluster: not this machine's CPUs
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
+    check_machine(cfg, describe_env(cfg.env))
