@@ -246,6 +246,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C while Ray starts the workers: nothing trained, nothing to save
         console.print("interrupted before training started")
         return 130
+    if runner.resumed_from is not None:
+        console.print(f"resuming {runner.run_dir} from {runner.resumed_from.name} ({runner.env_steps:,} env steps)",
+                      markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
@@ -259,7 +262,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.print(
         f"replay it:      {rayac_command()} evaluate {result.run_dir} --gif {Path(result.run_dir) / 'agent.gif'}"
     )
-    return 0 if result.stop_reason != "interrupted" else 130
+    if result.stop_reason == "interrupted":
+        out.print(f"resume it:      {rayac_command()} train --resume {result.run_dir}")
+        return 130
+    return 0
 
 
 def rayac_command() -> str:

@@ -124,7 +124,8 @@ class Runner:
         # the last EPISODE_WINDOW finished episodes (return, length): rollout/episode_*_mean, saved in checkpoints
         self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=EPISODE_WINDOW)
         self._span_steps, self._span_s = 0, 0.0  # env steps and train_step time since the last record written
-        ckpt = load_checkpoint(latest_checkpoint(self.run_dir)) if resume else None
+        self.resumed_from = latest_checkpoint(self.run_dir) if resume else None
+        ckpt = load_checkpoint(self.resumed_from) if resume else None
         seed_offset = 0
         if ckpt is not None:
             st = ckpt.state

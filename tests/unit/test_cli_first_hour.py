@@ -286,3 +286,31 @@ def test_a_cluster_takes_what_this_machine_could_not(monkeypatch, tmp_path):
     # the workers run on the cluster: not this machine's CPUs
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
     check_machine(cfg, describe_env(cfg.env))
+
+
+def test_a_ctrl_c_says_how_to_resume_and_the_resume_says_from_which_checkpoint(capsys, tmp_path, monkeypatch):
+    from rayac.runner import Runner
+
+    real_init = Runner.__init__
+
+    def init(self, *args, **kwargs):  # Ctrl-C on the third update of the first session
+        real_init(self, *args, **kwargs)
+        step, calls = self.algo.train_step, []
+
+        def train_step():
+            calls.append(1)
+            if len(calls) == 3 and self.resumed_from is None:
+                raise KeyboardInterrupt
+            return step()
+
+        self.algo.train_step = train_step
+
+    monkeypatch.setattr(Runner, "__init__", init)
+    run = tmp_path / "r"
+    assert main(["train", "--steps", "400", "--run-dir", str(run), "--set", "run.tensorboard=false"]) == 130
+    out = capsys.readouterr().out
+    assert out.startswith("done (interrupted): 80 env steps")
+    assert out.endswith(f"\nresume it:      rayac train --resume {run}\n")
+    assert main(["train", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"resuming {run} from ckpt_000000000080 (80 env steps)\n")
