@@ -380,10 +380,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Console()
     out.print(table)
     best = next((t for t in doc["trials"] if t["id"] == doc.get("best_trial")), None)
+    lines = []
     if best:
-        out.print(f"best trial: {best['id']} {best['config']} → {doc['metric']} {best['best']:.1f}")
-        out.print(f"replay it:  {rayac_command()} evaluate {best['run_dir']}")
-    out.print(f"sweep.json: {Path(sweep_dir) / 'sweep.json'}")
+        lines.append(f"best trial: {best['id']} {best['config']} → {doc['metric']} {best['best']:.1f}")
+        lines.append(f"replay it:  {rayac_command()} evaluate {best['run_dir']}")
+    lines.append(f"sweep.json: {Path(sweep_dir) / 'sweep.json'}")
+    for line in lines:  # whole lines, also piped: a command cut at 80 columns does not paste
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     return 0 if doc["state"] == "finished" else 130
 
 

@@ -314,3 +314,21 @@ def test_a_ctrl_c_says_how_to_resume_and_the_resume_says_from_which_checkpoint(c
     assert main(["train", "--resume", str(run)]) == 0
     err = capsys.readouterr().err
     assert err.startswith(f"resuming {run} from ckpt_000000000080 (80 env steps)\n")
+
+
+def test_piped_sweep_summary_lines_are_whole(capsys, tmp_path, monkeypatch):
+    """Piped, the sweep's replay command wrapped at 80 columns and did not paste."""
+    import rayac.sweep
+
+    run_dir = tmp_path / ("a-long-sweep-directory-name-" * 3) / "trial_00001"
+    doc = {"state": "finished", "metric": "eval/return_mean", "best_trial": "t1",
+           "trials": [{"id": "t1", "config": {"optim.lr": 0.001}, "best": 500.0, "run_dir": str(run_dir)}]}  # fmt: skip
+    monkeypatch.setattr(rayac.sweep, "run_sweep", lambda spec, sweep_dir, resume: doc)
+    monkeypatch.setattr(rayac.sweep, "sweep_table", lambda doc: [("trial", "best"), ("t1", "500.0")])
+    assert main(["sweep", "--resume", str(tmp_path / "s")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:] == [
+        "best trial: t1 {'optim.lr': 0.001} → eval/return_mean 500.0",
+        f"replay it:  rayac evaluate {run_dir}",
+        f"sweep.json: {tmp_path / 's' / 'sweep.json'}",
+    ]
