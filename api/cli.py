@@ -196,13 +196,19 @@ def _submit_arguments(m: argparse.ArgumentParser) -> None:
 
 
 def _error(resp: httpx.Response) -> str:
-    """``STATUS: detail`` of an error response; the body itself when it is not the API's JSON (a proxy's page)."""
+    """What the service said, as a user reads it: a refused config (422) names the field and the problem like a
+    local config error; a refused token says how to pass one; anything else adds its HTTP status. The body
+    itself when it is not the API's JSON (a proxy's page)."""
     resp.read()
     try:
         detail = resp.json().get("detail", resp.text)
     except (ValueError, AttributeError):
         detail = resp.text
-    return f"{resp.status_code}: {detail}"
+    if resp.status_code == 422:
+        return str(detail)
+    if resp.status_code in (401, 403):
+        return f"{detail} (HTTP {resp.status_code}: pass --token, or set RAYAC_API_TOKEN)"
+    return f"the service answered HTTP {resp.status_code}: {detail}"
 
 
 def _follow(client: httpx.Client, job_id: str, *, every_s: float = 2.0, token: bool = False) -> int:

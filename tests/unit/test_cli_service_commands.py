@@ -374,3 +374,27 @@ def test_ctrl_c_stops_serve_with_one_line_and_exit_0(tmp_path):
     assert proc.returncode == 0, err
     assert out == "rayac serve: stopped\n"
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "line"),
+    [
+        (422, "config.resources.num_workers: the job needs 64 CPUs",
+         "rayac: error: config.resources.num_workers: the job needs 64 CPUs"),
+        (401, "missing or invalid bearer token",
+         "rayac: error: missing or invalid bearer token (HTTP 401: pass --token, or set RAYAC_API_TOKEN)"),
+        (503, "the Ray cluster is not reachable", "rayac: error: the service answered HTTP 503: the Ray cluster is "
+         "not reachable"),
+    ],
+)  # fmt: skip
+def test_submit_refused_by_the_service_is_what_it_said_without_a_bare_status(capsys, monkeypatch, status, detail,
+                                                                            line):  # fmt: skip
+    """A newcomer read `rayac: error: 422: config…` and did not know what 422 was."""
+    real_client = httpx.Client
+    handler = lambda request: httpx.Response(status, json={"detail": detail})  # noqa: E731
+    monkeypatch.setattr(
+        httpx, "Client", lambda **kw: real_client(transport=httpx.MockTransport(handler), **kw)
+    )
+    assert main(["submit", "--preset", "a2c_cartpole"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == line + "\n"
