@@ -117,9 +117,31 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def _eval_return(ckpt_dir: Path) -> float | None:
+    """The greedy evaluation return of this checkpoint's own weights; None when they were not evaluated (a
+    periodic checkpoint after an evaluation carries that evaluation's return along, for a resume)."""
+    try:
+        state = json.loads((ckpt_dir / "state.json").read_text())
+    except (OSError, ValueError):  # pruned meanwhile, or unreadable
+        return None
+    value = state.get("eval_return")
+    if value is None or state.get("eval_env_steps", state.get("env_steps")) != state.get("env_steps"):
+        return None  # (checkpoints written before eval_env_steps was recorded count as evaluated)
+    return float(value)
+
+
+def best_checkpoint(dirs: list[Path]) -> Path | None:
+    """The checkpoint whose own weights had the highest greedy evaluation return (the latest of equals)."""
+    scored = [(value, d.name, d) for d in dirs if (value := _eval_return(d)) is not None]
+    return max(scored)[2] if scored else None
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest checkpoints, and the best-evaluated one besides them."""
+    dirs = checkpoint_dirs(run_dir)
+    best = best_checkpoint(dirs)  # the latest of equals: one of the newest, where they tie
     # renamed away first, so a reader sees a checkpoint whole or not at all (never half deleted by rmtree)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
+    for old in (d for d in dirs[:-keep] if d != best):
         trash = old.parent / f".old-{old.name}-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(old, trash)
@@ -163,17 +185,10 @@ def select_checkpoint(run_dir: str | Path, choice: str | int = "latest", *, labe
     if choice == "latest":
         return dirs[-1]
     if choice == "best":
-        scored = []
-        for d in dirs:
-            try:
-                value = json.loads((d / "state.json").read_text()).get("eval_return")
-            except FileNotFoundError:  # pruned by its run since the listing
-                continue
-            if value is not None:
-                scored.append((float(value), d.name, d))
-        if not scored:
+        best = best_checkpoint(dirs)
+        if best is None:
             raise NoSuchCheckpoint(f"no checkpoint in {label} has an evaluation yet, so none is 'best'")
-        return max(scored)[2]
+        return best
     for d in dirs:
         if d.name == f"{CKPT_PREFIX}{choice:012d}":
             return d

@@ -474,7 +474,12 @@ class RunConfig(_Section):
     checkpoint_interval_steps: int = Field(
         50_000, ge=0, description="Checkpoint every K env steps (0: only at the end)."
     )
-    keep_checkpoints: int = Field(3, ge=1, description="How many periodic checkpoints to keep.")
+    keep_checkpoints: int = Field(
+        3,
+        ge=1,
+        description="How many of the newest checkpoints to keep; the best-evaluated one is kept besides "
+        "them (a new best evaluation is checkpointed when it happens).",
+    )
     run_dir: str | None = Field(None, description="Run directory (default: runs/<algo>-<env>-<time>).")
     metrics_interval_steps: int = Field(
         0, ge=0, description="Write a metrics record (metrics.jsonl, progress.csv, TensorBoard, the job's stream) "

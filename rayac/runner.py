@@ -121,6 +121,8 @@ class Runner:
         self.best_eval: float | None = None
         self.saved_version = 0  # the version of the last checkpoint written
         self.last_eval: float | None = None
+        self.new_best = False  # the last evaluation beat every earlier one
+        self.last_eval_steps: int | None = None  # the env steps of the last evaluation
         # the last EPISODE_WINDOW finished episodes (return, length): rollout/episode_*_mean, saved in checkpoints
         self.window: collections.deque[tuple[float, int]] = collections.deque(maxlen=EPISODE_WINDOW)
         self._span_steps, self._span_s = 0, 0.0  # env steps and train_step time since the last record written
@@ -132,6 +134,7 @@ class Runner:
             self.env_steps, self.iterations, self.episodes = st["env_steps"], st["iterations"], st["episodes"]
             self.elapsed_before = st.get("elapsed_s", 0.0)
             self.best_eval, self.last_eval = st.get("best_eval_return"), st.get("eval_return")
+            self.last_eval_steps = st.get("eval_env_steps")
             self.window.extend((float(r), int(n)) for r, n in st.get("episode_window", []))
             seed_offset = self.iterations + 1  # fresh env seeds, unless the sampler state is restored below
             restore_rng_state(st.get("rng", {}))
@@ -179,6 +182,7 @@ class Runner:
             "version": version,
             "elapsed_s": elapsed_s,
             "eval_return": self.last_eval,
+            "eval_env_steps": self.last_eval_steps,  # == env_steps: these weights are the ones evaluated
             "best_eval_return": self.best_eval,
             "seed": self.cfg.env.seed,
             "rng": rng_state(),
@@ -196,7 +200,8 @@ class Runner:
 
     def evaluate(self) -> dict[str, float]:
         out = self.evaluator.evaluate(self.algo.get_weights(), at_step=self.env_steps)
-        self.last_eval = out["eval/return_mean"]
+        self.last_eval, self.last_eval_steps = out["eval/return_mean"], self.env_steps
+        self.new_best = self.best_eval is None or self.last_eval > self.best_eval
         self.best_eval = self.last_eval if self.best_eval is None else max(self.best_eval, self.last_eval)
         return out
 
@@ -279,7 +284,8 @@ class Runner:
                 if (record_steps.due(self.env_steps) or not run.metrics_interval_steps or evaluated
                         or stop_reason is not None):  # fmt: skip
                     write(record)
-                if ckpt_steps.due(self.env_steps):
+                # a new best evaluation is checkpointed at once (pruning keeps it): `--checkpoint best` is the best
+                if ckpt_steps.due(self.env_steps) or (evaluated and self.new_best):
                     ckpt_path = self.checkpoint(record["time/elapsed_s"])
                 if self._reached_target(record):
                     stop_reason = "target_return"

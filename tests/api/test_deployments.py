@@ -23,8 +23,12 @@ def act(c, name: str) -> dict:
 
 
 def test_pinning_holds_while_the_job_prunes_and_rollback_is_exact(service):
-    job_body = small_job(run__stop={"total_env_steps": 80_000, "target_return": None},
-                         run__checkpoint_interval_steps=2000, run__keep_checkpoints=1)  # fmt: skip
+    job_body = small_job(
+        run__stop={"total_env_steps": 80_000, "target_return": None},
+        run__checkpoint_interval_steps=2000,
+        run__keep_checkpoints=1,
+        run__eval_interval_steps=0,
+    )  # fmt: skip  (no best-evaluated checkpoint kept besides)
     with service.client() as c:
         job = c.post("/v1/jobs", json=job_body).json()
         run_dir = Path(service.storage) / "runs" / job["id"]

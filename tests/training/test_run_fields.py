@@ -29,7 +29,9 @@ def test_time_limit_stops_a_run_that_has_no_step_budget(tmp_path):
 @pytest.mark.parametrize("keep", [1, 3])
 def test_keep_checkpoints_bounds_the_checkpoints_on_disk(tmp_path, keep):
     # 80 env steps per update: a checkpoint every 400 steps is ~7 of them in 3000 steps, plus the final one
-    res = tiny_run(tmp_path, "run", "run.checkpoint_interval_steps=400", f"run.keep_checkpoints={keep}")
+    # no evaluation until the end: no best-evaluated checkpoint is kept besides the newest
+    res = tiny_run(tmp_path, "run", "run.checkpoint_interval_steps=400", f"run.keep_checkpoints={keep}",
+                   "run.eval_interval_steps=0")  # fmt: skip
     kept = checkpoint_dirs(res.run_dir)
     assert len(kept) == keep
     assert load_checkpoint(kept[-1]).state["env_steps"] == res.env_steps  # the newest are the ones kept
@@ -62,3 +64,34 @@ def test_wandb_offline_writes_its_run_files(tmp_path, monkeypatch):
     for key in (b"train/policy_loss", b"time/env_steps", b"eval/return_mean", b"CartPole-v1"):
         assert key in data, key
     assert res.env_steps >= 400
+
+
+def test_a_new_best_evaluation_is_checkpointed_and_pruning_keeps_it(tmp_path, monkeypatch):
+    """A newcomer's run reported `best 500.0`, but no kept checkpoint held that policy: `--checkpoint best` gave a
+    worse one. Evaluated every 1000 steps with returns 10, 50, 30, 20 (a2c_cartpole: 80 env steps an update)."""
+    from rayac.checkpoint import select_checkpoint
+    from rayac.evaluate import Evaluator
+
+    returns = iter([10.0, 50.0, 30.0, 20.0])
+    real = Evaluator.evaluate
+
+    def scripted(self, *args, **kwargs):
+        return real(self, *args, **kwargs) | {"eval/return_mean": next(returns)}
+
+    monkeypatch.setattr(Evaluator, "evaluate", scripted)
+    res = tiny_run(tmp_path, "run", "run.checkpoint_interval_steps=400", "run.keep_checkpoints=1",
+                   "run.stop.target_return=null", steps=3200)  # fmt: skip
+    assert res.best_eval_return == 50.0 and res.eval_return == 20.0
+    kept = checkpoint_dirs(res.run_dir)
+    assert [p.name for p in kept] == ["ckpt_000000002000", "ckpt_000000003200"]  # the best, and the newest
+    best = load_checkpoint(kept[0]).state
+    assert (best["eval_return"], best["eval_env_steps"], best["env_steps"]) == (50.0, 2000, 2000)
+    assert select_checkpoint(res.run_dir, "best") == kept[0]
+    # the periodic checkpoints after it carried 50.0 along, but not its weights: none of them counts as best
+    returns = iter([30.0, 20.0])
+    res2 = tiny_run(tmp_path, "run2", "run.checkpoint_interval_steps=400", "run.keep_checkpoints=3",
+                    "run.stop.target_return=null", "run.eval_interval_steps=2000", steps=2800)  # fmt: skip
+    states = [load_checkpoint(p).state for p in checkpoint_dirs(res2.run_dir)]
+    assert [(s["env_steps"], s["eval_return"], s["eval_env_steps"]) for s in states] == [
+        (2000, 30.0, 2000), (2400, 30.0, 2000), (2800, 20.0, 2800)]  # fmt: skip
+    assert select_checkpoint(res2.run_dir, "best").name == "ckpt_000000002000"
