@@ -37,6 +37,7 @@ from rayac.evaluate import Evaluator
 from rayac.learning.learner import resolve_device
 from rayac.metrics import ConsoleSink, CsvSink, JsonlSink, MetricLogger, TensorBoardSink, WandbSink
 from rayac.policy import build_policy
+from rayac.runs import write_driver_file
 from rayac.stopfile import stop_requested
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class RunResult:
     eval_return: float | None
     best_eval_return: float | None
     solved: bool
+    error: str | None = None  # stop_reason "error": the exception that ended the run
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -252,12 +254,14 @@ class Runner:
     def run(self) -> RunResult:
         run = self.cfg.run
         logger = self._sinks()
+        write_driver_file(self.run_dir)  # `rayac runs` tells a live run from one whose process died
         eval_steps = Every(run.eval_interval_steps, self.env_steps)
         eval_episodes = Every(run.eval_interval_episodes, self.episodes)
         ckpt_steps = Every(run.checkpoint_interval_steps, self.env_steps)
         record_steps = Every(run.metrics_interval_steps, self.env_steps)
         started = time.perf_counter()
         stop_reason, ckpt_path, evaluated_at = self._stop_reason(started), None, -1
+        failure: str | None = None
         unwritten: dict[str, Any] | None = None  # the newest record, until a sink has it
 
         def write(record: dict[str, Any]) -> None:
@@ -291,6 +295,9 @@ class Runner:
                     stop_reason = "target_return"
         except KeyboardInterrupt:
             stop_reason = "interrupted"
+        except Exception as err:  # the run's files still say how it ended: result.json, stop_reason "error"
+            failure = f"{type(err).__name__}: {err}"
+            raise
         finally:
             elapsed = self.elapsed_before + time.perf_counter() - started
             try:
@@ -299,7 +306,7 @@ class Runner:
                         write(unwritten)
                     except Exception as err:  # the final checkpoint below matters more than this record
                         log.error("could not write the last metrics record (%s: %s)", type(err).__name__, err)
-                if stop_reason != "interrupted" and evaluated_at != self.env_steps:
+                if failure is None and stop_reason != "interrupted" and evaluated_at != self.env_steps:
                     logger.write({"time/iteration": self.iterations, "time/env_steps": self.env_steps,
                                   "time/episodes": self.episodes, "time/elapsed_s": elapsed, **self.evaluate()})  # fmt: skip
                 ckpt_path = self.checkpoint(elapsed)
@@ -307,15 +314,21 @@ class Runner:
                 logger.close()
                 self.evaluator.close()
                 self.algo.stop()
+                if failure is not None:
+                    try:
+                        self._result("error", ckpt_path, elapsed, error=failure)
+                    except Exception as err:  # the run's own error is the one to raise
+                        log.error("could not write result.json (%s: %s)", type(err).__name__, err)
         return self._result(stop_reason or "interrupted", ckpt_path, elapsed)
 
-    def _result(self, stop_reason: str, ckpt_path: Path | None, elapsed: float) -> RunResult:
+    def _result(self, stop_reason: str, ckpt_path: Path | None, elapsed: float, *,
+                error: str | None = None) -> RunResult:  # fmt: skip
         target = self.cfg.run.stop.target_return
         solved = target is not None and self.best_eval is not None and self.best_eval >= target
         result = RunResult(
             run_dir=str(self.run_dir), checkpoint=str(ckpt_path) if ckpt_path else None, stop_reason=stop_reason,
             env_steps=self.env_steps, iterations=self.iterations, episodes=self.episodes, elapsed_s=elapsed,
-            version=self.saved_version if ckpt_path else self.algo.version, eval_return=self.last_eval, best_eval_return=self.best_eval, solved=solved,
+            version=self.saved_version if ckpt_path else self.algo.version, eval_return=self.last_eval, best_eval_return=self.best_eval, solved=solved, error=error,
         )  # fmt: skip
         atomic_write_text(self.run_dir / "result.json", json.dumps(asdict(result), indent=2))
         return result

@@ -16,12 +16,51 @@ from rayac.checkpoint import latest_checkpoint
 from rayac.config import ConfigError
 from rayac.metrics import last_record
 
-RUNNING_WITHIN_S = 120.0  # no result.json and metrics written this recently: still training
+RUNNING_WITHIN_S = 120.0  # no result.json and metrics written this recently: still training (another host)
+DRIVER_FILE = "driver.json"  # the training process: host, pid and its start time
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the command name may hold spaces and ")"
+
+
+def write_driver_file(run_dir: Path) -> None:
+    """Which process trains this run, so that `rayac runs` can tell a live run from one whose process died."""
+    import os
+    import socket
+
+    from rayac.checkpoint import atomic_write_text
+
+    pid = os.getpid()
+    record = {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
+    atomic_write_text(run_dir / DRIVER_FILE, json.dumps(record))
+
+
+def driver_alive(run_dir: Path) -> bool | None:
+    """Whether the process that trains ``run_dir`` still runs; None when this host cannot tell (another host, no
+    /proc, a run written before the file existed)."""
+    import socket
+
+    driver = _read_json(run_dir / DRIVER_FILE)
+    if not driver or driver.get("host") != socket.gethostname() or driver.get("start") is None:
+        return None
+    try:
+        return _process_start(int(driver["pid"])) == driver["start"]  # not another process that got the pid
+    except (TypeError, ValueError):
+        return None
+
+
 STATUS = {  # result.json's stop_reason → what a person reads
     "target_return": "solved",
     "total_env_steps": "done (step budget)",
     "time_limit_s": "done (time limit)",
     "interrupted": "interrupted",
+    "error": "failed",
 }
 
 
@@ -69,8 +108,12 @@ def summarize(run_dir: Path, *, now: float | None = None) -> RunSummary | None:
         best = (state or {}).get("best_eval_return")
         metrics = run_dir / "metrics.jsonl"
         written = metrics.stat().st_mtime if metrics.exists() else (run_dir / "config.json").stat().st_mtime
-        recent = (now if now is not None else time.time()) - written < RUNNING_WITHIN_S
-        status = "running" if recent else "unfinished (no result.json)"
+        alive = driver_alive(run_dir)
+        if alive is None:
+            alive = (now if now is not None else time.time()) - written < RUNNING_WITHIN_S
+            status = "running" if alive else "unfinished (no result.json)"
+        else:
+            status = "running" if alive else "crashed (its process is gone, no result.json)"
     return RunSummary(name=run_dir.name, algo=algo, env=env, env_steps=steps, best_eval=best, status=status,
                       started=(run_dir / "config.json").stat().st_mtime)  # fmt: skip
 

@@ -293,9 +293,9 @@ class JobService:
                 result = json.loads((run / "result.json").read_text())
             except (OSError, ValueError):
                 return rec
-            status = "stopped" if result.get("stop_reason") == "interrupted" else "succeeded"
+            status, error = _final_status(result)
             try:
-                self.store.set_final(rec.id, status=status, error=None)
+                self.store.set_final(rec.id, status=status, error=error)
                 return self.store.get(rec.id)
             except sqlite3.Error:
                 return dataclasses.replace(rec, status=status, error=None)
@@ -343,12 +343,7 @@ class JobService:
             result = json.loads(result_path.read_text())
         except (OSError, ValueError):
             result = None
-        if result is None:
-            status, error = "failed", reason
-        elif result.get("stop_reason") == "interrupted":
-            status, error = "stopped", None
-        else:
-            status, error = "succeeded", None
+        status, error = ("failed", reason) if result is None else _final_status(result, reason)
         return self._record(rec, status, error)
 
     def _log_tail(self, job_id: str, lines: int = 20) -> str:
@@ -543,3 +538,13 @@ def latest_returns(run_dir: Path, *, tail_bytes: int = 262_144) -> tuple[dict[st
             except (FileNotFoundError, NotADirectoryError):
                 continue  # pruned since it was listed
     return last, eval_return
+
+
+def _final_status(result: dict, reason: str | None = None) -> tuple[str, str | None]:
+    """A job's final (status, error) from its run's result.json: an interrupted run was stopped, one that raised
+    (stop_reason "error") failed with its error, any other stop succeeded."""
+    if result.get("stop_reason") == "interrupted":
+        return "stopped", None
+    if result.get("stop_reason") == "error":
+        return "failed", result.get("error") or reason
+    return "succeeded", None

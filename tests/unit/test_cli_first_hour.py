@@ -332,3 +332,50 @@ def test_piped_sweep_summary_lines_are_whole(capsys, tmp_path, monkeypatch):
         f"replay it:  rayac evaluate {run_dir}",
         f"sweep.json: {tmp_path / 's' / 'sweep.json'}",
     ]
+
+
+def test_runs_tells_a_live_run_from_one_whose_process_died(capsys, tmp_path):
+    """A newcomer's crashed run was listed as `running` for two minutes: only its file times were read."""
+    import subprocess
+
+    from rayac.runs import write_driver_file
+
+    fresh = [{"time/env_steps": 800}]
+    write_driver_file(_write_run(tmp_path, "alive", metrics=fresh))  # this process: alive
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    _write_run(tmp_path, "killed", metrics=fresh)  # written seconds ago, but by a process that is gone
+    (tmp_path / "killed" / "driver.json").write_text(json.dumps({"host": os.uname().nodename,
+                                                                 "pid": int(dead.stdout), "start": 1}))  # fmt: skip
+    _write_run(
+        tmp_path, "raised", result={"stop_reason": "error", "error": "RuntimeError: boom", "env_steps": 400}
+    )
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path))
+    assert code == 0 and out.splitlines()[1:] == [
+        "alive   a2c   CartPole-v1        800          -  running",
+        "killed  a2c   CartPole-v1        800          -  crashed (its process is gone, no result.json)",
+        "raised  a2c   CartPole-v1        400          -  failed",
+    ]
+
+
+def test_a_run_that_raises_writes_result_json_saying_so(tmp_path, monkeypatch):
+    from rayac.runner import Runner
+    from tests.runs import tiny_config
+
+    runner = Runner(tiny_config(steps=400), run_dir=tmp_path / "run")
+    calls = []
+
+    def fails_on_the_third_update():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the env crashed")
+        return step()
+
+    step, runner.algo.train_step = runner.algo.train_step, fails_on_the_third_update
+    with pytest.raises(RuntimeError, match="the env crashed"):
+        runner.run()
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert (result["stop_reason"], result["error"], result["env_steps"]) == ("error", "RuntimeError: the env crashed",
+                                                                             160)  # fmt: skip
+    assert result["checkpoint"].endswith("ckpt_000000000160")  # what it had trained is kept
