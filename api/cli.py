@@ -184,7 +184,8 @@ def startup_line(settings: Settings) -> str:
 
 def _submit_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--preset", help="a preset name or YAML/JSON config file")
-    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    m.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optim.lr=0.001 (repeatable; keys: rayac train --help)")  # fmt: skip
     m.add_argument("--name", help="a name for the job (default: the preset's name)")
     m.add_argument(
         "--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)"

@@ -178,8 +178,10 @@ def select_checkpoint(run_dir: str | Path, choice: str | int = "latest", *, labe
     ValueError for a malformed choice; FileNotFoundError when the run has no checkpoint, NoSuchCheckpoint (naming
     what there is) when none matches. ``label`` names the run in messages (default: its path)."""
     choice = parse_checkpoint_choice(choice)
-    label = label or str(run_dir)
     dirs = checkpoint_dirs(Path(run_dir))
+    if not dirs and label is None and not Path(run_dir).exists():  # a path typed by hand (a job's: not yet)
+        raise FileNotFoundError(f"{run_dir} does not exist")
+    label = label or str(run_dir)
     if not dirs:
         raise FileNotFoundError(f"no checkpoint in {label}")
     if choice == "latest":
@@ -201,6 +203,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / "policy.safetensors").is_file():
         return path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (expected a run dir or a checkpoint dir)")
     latest = latest_checkpoint(path)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {path} (expected a run dir or a checkpoint dir)")

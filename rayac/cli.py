@@ -131,7 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar (run.progress_bar=false)")
 
     e = sub.add_parser("evaluate", help="replay a trained policy greedily (and render a GIF)")
-    e.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("path", metavar="RUN_OR_CHECKPOINT",
+                   help="a run directory (its --checkpoint) or one checkpoint directory (runs/NAME/checkpoints/ckpt_…)")  # fmt: skip
+    e.add_argument("--checkpoint", default="latest",
+                   help="of a run: best (highest evaluation), latest, or an env-step count (default latest)")  # fmt: skip
     e.add_argument("--episodes", type=int, default=10, help="greedy episodes (default 10)")
     e.add_argument("--gif", metavar="FILE", help="render one episode to this GIF")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
@@ -176,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--sweep-dir", help="where trials and sweep.json go (default sweeps/<preset>-<time>)")
     sw.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep's unfinished trials")
     x = sub.add_parser("export", help="export a trained policy to ONNX or TorchScript (runs without rayac)")
-    x.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    x.add_argument("path", metavar="RUN_OR_CHECKPOINT",
+                   help="a run directory (its --checkpoint) or one checkpoint directory (runs/NAME/checkpoints/ckpt_…)")  # fmt: skip
     x.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
                    help="onnx (run it with onnxruntime: rayac[export]) or torchscript (default onnx)")  # fmt: skip
     x.add_argument("--checkpoint", default="latest",
@@ -289,13 +293,22 @@ def rayac_command() -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rayac.checkpoint import load_checkpoint
+    from rayac.checkpoint import NoSuchCheckpoint, load_checkpoint, parse_checkpoint_choice, select_checkpoint
     from rayac.evaluate import Evaluator, render_gif
 
     if args.episodes < 1:
         return fail("--episodes: must be >= 1")
     try:
-        ckpt = load_checkpoint(args.path)
+        choice = parse_checkpoint_choice(args.checkpoint)
+    except ValueError as err:
+        return fail(f"--checkpoint: {err}")
+    path = Path(args.path)
+    try:
+        if not (path / "policy.safetensors").is_file():  # a run: the checkpoint --checkpoint names
+            path = select_checkpoint(path, choice)
+        ckpt = load_checkpoint(path)
+    except NoSuchCheckpoint as err:
+        return fail(f"--checkpoint: {err}")
     except (FileNotFoundError, OSError, ValueError) as err:
         return fail(f"RUN_OR_CHECKPOINT: {err}")
     env_cfg = ckpt.cfg.env.model_copy(update={"seed": args.seed})

@@ -379,3 +379,26 @@ def test_a_run_that_raises_writes_result_json_saying_so(tmp_path, monkeypatch):
     assert (result["stop_reason"], result["error"], result["env_steps"]) == ("error", "RuntimeError: the env crashed",
                                                                              160)  # fmt: skip
     assert result["checkpoint"].endswith("ckpt_000000000160")  # what it had trained is kept
+
+
+def test_evaluate_takes_a_checkpoint_choice_and_names_a_missing_path(capsys, tmp_path):
+    from tests.constructed import make_run
+
+    run = make_run(tmp_path / "run", "cartpole", steps=(1000, 2000, 3000), evals=(10.0, 50.0, 20.0))
+    assert main(["evaluate", str(run), "--checkpoint", "best", "--episodes", "1"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"checkpoint {run / 'checkpoints' / 'ckpt_000000002000'} (2,000 env"
+    )
+    assert main(["evaluate", str(run), "--checkpoint", "1000", "--episodes", "1"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"checkpoint {run / 'checkpoints' / 'ckpt_000000001000'} (1,000 env"
+    )
+    for args, line in [
+        ([str(tmp_path / "nonexistent")], f"RUN_OR_CHECKPOINT: {tmp_path / 'nonexistent'} does not exist"),
+        ([str(run), "--checkpoint", "4000"],
+         f"--checkpoint: no checkpoint at step 4000 in {run} (there are: 1000, 2000, 3000)"),
+        ([str(run), "--checkpoint", "worst"], "--checkpoint: must be 'best', 'latest' or an env-step count (a "
+         "checkpoint's step), got 'worst'"),
+    ]:  # fmt: skip
+        assert main(["evaluate", *args]) == 2
+        assert capsys.readouterr().err == f"rayac: error: {line}\n"
