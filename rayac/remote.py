@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Any
 
 from rayac.config import Config
@@ -36,8 +37,12 @@ def init_ray(*, num_cpus: int | None = None) -> bool:
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     cpus = max(os.cpu_count() or 1, num_cpus or 0)
+    # Ray's own INFO line ("INFO worker.py:… -- Started a local Ray instance.") read as noise to a newcomer: one
+    # plain line instead; Ray's warnings and errors still show
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
-             _node_ip_address="127.0.0.1")  # fmt: skip
+             _node_ip_address="127.0.0.1", logging_level=logging.WARNING)  # fmt: skip
+    print(f"rayac: started a local Ray on 127.0.0.1 ({cpus} CPUs; set RAY_ADDRESS to use a cluster)",
+          file=sys.stderr, flush=True)  # fmt: skip
     return True
 
 

@@ -65,7 +65,8 @@ def test_a3c_job_with_ray_workers_runs_on_the_services_cluster(service):
         assert final["status"] == "succeeded", final
         assert any(r.get("a3c/pushes", 0) > 0 for _, r in events)
         logs = c.get(f"/v1/jobs/{job['id']}/logs").text
-        assert "Started a local Ray instance" not in logs  # it used the cluster, not an embedded Ray
+        assert "Connected to Ray cluster" in logs  # it used the cluster (Ray's line when it joins one),
+        assert "started a local Ray" not in logs  # not an embedded Ray (rayac's line when it starts one)
 
 
 def test_restart_keeps_jobs_and_the_stream_resumes(service):

@@ -77,3 +77,21 @@ def test_resume_with_ray_workers_continues_each_workers_envs_exactly(ray_session
     assert a.state["env_steps"] == b.state["env_steps"] == 8000 and len(b.sampler_state()) == 2
     assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
     assert a.state["eval_return"] == b.state["eval_return"]
+
+
+def test_the_embedded_ray_is_one_plain_line_not_rays_info_log(tmp_path):
+    """A newcomer read `2026-… INFO worker.py:2038 -- Started a local Ray instance.` as noise, or as a problem."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "rayac.cli", "train", "--preset", "a2c_cartpole", "--workers", "1",
+                           "--steps", "80", "--no-progress", "--run-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = (
+        f"rayac: started a local Ray on 127.0.0.1 ({os.cpu_count()} CPUs; set RAY_ADDRESS to use a cluster)\n"
+    )
+    assert line in proc.stderr
+    assert "worker.py" not in proc.stderr and "Started a local Ray instance" not in proc.stderr
