@@ -309,7 +309,8 @@ class InferencePolicy:
         if obs.shape[0] == 0:
             raise ValueError("observations is an empty batch")
         if not self.spec.is_image:
-            obs = obs.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # 1e39 → inf is refused below, not a RuntimeWarning in the log
+                obs = obs.astype(np.float32, copy=False)
             if not np.all(np.isfinite(obs)):  # after the cast: 1e39 → inf
                 raise ValueError("observations contain NaN, infinity or numbers beyond the float32 range")
             return obs

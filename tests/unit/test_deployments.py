@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import shutil
 import time
+import warnings
 
 import numpy as np
 import onnxruntime as ort
@@ -181,6 +182,11 @@ def test_act_checks_are_the_policies_own(client, job):
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "observations"
     resp = client.post("/v1/deployments/c/act", content=b'{"observations": [[1e39, 0, 0, 0]]}',
                        headers={"content-type": "application/json"})  # fmt: skip
+    assert resp.status_code == 422 and "float32 range" in resp.json()["detail"]
+    with warnings.catch_warnings():  # refused as a 422, not also a numpy RuntimeWarning in the service's log
+        warnings.simplefilter("error")
+        resp = client.post("/v1/deployments/c/act", content=b'{"observations": [[0, -1e300, 0, 0]]}',
+                           headers={"content-type": "application/json"})  # fmt: skip
     assert resp.status_code == 422 and "float32 range" in resp.json()["detail"]
     b64 = np.asarray(OBS, np.float32).tobytes()
     resp = client.post("/v1/deployments/c/act", json={"observations_b64": base64.b64encode(b64).decode()})
