@@ -181,8 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a trained policy to ONNX or TorchScript (runs without rayac)")
     x.add_argument("path", metavar="RUN_OR_CHECKPOINT",
                    help="a run directory (its --checkpoint) or one checkpoint directory (runs/NAME/checkpoints/ckpt_…)")  # fmt: skip
-    x.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
-                   help="onnx (run it with onnxruntime: rayac[export]) or torchscript (default onnx)")  # fmt: skip
+    x.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"],
+                   help="onnx (run it with onnxruntime: rayac[export]) or torchscript (default: from FILE's name, "
+                        "torchscript for .pt .pth .ts .jit, else onnx)")  # fmt: skip
     x.add_argument("--checkpoint", default="latest",
                    help="best (highest evaluation), latest, or an env-step count (default latest)")  # fmt: skip
     x.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -405,7 +406,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from rayac.checkpoint import NoSuchCheckpoint, parse_checkpoint_choice
-    from rayac.export import export_policy
+    from rayac.export import OutputNotWritable, export_policy
 
     try:
         choice = parse_checkpoint_choice(args.checkpoint)
@@ -417,9 +418,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         sidecar = export_policy(args.path, args.output, fmt=args.fmt, checkpoint=choice)
     except NoSuchCheckpoint as err:
         return fail(f"--checkpoint: {err}")
+    except OutputNotWritable as err:
+        return fail(f"--output: {err}")
     except (OSError, ValueError) as err:  # no checkpoint at all (FileNotFoundError), an unreadable one
         return fail(f"RUN_OR_CHECKPOINT: {err}")
-    print(f"wrote {args.output} ({args.fmt}, {sidecar['checkpoint']} of {sidecar['env_id']}; "
+    print(f"wrote {args.output} ({sidecar['format']}, {sidecar['checkpoint']} of {sidecar['env_id']}; "
           f"inputs and outputs in {args.output}.json)")  # fmt: skip
     return 0
 

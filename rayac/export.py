@@ -31,6 +31,28 @@ from rayac.policy import ActorCritic
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")  # torch.jit.save's usual names; anything else is ONNX
+
+
+class OutputNotWritable(OSError):
+    """The export's file (or its sidecar) could not be written where it was asked for; the message says why."""
+
+
+def format_for(output: str | Path) -> Format:
+    """The format a file name asks for: TorchScript for ``.pt``, ``.pth``, ``.ts``, ``.jit``; ONNX otherwise."""
+    return "torchscript" if Path(output).suffix.lower() in TORCHSCRIPT_SUFFIXES else "onnx"
+
+
+def _why_unwritable(output: Path, err: OSError) -> str:
+    """``a/b is a file, not a directory`` when a parent is a file; else what the OS said."""
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            break
+    return err.strerror or str(err)
+
+
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT = "observations"
 ONNX_OPSET = 17
@@ -112,13 +134,16 @@ def _atomic_file(output: Path, write: Any) -> None:
 
 
 def export_policy(
-    path: str | Path, output: str | Path, *, fmt: Format = "onnx", checkpoint: str | int = "latest"
+    path: str | Path, output: str | Path, *, fmt: Format | None = None, checkpoint: str | int = "latest"
 ) -> dict[str, Any]:
     """Export the ``checkpoint`` (``best``, ``latest`` or a step) of a run dir — or the checkpoint dir ``path``
-    itself — to ``output``, and its sidecar to ``output + '.json'``. Returns the sidecar.
+    itself — to ``output``, and its sidecar to ``output + '.json'``. Returns the sidecar. ``fmt`` None: the
+    format ``output``'s suffix asks for (``format_for``).
 
-    Raises ValueError for a bad format or checkpoint choice, FileNotFoundError when there is no such checkpoint.
+    Raises ValueError for a bad format or checkpoint choice, FileNotFoundError when there is no such checkpoint,
+    OutputNotWritable when ``output`` cannot be written (nothing is left behind then).
     """
+    fmt = fmt or format_for(output)
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path, output = Path(path), Path(output)
@@ -145,7 +170,6 @@ def export_policy(
                 traced = torch.jit.trace(graph, (example,), check_trace=False)
                 torch.jit.save(traced, str(tmp))
 
-    _atomic_file(output, write)
     inputs, outputs = _describe(ckpt.spec)
     state = ckpt.state
     sidecar = {
@@ -167,7 +191,15 @@ def export_policy(
         "encoder_dtype": "float32",
         "usage": _usage(fmt, output.name, names),
     }
-    atomic_write_text(output.with_name(output.name + ".json"), json.dumps(sidecar, indent=2) + "\n")
+    written = False
+    try:
+        _atomic_file(output, write)
+        written = True
+        atomic_write_text(output.with_name(output.name + ".json"), json.dumps(sidecar, indent=2) + "\n")
+    except OSError as err:
+        if written:  # a file without its sidecar is half an export
+            output.unlink(missing_ok=True)
+        raise OutputNotWritable(f"cannot write {output}: {_why_unwritable(output, err)}") from None
     return sidecar
 
 

@@ -166,3 +166,28 @@ def test_export_of_a_run_without_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr == f"rayac: error: RUN_OR_CHECKPOINT: no checkpoint in {run}\n"
     assert not (tmp_path / "p.onnx").exists()
     assert list(tmp_path.iterdir()) == [run]  # no temp file left behind either
+
+
+def test_the_file_name_picks_the_format_unless_format_says(tmp_path, capsys):
+    """A newcomer's `-o policy.pt` without --format got an ONNX file named .pt, which torch.jit.load refuses."""
+    run = make_run(tmp_path / "run", "cartpole")
+    assert main(["export", str(run), "-o", str(tmp_path / "p.pt")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'p.pt'} (torchscript, ckpt_")
+    assert json.loads((tmp_path / "p.pt.json").read_text())["format"] == "torchscript"
+    torch.jit.load(str(tmp_path / "p.pt"))
+    assert main(["export", str(run), "-o", str(tmp_path / "p.model")]) == 0  # no torchscript suffix: ONNX
+    ort.InferenceSession(str(tmp_path / "p.model"))
+    assert main(["export", str(run), "--format", "onnx", "-o", str(tmp_path / "q.pt")]) == 0  # --format wins
+    ort.InferenceSession(str(tmp_path / "q.pt"))
+
+
+def test_an_output_that_cannot_be_written_is_named_as_output_and_leaves_nothing(tmp_path, capsys):
+    """It said `RUN_OR_CHECKPOINT: [Errno 17] File exists: …`: the run was fine, the output path was not."""
+    run = make_run(tmp_path / "run", "cartpole")
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "p.onnx"
+    assert main(["export", str(run), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"rayac: error: --output: cannot write {out}: {tmp_path / 'afile'} is a file, not a directory\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
