@@ -320,9 +320,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out.print(
         f"checkpoint {ckpt.path} ({ckpt.state['env_steps']:,} env steps, version {ckpt.state['version']})"
     )
-    out.print(f"{args.episodes} greedy episodes on {ckpt.cfg.env.id}: return {stats['eval/return_mean']:.1f} "
-              f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
-              f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
+    if args.episodes == 1:  # a spread and a minimum of one episode say nothing
+        out.print(f"1 greedy episode on {ckpt.cfg.env.id}: return {stats['eval/return_mean']:.1f}, "
+                  f"length {stats['eval/length_mean']:.0f}")  # fmt: skip
+    else:
+        out.print(f"{args.episodes} greedy episodes on {ckpt.cfg.env.id}: return {stats['eval/return_mean']:.1f} "
+                  f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
+                  f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
     if args.gif:
         try:
             info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)

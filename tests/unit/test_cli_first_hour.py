@@ -3,6 +3,7 @@ hints for unknown keys and env ids, --workers auto, plot's metric names, presets
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -392,9 +393,14 @@ def test_evaluate_takes_a_checkpoint_choice_and_names_a_missing_path(capsys, tmp
         f"checkpoint {run / 'checkpoints' / 'ckpt_000000002000'} (2,000 env"
     )
     assert main(["evaluate", str(run), "--checkpoint", "1000", "--episodes", "1"]) == 0
-    assert capsys.readouterr().out.startswith(
-        f"checkpoint {run / 'checkpoints' / 'ckpt_000000001000'} (1,000 env"
-    )
+    out = capsys.readouterr().out
+    assert out.startswith(f"checkpoint {run / 'checkpoints' / 'ckpt_000000001000'} (1,000 env")
+    assert re.search(
+        r"^1 greedy episode on CartPole-v1: return \d+\.\d, length \d+$", out, re.M
+    )  # no "± 0.0"
+    assert main(["evaluate", str(run), "--episodes", "2"]) == 0
+    assert re.search(r"^2 greedy episodes on CartPole-v1: return [\d.]+ ± [\d.]+ \(min [\d.]+\), length [\d.]+$",
+                     capsys.readouterr().out, re.M)  # fmt: skip
     for args, line in [
         ([str(tmp_path / "nonexistent")], f"RUN_OR_CHECKPOINT: {tmp_path / 'nonexistent'} does not exist"),
         ([str(run), "--checkpoint", "4000"],
