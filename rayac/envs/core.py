@@ -7,6 +7,9 @@ with the training-only transforms (Atari life loss, reward clipping) on top.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
@@ -31,20 +34,28 @@ def _make_one(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     return gym.make(cfg.id, **kwargs)
 
 
+def _cannot_make(cfg: EnvConfig, err: Exception) -> ConfigError:
+    """The field and the reason an env could not be made: the extra to install, or gymnasium's words (and, for a
+    MuJoCo env, the MUJOCO_GL it was made under: a backend that is not installed fails at ``import mujoco``)."""
+    extra = extra_for(cfg.id)
+    gl = os.environ.get("MUJOCO_GL") if extra == "mujoco" else None
+    # with mujoco installed, an ImportError under MUJOCO_GL is its GL backend, not a missing extra
+    installed = gl is not None and importlib.util.find_spec("mujoco") is not None
+    if extra is not None and not installed and (isinstance(err, gym.error.DependencyNotInstalled | ImportError)
+                                                or (isinstance(err, ValueError) and "extra" in str(err))):  # fmt: skip
+        return ConfigError("env.id", missing_extra_message(cfg.id, extra))
+    hint = f" (MUJOCO_GL={gl} is set: unset it, or install that GL backend)" if gl else ""
+    return ConfigError("env.id", f"cannot make '{cfg.id}': {err}{hint}")
+
+
 def make_env(cfg: EnvConfig, *, render_mode: str | None = None) -> gym.Env:
     """One env, for rendering and for reading spaces."""
     try:
         return _make_one(cfg, render_mode)
     except ConfigError:
         raise
-    except (gym.error.DependencyNotInstalled, ImportError, ValueError) as err:
-        extra = extra_for(cfg.id)
-        if extra is not None and (isinstance(err, gym.error.DependencyNotInstalled | ImportError)
-                                  or "extra" in str(err)):  # fmt: skip
-            raise ConfigError("env.id", missing_extra_message(cfg.id, extra)) from None
-        raise ConfigError("env.id", f"cannot make '{cfg.id}': {err}") from None
     except Exception as err:  # gymnasium raises many types; the user needs the field and the reason
-        raise ConfigError("env.id", f"cannot make '{cfg.id}': {err}") from None
+        raise _cannot_make(cfg, err) from None
 
 
 def make_vector_env(
@@ -54,7 +65,12 @@ def make_vector_env(
     n = num_envs or cfg.num_envs
     fns = [lambda: _make_one(cfg) for _ in range(n)]
     vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
-    envs = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    try:
+        envs = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    except ConfigError:
+        raise
+    except Exception as err:  # as make_env: evaluation made this way printed a traceback
+        raise _cannot_make(cfg, err) from None
     envs.action_space.seed(cfg.seed if seed is None else seed)
     return envs
 

@@ -410,3 +410,20 @@ def test_evaluate_takes_a_checkpoint_choice_and_names_a_missing_path(capsys, tmp
     ]:  # fmt: skip
         assert main(["evaluate", *args]) == 2
         assert capsys.readouterr().err == f"rayac: error: {line}\n"
+
+
+def test_a_mujoco_gl_that_does_not_work_is_named_not_a_traceback(tmp_path):
+    """`MUJOCO_GL=osmesa rayac evaluate RUN` (a setting rayac's own --gif error suggested) ended in a traceback
+    from inside `import mujoco`; train said only "'NoneType' object has no attribute 'glGetError'"."""
+    import subprocess
+
+    from tests.constructed import make_run
+
+    run = make_run(tmp_path / "hc", "halfcheetah")
+    env = {**os.environ, "MUJOCO_GL": "bogus"}  # fails at `import mujoco` as an uninstalled backend does
+    proc = subprocess.run([sys.executable, "-m", "rayac.cli", "evaluate", str(run), "--episodes", "1"],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == ("rayac: error: env.id: cannot make 'HalfCheetah-v5': invalid value for environment "
+                           "variable MUJOCO_GL: bogus (MUJOCO_GL=bogus is set: unset it, or install that GL "
+                           "backend)\n")  # fmt: skip
