@@ -295,7 +295,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rayac.checkpoint import NoSuchCheckpoint, load_checkpoint, parse_checkpoint_choice, select_checkpoint
-    from rayac.evaluate import Evaluator, render_gif
+    from rayac.evaluate import Evaluator
+    from rayac.render import render_episode
 
     if args.episodes < 1:
         return fail("--episodes: must be >= 1")
@@ -328,11 +329,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   f"± {stats['eval/return_std']:.1f} (min {stats['eval/return_min']:.1f}), "
                   f"length {stats['eval/length_mean']:.1f}")  # fmt: skip
     if args.gif:
-        try:
-            info = render_gif(ckpt.build_policy(), env_cfg, Path(args.gif), seed=args.seed)
-        except Exception as err:  # no display and no headless GL, most often: one line, and the setting
-            return fail(f"--gif: could not render {ckpt.cfg.env.id} ({type(err).__name__}: {err}); without a display "
-                        "set MUJOCO_GL=egl (or osmesa) for MuJoCo envs")  # fmt: skip
+        try:  # in a process of its own, trying the headless GL backends where there is no display
+            info = render_episode(ckpt.path, Path(args.gif), seed=args.seed, timeout_s=600)
+        except (
+            OSError,
+            RuntimeError,
+        ) as err:  # no GL backend renders it (naming each one's reason), a bug's tail
+            return fail(f"--gif: {ckpt.cfg.env.id}: {err}")
         out.print(f"GIF: {args.gif} ({info['frames']} frames, return {info['return']:.1f})")
     return 0
 

@@ -96,11 +96,13 @@ def play_episode(policy: ActorCritic, env_cfg: EnvConfig, *, seed: int = 0, max_
 
 
 def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int = 0, max_steps: int = 1000,
-               fps: int = 30) -> dict[str, float]:  # fmt: skip
-    """Play one greedy episode and write it as an animated GIF (atomically). Returns its return and length."""
+               fps: int = 30, downscale: int = 1) -> dict[str, float]:  # fmt: skip
+    """Play one greedy episode and write it as an animated GIF (atomically), in this process: a renderer that
+    aborts (MuJoCo without GL) ends it, so rayac's own callers use ``rayac.render.render_episode``. Returns its
+    return, length and frame count."""
     import imageio.v2 as imageio
 
-    frames, total, steps = play_episode(policy, env_cfg, seed=seed, max_steps=max_steps)
+    frames, total, steps = play_episode(policy, env_cfg, seed=seed, max_steps=max_steps, downscale=downscale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.gif")

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import Authorized
 from api.schemas import INVALID, NOT_FOUND, UNAUTHORIZED, ErrorBody
-from api.services.episodes import Busy, EpisodeRenderer, RenderUnavailable
+from api.services.episodes import Busy, EpisodeRenderer
 from rayac.config import Config, list_presets, load_preset, parse_config
+from rayac.render import RenderUnavailable
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Everything the page loads comes from this service; a bug or an injected string cannot reach elsewhere.

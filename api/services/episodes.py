@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
-import os
-import re
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rayac.checkpoint import latest_checkpoint
+from rayac.render import RenderTimedOut, render_episode
 
 from .errors import NotFound, Unavailable
 from .jobs import JobService
@@ -28,21 +24,6 @@ from .jobs import JobService
 
 class Busy(RuntimeError):
     """Too many renders running or queued (HTTP 429)."""
-
-
-class RenderUnavailable(RuntimeError):
-    """No way to render this env here (HTTP 501, naming the reason and the setting)."""
-
-
-GL_WORDS = re.compile(r"\b(GL|EGL|OSMesa|GLFW|glfw|OpenGL|DISPLAY|display|X11|FatalError|gladLoadGL)\b")
-
-
-def gl_backends() -> list[str | None]:
-    """GL backends to try: the configured one (or none: pygame needs no GL) when there is a display or MUJOCO_GL
-    is set; else none first (most envs need no GL), then EGL, then OSMesa."""
-    if os.environ.get("DISPLAY") or os.environ.get("MUJOCO_GL"):
-        return [None]
-    return [None, "egl", "osmesa"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +47,7 @@ class EpisodeRenderer:
         self.cache_bytes = cache_bytes
         self.downscale = downscale
         self.timeout_s = timeout_s
-        self.worker = "api.services.render_worker"  # the module a render process runs
+        self.worker: str | None = None  # the module a render process runs: rayac.render
         self.cache: collections.OrderedDict[Key, EpisodeGif] = collections.OrderedDict()
         self.inflight: dict[Key, asyncio.Future[EpisodeGif]] = {}
         self.renders = 0  # how many were actually rendered (cache misses), for tests and curiosity
@@ -110,33 +91,19 @@ class EpisodeRenderer:
 
     def _render(self, ckpt: Path, seed: int) -> EpisodeGif:
         """One greedy episode with frames at 1/``downscale`` resolution (GIF encoding dominates the cost and a
-        600x400 CartPole frame costs ~7x a 300x200 one), in a process of its own with a timeout: a renderer that
-        aborts (MuJoCo without a display or headless GL) costs that process, never the service. Without a display
-        the headless GL backends are tried in turn (MUJOCO_GL=egl, then osmesa); if none renders: RenderUnavailable.
-        """
-        problems = []
-        for gl in gl_backends():
-            env = {**os.environ, **({"MUJOCO_GL": gl, "PYOPENGL_PLATFORM": gl} if gl else {})}
-            with tempfile.TemporaryDirectory(prefix="rayac-gif-") as tmp:
-                out = Path(tmp) / "episode.gif"
-                cmd = [sys.executable, "-m", self.worker, str(ckpt), str(seed), str(self.max_steps),
-                       str(self.downscale), str(out)]  # fmt: skip
-                try:
-                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=self.timeout_s,
-                                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-                except subprocess.TimeoutExpired:
-                    raise Unavailable(f"rendering the episode took over {self.timeout_s:g} s") from None
-                if proc.returncode == 0:
-                    info = json.loads(proc.stdout.strip().splitlines()[-1])
-                    self.renders += 1
-                    return EpisodeGif(out.read_bytes(), ckpt.name, float(info["return"]), int(info["length"]))
-            if proc.returncode > 0 and not GL_WORDS.search(proc.stderr):  # a bug, not the display
-                raise RuntimeError(f"rendering failed: {proc.stderr.strip()[-500:]}")
-            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            problems.append(f"MUJOCO_GL={gl}: {why}" if gl else why)
-        raise RenderUnavailable("this env cannot be rendered on this machine (" + "; ".join(problems)[-600:] + "); "
-                                "a display (DISPLAY) or a headless GL backend (MUJOCO_GL=egl with EGL, or osmesa "
-                                "with OSMesa) is needed")  # fmt: skip
+        600x400 CartPole frame costs ~7x a 300x200 one), in a process of its own with a timeout
+        (``rayac.render``): a renderer that aborts (MuJoCo without a display or headless GL) costs that process,
+        never the service. Without a display the headless GL backends are tried in turn; if none renders:
+        RenderUnavailable."""
+        with tempfile.TemporaryDirectory(prefix="rayac-gif-") as tmp:
+            out = Path(tmp) / "episode.gif"
+            try:
+                info = render_episode(ckpt, out, seed=seed, max_steps=self.max_steps, downscale=self.downscale,
+                                      timeout_s=self.timeout_s, worker=self.worker)  # fmt: skip
+            except RenderTimedOut as err:
+                raise Unavailable(str(err)) from None
+            self.renders += 1
+            return EpisodeGif(out.read_bytes(), ckpt.name, float(info["return"]), int(info["length"]))
 
     def _remember(self, key: Key, gif: EpisodeGif) -> None:
         if len(gif.data) > self.cache_bytes:
