@@ -34,6 +34,17 @@ CKPT_PREFIX = "ckpt_"
 BYTES_DTYPES = ("uint8", "float32", "float64")  # what raw observation bytes (the act route's b64) may hold
 
 
+def why_unwritable(path: Path, err: OSError) -> str:
+    """Why ``path`` could not be written or created, for a user: ``a/b is a file, not a directory`` when one of
+    its parents is a file; else what the OS said (``Permission denied``, ``No space left on device``)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            break
+    return err.strerror or str(err)
+
+
 def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:
     """``path`` holds ``text`` whole, or is as it was: a failed write (a full disk) leaves no temp file.
     ``mode`` (e.g. 0o600 for a secret): the file has it from its first byte, never a moment world-readable."""

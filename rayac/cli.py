@@ -294,7 +294,13 @@ def rayac_command() -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from rayac.checkpoint import NoSuchCheckpoint, load_checkpoint, parse_checkpoint_choice, select_checkpoint
+    from rayac.checkpoint import (
+        NoSuchCheckpoint,
+        load_checkpoint,
+        parse_checkpoint_choice,
+        select_checkpoint,
+        why_unwritable,
+    )
     from rayac.evaluate import Evaluator
     from rayac.render import render_episode
 
@@ -331,10 +337,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.gif:
         try:  # in a process of its own, trying the headless GL backends where there is no display
             info = render_episode(ckpt.path, Path(args.gif), seed=args.seed, timeout_s=600)
-        except (
-            OSError,
-            RuntimeError,
-        ) as err:  # no GL backend renders it (naming each one's reason), a bug's tail
+        except OSError as err:
+            return fail(f"--gif: cannot write {args.gif}: {why_unwritable(Path(args.gif), err)}")
+        except RuntimeError as err:  # no GL backend renders it (naming each one's reason), a bug's tail
             return fail(f"--gif: {ckpt.cfg.env.id}: {err}")
         out.print(f"GIF: {args.gif} ({info['frames']} frames, return {info['return']:.1f})")
     return 0

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rayac.checkpoint import atomic_write_text, load_checkpoint, select_checkpoint
+from rayac.checkpoint import atomic_write_text, load_checkpoint, select_checkpoint, why_unwritable
 from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic
 
@@ -41,16 +41,6 @@ class OutputNotWritable(OSError):
 def format_for(output: str | Path) -> Format:
     """The format a file name asks for: TorchScript for ``.pt``, ``.pth``, ``.ts``, ``.jit``; ONNX otherwise."""
     return "torchscript" if Path(output).suffix.lower() in TORCHSCRIPT_SUFFIXES else "onnx"
-
-
-def _why_unwritable(output: Path, err: OSError) -> str:
-    """``a/b is a file, not a directory`` when a parent is a file; else what the OS said."""
-    for parent in output.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{parent} is a file, not a directory"
-            break
-    return err.strerror or str(err)
 
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -199,7 +189,7 @@ def export_policy(
     except OSError as err:
         if written:  # a file without its sidecar is half an export
             output.unlink(missing_ok=True)
-        raise OutputNotWritable(f"cannot write {output}: {_why_unwritable(output, err)}") from None
+        raise OutputNotWritable(f"cannot write {output}: {why_unwritable(output, err)}") from None
     return sidecar
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from rayac.checkpoint import why_unwritable
 from rayac.config import ConfigError
 from rayac.metrics import read_metrics
 
@@ -92,9 +94,15 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    except OSError as err:
+        raise ConfigError("--output", f"cannot write {out}: {why_unwritable(out, err)}") from None
+    finally:
+        with contextlib.suppress(OSError):  # (not there, or its directory could not be made)
+            tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return fig

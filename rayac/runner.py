@@ -30,6 +30,7 @@ from rayac.checkpoint import (
     restore_rng_state,
     rng_state,
     save_checkpoint,
+    why_unwritable,
 )
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
@@ -80,9 +81,18 @@ def prepare_run(
     if resume:
         if latest_checkpoint(path) is None:
             raise ConfigError("run.run_dir", f"{path} has no checkpoint to resume from")
+    elif path.exists() and not path.is_dir():
+        raise ConfigError("run.run_dir", f"{path} is a file, not a directory")
     elif path.exists() and any(path.iterdir()):
-        raise ConfigError("run.run_dir", f"{path} already holds a run; use --resume or another directory")
-    path.mkdir(parents=True, exist_ok=True)
+        if any((path / name).exists() for name in ("config.json", "checkpoints", "metrics.jsonl")):
+            raise ConfigError("run.run_dir", f"{path} already holds a run; use --resume or another directory")
+        raise ConfigError(
+            "run.run_dir", f"{path} is not empty and holds no run; name a new or empty directory"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError("run.run_dir", f"cannot create {path}: {why_unwritable(path, err)}") from None
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(path)})})
     if not resume:
         atomic_write_text(path / "config.json", cfg.model_dump_json(indent=2))
@@ -338,6 +348,8 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     """The config a run was started with, as plain data (overrides go on top of it when resuming)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
+        if not Path(run_dir).exists():
+            raise ConfigError("run.run_dir", f"{run_dir} does not exist")
         raise ConfigError("run.run_dir", f"{run_dir} is not a run directory (no config.json)")
     return json.loads(path.read_text())
 

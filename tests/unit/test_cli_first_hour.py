@@ -427,3 +427,36 @@ def test_a_mujoco_gl_that_does_not_work_is_named_not_a_traceback(tmp_path):
     assert proc.stderr == ("rayac: error: env.id: cannot make 'HalfCheetah-v5': invalid value for environment "
                            "variable MUJOCO_GL: bogus (MUJOCO_GL=bogus is set: unset it, or install that GL "
                            "backend)\n")  # fmt: skip
+
+
+def test_a_path_that_cannot_be_written_is_one_line_naming_its_option(capsys, tmp_path):
+    """`--run-dir` naming a file ended in a NotADirectoryError traceback, `plot -o` under a file in a
+    FileExistsError one; a non-empty directory that was not a run was said to 'hold a run'."""
+    from tests.constructed import make_run
+
+    run = make_run(tmp_path / "run", "cartpole")
+    (run / "metrics.jsonl").write_text('{"time/env_steps": 1000, "eval/return_mean": 20.0}\n')
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    afile, notes = tmp_path / "afile", tmp_path / "notes"
+    for args, line in [
+        (["train", "--run-dir", str(afile)], f"run.run_dir: {afile} is a file, not a directory"),
+        (["train", "--run-dir", str(afile / "r")],
+         f"run.run_dir: cannot create {afile / 'r'}: {afile} is a file, not a directory"),
+        (["train", "--run-dir", str(notes)],
+         f"run.run_dir: {notes} is not empty and holds no run; name a new or empty directory"),
+        (["train", "--run-dir", str(run)], f"run.run_dir: {run} already holds a run; use --resume or another directory"),
+        (["train", "--resume", str(tmp_path / "nope")], f"run.run_dir: {tmp_path / 'nope'} does not exist"),
+        (["train", "--resume", str(notes)], f"run.run_dir: {notes} is not a run directory (no config.json)"),
+        (["plot", str(run), "--metric", "eval/return_mean", "-o", str(afile / "c.png")],
+         f"--output: cannot write {afile / 'c.png'}: {afile} is a file, not a directory"),
+    ]:  # fmt: skip
+        code, out, err = run_cli(capsys, *args, *(["--steps", "80"] if args[0] == "train" else []))
+        assert (code, out, err) == (2, "", f"rayac: error: {line}\n"), args
+    assert main(["evaluate", str(run), "--episodes", "1", "--gif", str(afile / "a.gif")]) == 2
+    assert capsys.readouterr().err == (
+        f"rayac: error: --gif: cannot write {afile / 'a.gif'}: {afile} is a file, not a directory\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "notes", "run"]
+    assert [p.name for p in notes.iterdir()] == ["a.txt"] and afile.read_text() == ""

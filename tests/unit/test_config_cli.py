@@ -57,7 +57,12 @@ def test_non_numeric_flag_is_refused_by_argparse(capsys, tmp_path):
 def test_existing_run_dir_is_not_overwritten(capsys, tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     code, _, err = run_cli(capsys, "train", "--run-dir", str(tmp_path))
-    assert code == 2 and "run.run_dir" in err and "--resume" in err
+    # not a run: no --resume to suggest (that would fail with "no checkpoint to resume from")
+    assert (
+        code == 2
+        and err
+        == f"rayac: error: run.run_dir: {tmp_path} is not empty and holds no run; name a new or empty directory\n"
+    )
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
