@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rayac.config import Config
+from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic, build_policy
 
@@ -43,6 +43,26 @@ def why_unwritable(path: Path, err: OSError) -> str:
                 return f"{parent} is a file, not a directory"
             break
     return err.strerror or str(err)
+
+
+def check_fresh_dir(path: Path, *, field: str, kind: str, markers: tuple[str, ...]) -> None:
+    """``path`` can take a new ``kind`` (run, sweep): it is not there, or an empty directory. Else a ConfigError
+    naming ``field``: a file; a directory holding a ``kind`` (one of ``markers`` is in it: ``--resume`` it); a
+    directory holding anything else (nothing to resume there)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(field, f"{path} is a file, not a directory")
+    if path.exists() and any(path.iterdir()):
+        if any((path / name).exists() for name in markers):
+            raise ConfigError(field, f"{path} already holds a {kind}; use --resume or another directory")
+        raise ConfigError(field, f"{path} is not empty and holds no {kind}; name a new or empty directory")
+
+
+def make_dir(path: Path, *, field: str) -> None:
+    """``mkdir -p path``, or a ConfigError naming ``field`` and why it cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(field, f"cannot create {path}: {why_unwritable(path, err)}") from None
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:

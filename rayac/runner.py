@@ -24,13 +24,14 @@ from rayac.budget import check_machine
 from rayac.checkpoint import (
     CKPT_PREFIX,
     atomic_write_text,
+    check_fresh_dir,
     latest_checkpoint,
     load_checkpoint,
+    make_dir,
     prune_checkpoints,
     restore_rng_state,
     rng_state,
     save_checkpoint,
-    why_unwritable,
 )
 from rayac.config import Config, ConfigError
 from rayac.envs import SpaceSpec, check_config_against_env
@@ -81,18 +82,11 @@ def prepare_run(
     if resume:
         if latest_checkpoint(path) is None:
             raise ConfigError("run.run_dir", f"{path} has no checkpoint to resume from")
-    elif path.exists() and not path.is_dir():
-        raise ConfigError("run.run_dir", f"{path} is a file, not a directory")
-    elif path.exists() and any(path.iterdir()):
-        if any((path / name).exists() for name in ("config.json", "checkpoints", "metrics.jsonl")):
-            raise ConfigError("run.run_dir", f"{path} already holds a run; use --resume or another directory")
-        raise ConfigError(
-            "run.run_dir", f"{path} is not empty and holds no run; name a new or empty directory"
+    else:
+        check_fresh_dir(
+            path, field="run.run_dir", kind="run", markers=("config.json", "checkpoints", "metrics.jsonl")
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError("run.run_dir", f"cannot create {path}: {why_unwritable(path, err)}") from None
+    make_dir(path, field="run.run_dir")
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_dir": str(path)})})
     if not resume:
         atomic_write_text(path / "config.json", cfg.model_dump_json(indent=2))

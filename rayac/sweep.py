@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from rayac.checkpoint import atomic_write_text
+from rayac.checkpoint import atomic_write_text, check_fresh_dir, make_dir
 from rayac.config import Config, ConfigError, apply_overrides, parse_config
 
 KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -414,13 +414,13 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False) -
         if not spec_path.is_file():
             raise ConfigError("--resume", f"{sweep_dir} holds no sweep (no spec.json)")
         spec = SweepSpec(**json.loads(spec_path.read_text()))
-    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
-        raise ConfigError(
-            "--sweep-dir", f"{sweep_dir} already holds a sweep; use --resume or another directory"
+    else:
+        check_fresh_dir(
+            sweep_dir, field="--sweep-dir", kind="sweep", markers=("spec.json", "sweep.json", "trials")
         )
     dims = spec.validate()
     cfg = parse_config(spec.base)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep_dir, field="--resume" if resume else "--sweep-dir")
     if not resume:
         atomic_write_text(spec_path, json.dumps(asdict(spec), indent=1) + "\n")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

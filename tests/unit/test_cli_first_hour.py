@@ -449,6 +449,10 @@ def test_a_path_that_cannot_be_written_is_one_line_naming_its_option(capsys, tmp
         (["train", "--run-dir", str(run)], f"run.run_dir: {run} already holds a run; use --resume or another directory"),
         (["train", "--resume", str(tmp_path / "nope")], f"run.run_dir: {tmp_path / 'nope'} does not exist"),
         (["train", "--resume", str(notes)], f"run.run_dir: {notes} is not a run directory (no config.json)"),
+        (["sweep", "--preset", "a2c_cartpole", "--search", "optim.lr=choice(1e-3,2e-3)", "--sweep-dir", str(afile)],
+         f"--sweep-dir: {afile} is a file, not a directory"),
+        (["sweep", "--preset", "a2c_cartpole", "--search", "optim.lr=choice(1e-3,2e-3)", "--sweep-dir", str(notes)],
+         f"--sweep-dir: {notes} is not empty and holds no sweep; name a new or empty directory"),
         (["plot", str(run), "--metric", "eval/return_mean", "-o", str(afile / "c.png")],
          f"--output: cannot write {afile / 'c.png'}: {afile} is a file, not a directory"),
     ]:  # fmt: skip
