@@ -20,6 +20,7 @@ def test_a3c_workers_spread_and_survive_a_removed_node(tmp_path):
     assert sorted(r["before"]) == sorted(r["worker_nodes"])  # one worker on each worker node (SPREAD)
     assert r["ps"] == r["head"]  # pinned by the 'learner' resource
     survivor = next(n for n in r["worker_nodes"] if n != r["removed"])
+    assert "after" in r, r  # the run went on 3,000 env steps past the removal
     assert r["after"] == [survivor, survivor]  # the lost node's worker came back on the remaining node
     assert r["worker_restarts"] >= 1 and r["ps_restarts"] == 0
     assert r["solved"], r
