@@ -50,7 +50,8 @@ def test_a3c_two_workers_solves_cartpole(ray_session, tmp_path):
         if "a3c/pushes" in r:
             applied += r["a3c/pushes"] - r["a3c/dropped"]
             gaps.append(r["time/version"] - applied)
-    assert len(gaps) > 10 and min(gaps) >= 0 and max(gaps) <= 50, (len(gaps), min(gaps), max(gaps))
+    # (a run that solves at its first evaluations has only a few polls: CI saw 8 in a run solved at 10,960 steps)
+    assert len(gaps) >= 3 and min(gaps) >= 0 and max(gaps) <= 50, (len(gaps), min(gaps), max(gaps))
 
 
 @pytest.mark.parametrize("shards", [1, 2])

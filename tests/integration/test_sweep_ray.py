@@ -55,7 +55,9 @@ def test_pbt_exploits_and_the_perturbed_rate_is_the_optimisers(tmp_path) -> None
     # Ray's CPUs are holding
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rp", dir="/tmp")}
     sweep = tmp_path / "sweep"
-    done = _sweep_cli("--preset", "a2c_cartpole", "--set", "run.stop.total_env_steps=10000", "--set",
+    # 7 sync points, not 4: CI once saw no exploit at all in 4 (on a loaded machine; the cause is not pinned down:
+    # Tune's synchronous PBT skips a round when it has fewer than 2 scored live trials, or no saved checkpoint)
+    done = _sweep_cli("--preset", "a2c_cartpole", "--set", "run.stop.total_env_steps=16000", "--set",
                       "run.stop.target_return=null", "--set", "run.eval_interval_steps=1000", "--set",
                       "run.eval_episodes=3", "--set", "run.tensorboard=false", "--search",
                       "optim.lr=choice(0.00001,0.003)", "--samples", "1", "--concurrent", "2", "--search-alg", "grid",
