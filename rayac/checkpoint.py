@@ -18,6 +18,7 @@ import os
 import pickle
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,20 @@ def make_dir(path: Path, *, field: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(field, f"cannot create {path}: {why_unwritable(path, err)}") from None
+
+
+def atomic_write_file(output: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp_path)`` (a writer that takes a path: an exporter, ``savefig``), then rename over ``output``: a
+    reader never sees half a file, and a failed write leaves no temp file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None:

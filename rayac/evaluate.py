@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rayac.checkpoint import atomic_write_file
 from rayac.config import EnvConfig
 from rayac.envs import SpaceSpec, make_env, make_vector_env
 from rayac.policy import ActorCritic, load_numpy_weights
@@ -103,9 +103,7 @@ def render_gif(policy: ActorCritic, env_cfg: EnvConfig, path: Path, *, seed: int
     import imageio.v2 as imageio
 
     frames, total, steps = play_episode(policy, env_cfg, seed=seed, max_steps=max_steps, downscale=downscale)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.gif")
-    imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
-    os.replace(tmp, path)
+    atomic_write_file(
+        Path(path), lambda tmp: imageio.mimsave(tmp, frames, format="GIF", duration=1000 / fps, loop=0)
+    )
     return {"return": total, "length": steps, "frames": len(frames)}

@@ -14,8 +14,6 @@ the inputs and outputs, their shapes and dtypes, the env id and the checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +23,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rayac.checkpoint import atomic_write_text, load_checkpoint, select_checkpoint, why_unwritable
+from rayac.checkpoint import (
+    atomic_write_file,
+    atomic_write_text,
+    load_checkpoint,
+    select_checkpoint,
+    why_unwritable,
+)
 from rayac.envs import SpaceSpec
 from rayac.policy import ActorCritic
 
@@ -110,19 +114,6 @@ def _example(spec: SpaceSpec, batch: int = 2) -> torch.Tensor:
     return torch.zeros((batch, *spec.obs_shape), dtype=dtype)
 
 
-def _atomic_file(output: Path, write: Any) -> None:
-    """``write(tmp_path)``, then rename over ``output``: a reader never sees half a file."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_policy(
     path: str | Path, output: str | Path, *, fmt: Format | None = None, checkpoint: str | int = "latest"
 ) -> dict[str, Any]:
@@ -183,7 +174,7 @@ def export_policy(
     }
     written = False
     try:
-        _atomic_file(output, write)
+        atomic_write_file(output, write)
         written = True
         atomic_write_text(output.with_name(output.name + ".json"), json.dumps(sidecar, indent=2) + "\n")
     except OSError as err:

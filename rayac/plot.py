@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from rayac.checkpoint import why_unwritable
+from rayac.checkpoint import atomic_write_file, why_unwritable
 from rayac.config import ConfigError
 from rayac.metrics import read_metrics
 
@@ -94,15 +92,10 @@ def plot_runs(runs: list[str | Path], *, metric: str, out: str | Path, title: st
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
+        atomic_write_file(out, lambda tmp: fig.savefig(tmp, format="png"))
     except OSError as err:
         raise ConfigError("--output", f"cannot write {out}: {why_unwritable(out, err)}") from None
     finally:
-        with contextlib.suppress(OSError):  # (not there, or its directory could not be made)
-            tmp.unlink(missing_ok=True)
         plt.close(fig)
     return fig

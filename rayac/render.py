@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,29 +48,23 @@ def render_episode(checkpoint: Path, out: Path, *, seed: int = 0, max_steps: int
     or not at all. Returns ``{"return", "length", "frames"}``. Raises RenderUnavailable when no GL backend renders
     it, RenderTimedOut past ``timeout_s``, RuntimeError (its stderr's tail) when the process fails for another
     reason."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.gif")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # an OSError here, not a render process's traceback
     problems = []
-    try:
-        for gl in gl_backends():
-            env = {**os.environ, **({"MUJOCO_GL": gl, "PYOPENGL_PLATFORM": gl} if gl else {})}
-            cmd = [sys.executable, "-m", worker or WORKER, str(checkpoint), str(seed), str(max_steps), str(downscale),
-                   str(tmp)]  # fmt: skip
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s,
-                                      cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-            except subprocess.TimeoutExpired:
-                raise RenderTimedOut(f"rendering the episode took over {timeout_s:g} s") from None
-            if proc.returncode == 0:
-                os.replace(tmp, out)
-                return json.loads(proc.stdout.strip().splitlines()[-1])
-            if proc.returncode > 0 and not GL_WORDS.search(proc.stderr):  # a bug, not the display
-                raise RuntimeError(f"rendering failed: {proc.stderr.strip()[-500:]}")
-            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            problems.append(f"MUJOCO_GL={gl}: {why}" if gl else why)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for gl in gl_backends():
+        env = {**os.environ, **({"MUJOCO_GL": gl, "PYOPENGL_PLATFORM": gl} if gl else {})}
+        cmd = [sys.executable, "-m", worker or WORKER, str(checkpoint), str(seed), str(max_steps), str(downscale),
+               str(out)]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RenderTimedOut(f"rendering the episode took over {timeout_s:g} s") from None
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        if proc.returncode > 0 and not GL_WORDS.search(proc.stderr):  # a bug, not the display
+            raise RuntimeError(f"rendering failed: {proc.stderr.strip()[-500:]}")
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        problems.append(f"MUJOCO_GL={gl}: {why}" if gl else why)
     raise RenderUnavailable("this env cannot be rendered on this machine (" + "; ".join(problems)[-600:] + "); "
                             "a display (DISPLAY) or a headless GL backend (MUJOCO_GL=egl with EGL, or osmesa "
                             "with OSMesa) is needed")  # fmt: skip
