@@ -24,7 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -77,7 +79,11 @@ def _rate(submit, in_flight: int, seconds: float) -> float:
     return (done + len(pending)) / (time.perf_counter() - t0)
 
 
-def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> str:
+def measure_cells(seconds: float, shard_counts: list[int], in_flights: list[int], *, payloads: tuple[str, ...] = ("mlp", "cnn"),
+                  dtypes: tuple[str, ...] = ("float32", "bfloat16"), rounds: int = ROUNDS) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One dict per (payload, dtype, K, pushes in flight): the floor's and the pushes' calls/s, medians of ``rounds``
+    alternating rounds. Uses the Ray this process already has (the device suite starts its own), else starts one.
+    ``payloads``: "mlp" (a3c_cartpole), "cnn" (the Nature CNN); ``dtypes`` apply to the CNN (the MLP is float32)."""
     import numpy as np
     import ray
     import torch
@@ -87,12 +93,18 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
     from rayac.policy import build_policy
     from rayac.remote import _remote, init_ray, kill_actors, make_parameter_servers
 
+    # imported (by the device suite): Ray's workers cannot import this file, so Echo travels whole
+    if __name__ != "__main__":
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     init_ray(num_cpus=8)
-    rows = []
-    for label, cfg, spec in _configs():
+    for (label, cfg, spec), kind in zip(_configs(), ("mlp", "cnn"), strict=True):
+        if kind not in payloads:
+            continue
         layout = FlatLayout.of(build_policy(spec, cfg.model, estimator=cfg.algo.estimator))
         total = layout.total
-        for dtype in ("float32", "bfloat16") if "CNN" in label else ("float32",):
+        for dtype in [d for d in dtypes if kind == "cnn" or d == "float32"]:
             cfg_d = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"ps_transfer_dtype": dtype})})
             grad = torch.from_numpy(np.random.default_rng(0).normal(size=total).astype(np.float32) * 1e-4)
             for k in shard_counts:
@@ -108,21 +120,40 @@ def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> s
                 def push_call(client=client, grad=grad, k=k):
                     return client.submit_push(grad, [0] * k)  # max_staleness unset: every slice is applied
 
-                for in_flight in in_flights:
-                    # alternate floor and push rounds, medians: the machine is shared, its load drifts
-                    rounds = [(_rate(floor_call, in_flight, seconds), _rate(push_call, in_flight, seconds))
-                              for _ in range(ROUNDS)]  # fmt: skip
-                    floor = statistics.median(r[0] for r in rounds)
-                    push = statistics.median(r[1] for r in rounds)
-                    rows.append(f"| {label} | {total:,} | {dtype} | {k} | {in_flight} | {floor:,.0f} | {push:,.0f} | "
-                                f"{push / floor:.2f} |")  # fmt: skip
-                    print(rows[-1], flush=True)
-                kill_actors([*shards, *echoes])
+                try:
+                    for in_flight in in_flights:
+                        # alternate floor and push rounds, medians: the machine is shared, its load drifts
+                        done = [(_rate(floor_call, in_flight, seconds), _rate(push_call, in_flight, seconds))
+                                for _ in range(rounds)]  # fmt: skip
+                        floor = statistics.median(r[0] for r in done)
+                        push = statistics.median(r[1] for r in done)
+                        yield {"payload": label, "parameters": total, "dtype": dtype, "shards": k,
+                               "in_flight": in_flight, "floor_per_s": floor, "pushes_per_s": push,
+                               "ratio": push / floor}  # fmt: skip
+                finally:
+                    kill_actors([*shards, *echoes])
+
+
+PUSH_TABLE_HEAD = (
+    "| payload | parameters | on the wire | shards K | pushes in flight | floor: K bare calls with the slices/s "
+    "| pushes/s | push ÷ floor |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def push_row(cell: dict[str, Any]) -> str:
+    return (f"| {cell['payload']} | {cell['parameters']:,} | {cell['dtype']} | {cell['shards']} | {cell['in_flight']} "
+            f"| {cell['floor_per_s']:,.0f} | {cell['pushes_per_s']:,.0f} | {cell['ratio']:.2f} |")  # fmt: skip
+
+
+def measure(seconds: float, shard_counts: list[int], in_flights: list[int]) -> str:
+    rows = []
+    for cell in measure_cells(seconds, shard_counts, in_flights):
+        rows.append(push_row(cell))
+        print(rows[-1], flush=True)
+    import ray
+
     ray.shutdown()
-    return (
-        "| payload | parameters | on the wire | shards K | pushes in flight | floor: K bare calls with the slices/s "
-        "| pushes/s | push ÷ floor |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
-    )
+    return PUSH_TABLE_HEAD + "\n" + "\n".join(rows)
 
 
 VARIANTS = {

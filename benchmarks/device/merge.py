@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 from common import RESULTS, write_section  # noqa: E402
 
 README = HERE.parent.parent / "README.md"
-FILES = ("env", "suite", "a3c", "atari", "pong")
+FILES = ("env", "suite", "a3c", "ps", "atari", "pong")
 
 
 def load(outdir: Path) -> dict[str, Any]:
@@ -63,6 +63,23 @@ def a3c_table(a3c: dict[str, Any]) -> list[str]:
         ratio = f"{c['env_steps_per_s'] / half:.2f}" if half else ""
         lines.append(f"| {w} | {k} | {_num(c['env_steps_per_s'])} | {ratio} | {_num(c['pushes_per_s'])} | "
                      f"{c['staleness_mean']:.2f} / {c['staleness_max']:.0f} |")  # fmt: skip
+    return lines
+
+
+def ps_table(ps: dict[str, Any]) -> list[str]:
+    cells = ps.get("cells") or []
+    if not cells:
+        return [f"A3C parameter server: not measured ({ps.get('error', 'no cells')})."]
+    lines = [f"A3C parameter server alone (`benchmarks/bench_a3c.py`'s measurement): pushes/s of K shards against the "
+             f"floor of K bare Ray calls carrying the same slices, medians of {ps.get('rounds', '?')} alternating "
+             f"rounds of {ps.get('seconds')} s (target: push ÷ floor ≥ 0.9 for every K):", "",
+             "| payload | shards K | pushes in flight | floor/s | pushes/s | push ÷ floor |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for c in cells:
+        lines.append(f"| {c['payload']} | {c['shards']} | {c['in_flight']} | {_num(c['floor_per_s'])} | "
+                     f"{_num(c['pushes_per_s'])} | {c['ratio']:.2f} |")  # fmt: skip
+    if ps.get("error"):
+        lines += ["", f"Stopped early: {ps['error']}."]
     return lines
 
 
@@ -121,6 +138,9 @@ def headline(runs: dict[str, Any]) -> str:
         parts.append(
             f"A3C: up to {_num(top['pushes_per_s'])} pushes/s ({top['workers']} workers, K = {top['shards']})"
         )
+    ratios = [c["ratio"] for c in runs.get("ps", {}).get("cells") or []]
+    if ratios:
+        parts.append(f"A3C parameter server: {min(ratios):.2f}–{max(ratios):.2f} of the bare-call floor")
     return "; ".join(parts) + "." if parts else "No figures."
 
 
@@ -133,7 +153,12 @@ def render(runs: dict[str, Any], day: str) -> tuple[str, str]:
     body = [f"## At scale: the device suite (benchmarks/device/suite.sh){tag}", "",
             f"Machine: {machine(env)}. Run on {day}: `bash benchmarks/device/suite.sh` "
             f"(rows: {statuses or 'unknown'}).", ""]  # fmt: skip
-    body += a3c_table(runs.get("a3c", {})) + [""] + atari_table(runs.get("atari", {})) + [""]
+    for table in (
+        a3c_table(runs.get("a3c", {})),
+        ps_table(runs.get("ps", {})),
+        atari_table(runs.get("atari", {})),
+    ):
+        body += [*table, ""]
     body += pong_lines(runs.get("pong", {}))
     latest = (f"Latest device run ({day}, {env.get('nproc', '?')} cores, {env.get('gpu', 'no GPU')}){tag}: "
               f"{headline(runs)} Tables: benchmarks/RESULTS.md, section \"At scale\".")  # fmt: skip

@@ -6,6 +6,9 @@ Rows:
 - ``env``: versions, cores, GPU, and whether Ray starts (``ray_ok``) -> env.json
 - ``a3c``: A3C on CartPole (MLP): env steps/s, pushes/s and staleness for 1, 2, 4, 8, 16 workers x K = 1, 4
   parameter-server shards -> a3c.json (rewritten after every cell, so a time cap keeps what was measured)
+- ``ps``: the A3C parameter server alone: pushes/s of K = 1, 2, 4 shards against the floor of K bare Ray calls
+  carrying the same slices, with 1 and 8 pushes in flight (benchmarks/bench_a3c.py's measurement; MLP payload,
+  target >= 0.9 of the floor) -> ps.json
 - ``atari``: ALE/Pong-v5 agent steps/s: the raw envpool engine stepping random actions against rayac's Pong
   setup with 16 workers (4 envs each, the same 64 envs in all) and the learner on CUDA; plus the same in one
   process (no Ray) -> atari.json
@@ -127,7 +130,7 @@ def row_a3c(args: argparse.Namespace) -> dict[str, Any]:
 
     # smoke: one cell of each kind (one server, two shards) — each cell starts its own actors
     cells = [(1, 1), (2, 2)] if args.smoke else [(w, k) for k in (1, 4) for w in (1, 2, 4, 8, 16)]
-    seconds = args.seconds or (1.5 if args.smoke else 8.0)
+    seconds = args.seconds or (1.5 if args.smoke else 6.0)
     out = args.out / "a3c.json"
     data: dict[str, Any] = {"smoke": args.smoke, "preset": "a3c_cartpole", "seconds": seconds, "cells": []}
     if not args.ray_ok:
@@ -142,7 +145,7 @@ def row_a3c(args: argparse.Namespace) -> dict[str, Any]:
         try:
             algo = make_algorithm(cfg, check_config_against_env(cfg))
             try:
-                cell.update(_measure(algo, seconds, warmup_s=1.0 if args.smoke else 3.0))
+                cell.update(_measure(algo, seconds, warmup_s=1.0 if args.smoke else 2.0))
             finally:
                 algo.stop()
         except Exception as err:  # noqa: BLE001 - one cell's failure is recorded, the rest still run
@@ -150,6 +153,32 @@ def row_a3c(args: argparse.Namespace) -> dict[str, Any]:
         data["cells"].append(cell)
         write_json(out, data)
         print(f"a3c K={k} workers={w}: {cell}", flush=True)
+    return data
+
+
+def row_ps(args: argparse.Namespace) -> dict[str, Any]:
+    # benchmarks/, for bench_a3c (rayac itself still comes from the bundle)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import bench_a3c
+
+    seconds = args.seconds or (0.3 if args.smoke else 1.0)
+    shards, in_flights = ([1, 2], [1]) if args.smoke else ([1, 2, 4], [1, 8])
+    out = args.out / "ps.json"
+    rounds = 1 if args.smoke else 3
+    data: dict[str, Any] = {"smoke": args.smoke, "seconds": seconds, "rounds": rounds, "cells": []}
+    if not args.ray_ok:
+        data["error"] = "Ray did not start on this machine (see env.json)"
+        write_json(out, data)
+        return data
+    start_ray(args.smoke)
+    try:
+        for cell in bench_a3c.measure_cells(seconds, shards, in_flights, payloads=("mlp",), rounds=rounds):
+            data["cells"].append(cell)
+            write_json(out, data)  # a time cap keeps what was measured
+            print(f"ps: {bench_a3c.push_row(cell)}", flush=True)
+    except Exception as err:  # noqa: BLE001 - recorded; the other rows still run
+        data["error"] = f"{type(err).__name__}: {err}"
+        write_json(out, data)
     return data
 
 
@@ -289,7 +318,7 @@ def row_pong(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("row", choices=["env", "a3c", "atari", "pong"])
+    p.add_argument("row", choices=["env", "a3c", "ps", "atari", "pong"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--seconds", type=float, default=0.0, help="per measurement (pong: the whole run)")
@@ -297,7 +326,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env_json = args.out / "env.json"
     args.ray_ok = json.loads(env_json.read_text()).get("ray_ok", False) if env_json.is_file() else True
-    data = {"env": row_env, "a3c": row_a3c, "atari": row_atari, "pong": row_pong}[args.row](args)
+    rows = {"env": row_env, "a3c": row_a3c, "ps": row_ps, "atari": row_atari, "pong": row_pong}
+    data = rows[args.row](args)
     if args.row == "env":
         write_json(env_json, {"smoke": args.smoke, **data})
         print(json.dumps(data, indent=1), flush=True)

@@ -8,11 +8,12 @@
 # prints versions, cores and GPU, then runs each row under its own time cap so one failure costs only itself:
 #   env   versions, nproc, GPU, does Ray start                                      -> env.json
 #   a3c   A3C CartPole: env steps/s, pushes/s, staleness; 1,2,4,8,16 workers x K=1,4 -> a3c.json
+#   ps    A3C parameter server: pushes/s of K=1,2,4 shards against K bare calls, 1 and 8 in flight -> ps.json
 #   atari raw envpool (random actions) vs rayac Pong, 16 workers, CUDA learner      -> atari.json
 #   pong  Pong learning for the time left: score against wall time, time to +18     -> pong.json
 # If Ray does not start, the rows that need it say so and the in-process rows still run.
-# Results: at most 6 small files in --out (default $OUT, the device tool's folder): suite.log, suite.json and the
-# four above. Fold them into benchmarks/RESULTS.md and the README with: python benchmarks/device/merge.py DIR
+# Results: at most 7 small files in --out (default $OUT, the device tool's folder): suite.log, suite.json and the
+# five above. Fold them into benchmarks/RESULTS.md and the README with: python benchmarks/device/merge.py DIR
 #
 # --smoke runs every row with tiny budgets on this machine, from a bundle built for this machine's Python
 # (bundle.sh --python-version 3.11 --fast), under a bare interpreter whose only packages are the bundle and a
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --bundle) bundle="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --budget) budget="$2"; shift 2 ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "suite.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -91,11 +92,13 @@ row() {  # row NAME CAP_SECONDS [ARGS...]: one row under its own cap; its exit c
 if [ "$smoke" = 1 ]; then
   row env 90
   row a3c 120
+  row ps 90
   row atari 120
   row pong 120
 else
   row env 60
-  row a3c 170
+  row a3c 140
+  row ps 75
   row atari 100
   left=$((budget - SECONDS - 45))  # Ray and the workers start inside the cap; the rest is learning
   [ $left -lt 30 ] && left=30

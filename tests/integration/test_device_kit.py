@@ -44,7 +44,7 @@ def test_bundle_and_smoke_suite_run_every_row_from_the_bundle_alone(tmp_path: Pa
                          env=_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-5000:] + ran.stderr[-5000:]
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["a3c.json", "atari.json", "env.json", "pong.json", "suite.json", "suite.log"]
+    assert files == ["a3c.json", "atari.json", "env.json", "pong.json", "ps.json", "suite.json", "suite.log"]
 
     env = json.loads((out / "env.json").read_text())
     assert env["ray_ok"], env.get("ray_error")
@@ -57,12 +57,16 @@ def test_bundle_and_smoke_suite_run_every_row_from_the_bundle_alone(tmp_path: Pa
     assert {name: row["rc"] for name, row in suite["rows"].items()} == {
         "env": 0,
         "a3c": 0,
+        "ps": 0,
         "atari": 0,
         "pong": 0,
     }
     a3c = json.loads((out / "a3c.json").read_text())
     assert [(c["workers"], c["shards"]) for c in a3c["cells"]] == [(1, 1), (2, 2)]
     assert all(c.get("pushes_per_s", 0) > 0 and c["env_steps_per_s"] > 0 for c in a3c["cells"]), a3c
+    ps = json.loads((out / "ps.json").read_text())
+    assert [(c["shards"], c["in_flight"]) for c in ps["cells"]] == [(1, 1), (2, 1)], ps
+    assert all(c["floor_per_s"] > 0 and c["pushes_per_s"] > 0 for c in ps["cells"]), ps
     atari = json.loads((out / "atari.json").read_text())
     assert set(atari["rows"]) == {"raw-envpool", "rayac-0w", "rayac-2w"}
     assert all(row.get("steps_per_s", 0) > 0 for row in atari["rows"].values()), atari
@@ -98,6 +102,10 @@ def _runs(ray_ok: bool) -> dict:
         "env": env,
         "suite": {"rows": {"env": {"rc": 0, "seconds": 5}, "pong": {"rc": 124, "seconds": 300}}},
         "a3c": {"preset": "a3c_cartpole", "seconds": 8, "cells": cells} if ray_ok else {"error": "Ray did not start"},
+        "ps": {"seconds": 1.0, "rounds": 3, "cells": [
+            {"payload": "CartPole MLP (a3c_cartpole)", "parameters": 9155, "dtype": "float32", "shards": k,
+             "in_flight": 8, "floor_per_s": 4000.0, "pushes_per_s": 4000.0 * r, "ratio": r}
+            for k, r in ((1, 0.95), (4, 0.91))]} if ray_ok else {"error": "Ray did not start"},
         "atari": {"env": "ALE/Pong-v5", "num_envs": 64, "seconds": 20, "device": "cuda", "preset": "a2c_pong",
                   "rows": {"raw-envpool": {"steps_per_s": 40000.0, "x_raw": 1.0},
                            "rayac-0w": {"steps_per_s": 10000.0, "x_raw": 0.25},
@@ -113,15 +121,21 @@ def test_merge_writes_every_table_with_the_machine_and_date() -> None:
     assert "16 cores, NVIDIA H200" in body and "2026-12-04" in body and "SMOKE" not in body
     assert "| 4 | 1 | 4,000 | 2.00 | 100 | 0.50 / 3 |" in body  # 4 workers: 2.00x the 2-worker row
     assert "| rayac-16w | 30,000 | 0.75 |" in body
+    assert (
+        "| CartPole MLP (a3c_cartpole) | 4 | 8 | 4,000 | 3,640 | 0.91 |" in body
+        and "3 alternating rounds" in body
+    )
     assert "time to ≥ +18: 201 s" in body and "| 201 | 2,000,000 | 18.5 |" in body
     assert "pong rc=124" in body
     assert "0.75× the raw envpool engine" in latest and "+18 in 201 s" in latest and "100 pushes/s" in latest
+    assert "A3C parameter server: 0.91–0.95 of the bare-call floor" in latest
 
 
 def test_merge_reports_a_machine_where_ray_did_not_start() -> None:
     body, latest = merge.render(_runs(ray_ok=False), "2026-12-04")
     assert "Ray did not start (RuntimeError: no raylet)" in body
     assert "A3C: not measured (Ray did not start)" in body
+    assert "A3C parameter server: not measured (Ray did not start)" in body
     assert "| rayac-16w | error: Ray did not start |" in body
     assert "0.25× the raw envpool engine" in latest  # the in-process row still counts
 
