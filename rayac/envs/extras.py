@@ -18,6 +18,9 @@ def register_atari() -> None:
         import ale_py
     except ImportError:
         raise ValueError(missing_extra_message("ALE/*", "atari")) from None
+    # errors only: its "A.L.E: Arcade Learning Environment (version …) [Powered by Stella]" banner, once per env
+    # and worker, came after a run's summary as Ray worker log lines
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
 
 

@@ -130,3 +130,16 @@ def test_frameskip_in_kwargs_is_a_config_error():
 
     with pytest.raises(ConfigError, match="env.frame_skip"):
         check_config_against_env(atari_config("ALE/Pong-v5", "env.kwargs={frameskip: 4}"))
+
+
+def test_ale_prints_no_banner_per_env():
+    """`A.L.E: Arcade Learning Environment (version …)` and `[Powered by Stella]`, once per env and Ray worker, came
+    after a Pong run's summary as worker log lines."""
+    import subprocess
+    import sys
+
+    code = ("from rayac.envs.extras import register_atari; register_atari(); import gymnasium as gym; "
+            "e = gym.make('ALE/Pong-v5'); e.reset(seed=0); e.step(0); print('stepped')")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "stepped\n", done.stderr
+    assert "A.L.E" not in done.stderr and "Stella" not in done.stderr, done.stderr
