@@ -36,12 +36,17 @@ def init_ray(*, num_cpus: int | None = None) -> bool:
         return True
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
-    cpus = max(os.cpu_count() or 1, num_cpus or 0)
+    if not sys.stderr.isatty():  # a log file or a pipe: the workers' lines without terminal colour codes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    cores = os.cpu_count() or 1
+    cpus = max(cores, num_cpus or 0)
     # Ray's own INFO line ("INFO worker.py:… -- Started a local Ray instance.") read as noise to a newcomer: one
     # plain line instead; Ray's warnings and errors still show
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
              _node_ip_address="127.0.0.1", logging_level=logging.WARNING)  # fmt: skip
-    print(f"rayac: started a local Ray on 127.0.0.1 ({cpus} CPUs; set RAY_ADDRESS to use a cluster)",
+    # more CPUs than cores: what the run's actors reserve (a newcomer asked why 3 CPUs on a 2-core machine)
+    what = f"{cpus} CPUs" if cpus == cores else f"{cpus} CPUs for the run's actors, on {cores} cores"
+    print(f"rayac: started a local Ray on 127.0.0.1 ({what}; set RAY_ADDRESS to use a cluster)",
           file=sys.stderr, flush=True)  # fmt: skip
     return True
 

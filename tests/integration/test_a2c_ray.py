@@ -95,3 +95,19 @@ def test_the_embedded_ray_is_one_plain_line_not_rays_info_log(tmp_path):
     )
     assert line in proc.stderr
     assert "worker.py" not in proc.stderr and "Started a local Ray instance" not in proc.stderr
+
+
+def test_worker_lines_in_a_log_file_carry_no_colour_codes():
+    """Piped to a file, a Pong run's worker lines read `\\x1b[36m(RolloutWorker pid=…)\\x1b[0m …`."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import ray; from rayac.remote import init_ray; init_ray(num_cpus=1)\n"
+            "@ray.remote\ndef hello():\n    print('hello from a worker', flush=True)\n"
+            "ray.get(hello.remote(), timeout=60); import time; time.sleep(2); ray.shutdown()")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_COLOR_PREFIX")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "(hello pid=" in done.stdout and "hello from a worker" in done.stdout, done.stdout + done.stderr
+    assert "\x1b[" not in done.stdout + done.stderr

@@ -464,3 +464,27 @@ def test_a_path_that_cannot_be_written_is_one_line_naming_its_option(capsys, tmp
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "notes", "run"]
     assert [p.name for p in notes.iterdir()] == ["a.txt"] and afile.read_text() == ""
+
+
+@pytest.mark.parametrize(("cores", "asked", "line"), [
+    (2, 3, "rayac: started a local Ray on 127.0.0.1 (3 CPUs for the run's actors, on 2 cores; set RAY_ADDRESS to use a cluster)\n"),
+    (4, 2, "rayac: started a local Ray on 127.0.0.1 (4 CPUs; set RAY_ADDRESS to use a cluster)\n"),
+])  # fmt: skip
+def test_the_embedded_ray_line_says_why_it_has_more_cpus_than_cores(monkeypatch, capsys, cores, asked, line):
+    """An A3C newcomer read `(3 CPUs; …)` on a 2-core machine: the 2 workers and the parameter server reserve 3."""
+    import ray
+
+    import rayac.remote
+
+    inits: list[dict] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: inits.append(kw))
+    monkeypatch.setattr(rayac.remote.os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "")  # recorded, so the delenv below is undone too
+    monkeypatch.delenv("RAY_COLOR_PREFIX")
+    assert rayac.remote.init_ray(num_cpus=asked) is True
+    assert inits[0]["num_cpus"] == max(cores, asked) and capsys.readouterr().err == line
+    assert (
+        os.environ["RAY_COLOR_PREFIX"] == "0"
+    )  # stderr is no terminal here: worker lines without colour codes
