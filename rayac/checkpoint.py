@@ -163,7 +163,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def _eval_return(ckpt_dir: Path) -> float | None:
+def checkpoint_eval_return(ckpt_dir: Path) -> float | None:
     """The greedy evaluation return of this checkpoint's own weights; None when they were not evaluated (a
     periodic checkpoint after an evaluation carries that evaluation's return along, for a resume)."""
     try:
@@ -178,7 +178,7 @@ def _eval_return(ckpt_dir: Path) -> float | None:
 
 def best_checkpoint(dirs: list[Path]) -> Path | None:
     """The checkpoint whose own weights had the highest greedy evaluation return (the latest of equals)."""
-    scored = [(value, d.name, d) for d in dirs if (value := _eval_return(d)) is not None]
+    scored = [(value, d.name, d) for d in dirs if (value := checkpoint_eval_return(d)) is not None]
     return max(scored)[2] if scored else None
 
 

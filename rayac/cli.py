@@ -257,20 +257,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     # SIGTERM (a stopped Ray job, a container shutting down) ends the run like Ctrl-C: checkpoint, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
     result = runner.run()
-    out = Console(soft_wrap=True)  # piped: whole lines, never cut at 80 columns
+    print_summary(Console(soft_wrap=True), result)  # piped: whole lines, never cut at 80 columns
+    return 130 if result.stop_reason == "interrupted" else 0
+
+
+def print_summary(out: Any, result: Any) -> None:
+    """What a finished ``train`` prints: how it ended, where the policy is, how to replay it (the best one, when
+    an earlier checkpoint evaluated better than the last), and how to resume an interrupted run."""
+    from rayac.checkpoint import best_checkpoint, checkpoint_dirs, checkpoint_eval_return
+
     out.print(f"[bold green]done[/] ({result.stop_reason}): {result.env_steps:,} env steps in "
               f"{result.elapsed_s:.1f}s, {result.version:,} updates")  # fmt: skip
     if result.eval_return is not None:
         out.print(f"greedy eval return: {result.eval_return:.1f} (best {result.best_eval_return:.1f})")
     out.print(f"run directory:  {result.run_dir}")
     out.print(f"trained policy: {result.checkpoint}")
-    out.print(
-        f"replay it:      {rayac_command()} evaluate {result.run_dir} --gif {Path(result.run_dir) / 'agent.gif'}"
-    )
+    replay = f"{rayac_command()} evaluate {result.run_dir}"
+    best = best_checkpoint(checkpoint_dirs(Path(result.run_dir)))
+    if best is not None and result.checkpoint is not None and best.name != Path(result.checkpoint).name:
+        # a newcomer replayed the last policy (eval -90.8) of a run whose best was -71.3, 48k steps earlier
+        out.print(f"best policy:    {best} (greedy eval {checkpoint_eval_return(best):.1f}; evaluate and export "
+                  "take --checkpoint best)")  # fmt: skip
+        replay += " --checkpoint best"
+    out.print(f"replay it:      {replay} --gif {Path(result.run_dir) / 'agent.gif'}")
     if result.stop_reason == "interrupted":
         out.print(f"resume it:      {rayac_command()} train --resume {result.run_dir}")
-        return 130
-    return 0
 
 
 def rayac_command() -> str:

@@ -488,3 +488,46 @@ def test_the_embedded_ray_line_says_why_it_has_more_cpus_than_cores(monkeypatch,
     assert (
         os.environ["RAY_COLOR_PREFIX"] == "0"
     )  # stderr is no terminal here: worker lines without colour codes
+
+
+def test_the_summary_points_at_the_best_policy_when_the_last_one_evaluated_worse(tmp_path):
+    """A newcomer's Acrobot run ended at eval -90.8 (best -71.3, 110k steps earlier); the summary's replay command
+    replayed the last policy, not the best."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from rayac.cli import print_summary
+
+    run = tmp_path / "acro"
+    for step, value in ((90112, -71.3), (150016, -77.4), (200064, -90.8)):
+        ckpt = run / "checkpoints" / f"ckpt_{step:012d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(
+            json.dumps({"env_steps": step, "eval_env_steps": step, "eval_return": value})
+        )
+    last = run / "checkpoints" / "ckpt_000000200064"
+    result = SimpleNamespace(stop_reason="total_env_steps", env_steps=200064, elapsed_s=25.2, version=1563,
+                             eval_return=-90.8, best_eval_return=-71.3, run_dir=str(run), checkpoint=str(last))  # fmt: skip
+
+    def summary() -> list[str]:
+        buf = io.StringIO()
+        print_summary(Console(file=buf, soft_wrap=True), result)
+        return buf.getvalue().splitlines()
+
+    lines = summary()
+    assert lines[3:] == [
+        f"trained policy: {last}",
+        f"best policy:    {run / 'checkpoints' / 'ckpt_000000090112'} (greedy eval -71.3; evaluate and export take "
+        "--checkpoint best)",
+        f"replay it:      rayac evaluate {run} --checkpoint best --gif {run / 'agent.gif'}",
+    ]
+    # the last policy is the best (a solved run): no best line, the replay command as before
+    (last / "state.json").write_text(
+        json.dumps({"env_steps": 200064, "eval_env_steps": 200064, "eval_return": -50.0})
+    )
+    assert summary()[3:] == [
+        f"trained policy: {last}",
+        f"replay it:      rayac evaluate {run} --gif {run / 'agent.gif'}",
+    ]
