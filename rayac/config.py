@@ -648,20 +648,38 @@ def first_sentence(text: str) -> str:
     return text
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's five-line report as one line: where, and what it expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + str(getattr(err, "problem", None) or err).strip()
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if not path.is_file():
         path = PRESETS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
     if not path.is_file():
+        if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:  # meant as a file
+            raise ConfigError("preset", f"{name_or_path} does not exist (a preset is a YAML file or a built-in "
+                              "name: see `rayac presets`)")  # fmt: skip
         close = difflib.get_close_matches(name_or_path, list(list_presets()), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(list_presets())}"
         raise ConfigError("preset", f"no preset '{name_or_path}'{hint}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError("preset", f"{path} is not valid YAML: {err}") from None
+        raise ConfigError("preset", f"{path} is not valid YAML at {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError("preset", f"{path} must hold a mapping of sections")
+    sections = list(Config.model_fields)
+    for key in data:
+        if key not in sections:  # else "preset: unknown field" for a file's `preset:` key read as --preset
+            close = difflib.get_close_matches(str(key), sections, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "sections: " + ", ".join(sections)
+            extra = (f"; a file starts from the defaults, not from a preset: copy one from {PRESETS_DIR}/ "
+                     "(e.g. a2c_cartpole.yaml) and edit it") if key == "preset" else ""  # fmt: skip
+            raise ConfigError("preset", f"{path}: '{key}' is not a config section ({hint}){extra}")
     return data
 
 

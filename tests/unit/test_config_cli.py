@@ -114,3 +114,27 @@ def test_auto_workers_is_one_per_cpu():
     import os
 
     assert build_config(preset="a3c_cartpole").resources.num_workers == os.cpu_count()
+
+
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("bad.yaml", "env: {id: CartPole-v1\nalgo: {name: a2c}\n",
+     "preset: {path} is not valid YAML at line 2, column 5: expected ',' or '}}', but got ':'"),
+    ("base.yaml", "preset: a2c_cartpole\nalgo: {gamma: 0.95}\n",
+     "preset: {path}: 'preset' is not a config section (sections: env, model, optim, algo, resources, run); a file "
+     "starts from the defaults, not from a preset: copy one from {presets}/ (e.g. a2c_cartpole.yaml) and edit it"),
+    ("typo.yaml", "algos: {gamma: 0.9}\n", "preset: {path}: 'algos' is not a config section (did you mean 'algo'?)"),
+    ("missing.yaml", None,
+     "preset: {path} does not exist (a preset is a YAML file or a built-in name: see `rayac presets`)"),
+])  # fmt: skip
+def test_a_preset_file_that_cannot_be_used_is_one_line_naming_the_file(capsys, tmp_path, name, text, line):
+    """A newcomer's own YAML got PyYAML's five-line report, `preset: unknown field` for a `preset:` key (read as the
+    --preset option), or `no preset 'my.yaml'; known: …` for a file that was not there."""
+    from rayac.config import PRESETS_DIR
+
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    assert main(["train", "--preset", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == "rayac: error: " + line.format(path=path, presets=PRESETS_DIR) + "\n"
+    assert not (tmp_path / "r").exists()
