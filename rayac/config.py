@@ -651,8 +651,8 @@ def first_sentence(text: str) -> str:
 def _yaml_problem(err: yaml.YAMLError) -> str:
     """PyYAML's five-line report as one line: where, and what it expected."""
     mark = getattr(err, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return where + str(getattr(err, "problem", None) or err).strip()
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {str(getattr(err, 'problem', None) or err).strip()}"
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:
@@ -669,17 +669,17 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError("preset", f"{path} is not valid YAML at {_yaml_problem(err)}") from None
+        raise ConfigError("preset", f"{path} is not valid YAML{_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError("preset", f"{path} must hold a mapping of sections")
-    sections = list(Config.model_fields)
-    for key in data:
-        if key not in sections:  # else "preset: unknown field" for a file's `preset:` key read as --preset
-            close = difflib.get_close_matches(str(key), sections, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else "sections: " + ", ".join(sections)
+    for (
+        key
+    ) in data:  # named here with the file: else "preset: unknown field" for a `preset:` key, read as --preset
+        if key not in Config.model_fields:
+            hint = _nearest_key_hint([str(key)]) or f" (sections: {', '.join(Config.model_fields)})"
             extra = (f"; a file starts from the defaults, not from a preset: copy one from {PRESETS_DIR}/ "
                      "(e.g. a2c_cartpole.yaml) and edit it") if key == "preset" else ""  # fmt: skip
-            raise ConfigError("preset", f"{path}: '{key}' is not a config section ({hint}){extra}")
+            raise ConfigError("preset", f"{path}: '{key}' is not a config section{hint}{extra}")
     return data
 
 
