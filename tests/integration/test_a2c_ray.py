@@ -102,10 +102,37 @@ def test_worker_lines_in_a_log_file_carry_no_colour_codes():
     import os
     import subprocess
     import sys
+    import textwrap
 
-    code = ("import ray; from rayac.remote import init_ray; init_ray(num_cpus=1)\n"
-            "@ray.remote\ndef hello():\n    print('hello from a worker', flush=True)\n"
-            "ray.get(hello.remote(), timeout=60); import time; time.sleep(2); ray.shutdown()")  # fmt: skip
+    # the driver prints worker lines when Ray's log monitor hands them over: wait for the line (a busy machine is
+    # slow to), not a fixed time
+    code = textwrap.dedent("""
+        import sys, time
+        import ray
+        from rayac.remote import init_ray
+
+        class Tee:
+            def __init__(self, f):
+                self.f, self.seen = f, ""
+            def write(self, text):
+                self.seen += text
+                return self.f.write(text)
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+        sys.stdout = Tee(sys.stdout)
+        init_ray(num_cpus=1)
+
+        @ray.remote
+        def hello():
+            print("hello from a worker", flush=True)
+
+        ray.get(hello.remote(), timeout=60)
+        t0 = time.monotonic()
+        while "hello from a worker" not in sys.stdout.seen and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        ray.shutdown()
+    """)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_COLOR_PREFIX")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
