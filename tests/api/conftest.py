@@ -28,11 +28,14 @@ class Service:
         self.proc: subprocess.Popen | None = None
         self.settings = settings
 
-    def start(self) -> None:
+    def start(self, *, tries: int = 3) -> None:
+        """Start it and wait for /healthz. A port taken between free_port() and the bind (a Ray process of this
+        or another test picks its ports at random) is retried on a new one; any other early exit fails at once."""
         env = {**os.environ, "RAYAC_STORAGE_DIR": str(self.storage), "RAYAC_API_TOKEN": TOKEN,
                "RAYAC_PORT": str(self.port), "RAYAC_HOST": "127.0.0.1", **self.settings}  # fmt: skip
         env.pop("RAY_ADDRESS", None)
-        self.log = open(self.storage / f"service-{time.time():.0f}.log", "w")  # noqa: SIM115
+        log_path = self.storage / f"service-{time.time_ns()}.log"
+        self.log = open(log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "rayac.cli", "serve"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 180  # imports torch and Ray: slow on a loaded machine
@@ -42,6 +45,14 @@ class Service:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
+            if self.proc.poll() is not None:
+                said = log_path.read_text()
+                if "is taken" in said and tries > 1:
+                    self.port, self.url = (port := free_port()), f"http://127.0.0.1:{port}"
+                    return self.start(tries=tries - 1)
+                raise RuntimeError(
+                    f"service exited with {self.proc.returncode} before it came up: {said[-2000:]}"
+                )
         raise RuntimeError("service did not come up")
 
     def stop(self) -> None:
