@@ -32,8 +32,10 @@ system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium chromium-driver >/dev/null)
 
+# Two pytest workers, a test file each at a time: most tests wait on Ray, a server or a subprocess more than they
+# compute, so two at once take ~2/3 of the time on 2 cores (the api tests retry a port a Ray process took meanwhile).
 test: setup system-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check rayac api tests benchmarks
