@@ -2,12 +2,18 @@
 same 6 learning rates run to completion (grid, no scheduler), in the same run; wall time, env steps and outcome.
 
     python benchmarks/bench_sweep.py [--samples 6] [--steps 50000] [--concurrent 2] [--seed 0]
+    python benchmarks/bench_sweep.py --pbt [--repeats 2]   # PBT's cost per interval: warm trial actors or new ones
+
+``--pbt``: a 2-trial PBT sweep on CartPole (optim.lr 1e-5 or 3e-3, an exploit every 2,000 of 16,000 env steps),
+run as ``rayac sweep`` runs it (each paused trial goes on in its warm actor) and with a new actor per resume, as
+Tune does by default, alternately, in the same run; wall time and the exploits each made.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -20,14 +26,50 @@ from common import machine, write_section  # noqa: E402
 
 
 def sweep(base: dict, search: list[str], *, samples: int, concurrent: int, scheduler: str, search_alg: str,
-          where: Path) -> tuple[dict, float]:  # fmt: skip
+          where: Path, pbt_interval: int = 10_000, reuse_actors: bool | None = None) -> tuple[dict, float]:  # fmt: skip
     from rayac.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec(base=base, search=search, samples=samples, concurrent=concurrent, scheduler=scheduler,
-                     search_alg=search_alg)  # fmt: skip
+                     search_alg=search_alg, pbt_interval=pbt_interval)  # fmt: skip
     t0 = time.perf_counter()
-    doc = run_sweep(spec, where)
+    doc = run_sweep(spec, where, reuse_actors=reuse_actors)
     return doc, time.perf_counter() - t0
+
+
+def pbt(repeats: int) -> int:
+    """The same PBT sweep with warm trial actors (rayac's way) and with a new actor per resume, alternately."""
+    from rayac.config import load_preset
+
+    base = load_preset("a2c_cartpole")
+    base["run"] = {"stop": {"total_env_steps": 16_000, "target_return": None}, "eval_interval_steps": 1000,
+                   "eval_episodes": 3, "tensorboard": False}  # fmt: skip
+    root = Path(tempfile.mkdtemp(prefix="bench-pbt-"))
+    rows = ["| trial actors | run | wall s | exploits that changed a trial's config | trials succeeded |",
+            "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeats):
+        for warm in (True, False):
+            doc, wall = sweep(base, ["optim.lr=choice(0.00001,0.003)"], samples=1, concurrent=2, scheduler="pbt",
+                              search_alg="grid", where=root / f"{'warm' if warm else 'new'}-{i}", pbt_interval=2000,
+                              reuse_actors=warm)  # fmt: skip
+            walls[warm].append(wall)
+            changes = sum(len(t["config_history"]) - 1 for t in doc["trials"])
+            ok = sum(t["status"] == "succeeded" for t in doc["trials"])
+            rows.append(f"| {'warm (rayac sweep)' if warm else 'new per resume'} | {i + 1} | {wall:.1f} | {changes} | "
+                        f"{ok}/{len(doc['trials'])} |")  # fmt: skip
+    warm_s, new_s = statistics.median(walls[True]), statistics.median(walls[False])
+    body = [
+        "## PBT: a paused trial in its warm actor against a new one (bench_sweep.py --pbt)", "",
+        f"Machine: {machine()}. Run: `python benchmarks/bench_sweep.py --pbt --repeats {repeats}` on "
+        f"{date.today().isoformat()}. a2c_cartpole, 2 trials at once, optim.lr choice(1e-5, 3e-3), a PBT interval "
+        "of 2,000 of 16,000 env steps (8 sync points), a greedy eval of 3 episodes every 1,000 steps.", "",
+        *rows, "",
+        f"Median wall time: {warm_s:.1f} s with warm actors against {new_s:.1f} s with a new actor per resume: "
+        f"{new_s / warm_s:.1f}× faster.",
+    ]  # fmt: skip
+    write_section("bench_sweep_pbt", "\n".join(body))
+    print("\n".join(body))
+    return 0
 
 
 def main() -> int:
@@ -36,8 +78,14 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--concurrent", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pbt", action="store_true", help="measure PBT with warm and with new trial actors instead"
+    )
+    p.add_argument("--repeats", type=int, default=2, help="--pbt: runs of each kind (alternating)")
     args = p.parse_args()
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
+    if args.pbt:
+        return pbt(args.repeats)
     from rayac.config import load_preset
 
     base = load_preset("a2c_cartpole")

@@ -409,13 +409,18 @@ def trial_bundles(cfg: Config) -> list[dict[str, float]]:
     return [{"CPU": head}] + [{"CPU": res.worker_cpus} for _ in range(res.num_workers)]
 
 
-def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Run (or continue) a sweep; returns the final sweep.json document."""
+def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False,
+              reuse_actors: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run (or continue) a sweep; returns the final sweep.json document. ``reuse_actors``: whether a trial may go
+    on in an actor another trial (or its own paused self) used; None: for PBT only, which pauses every interval."""
     from ray import tune
 
     from rayac.remote import init_ray
 
     sweep_dir = Path(sweep_dir).resolve()
+    # Tune's own per-trial result.json/progress.csv/TensorBoard copies: each trial's run dir has these already, and
+    # their loggers warned 'Remote file not found' each time a PBT trial resumed before its first result
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     spec_path = sweep_dir / "spec.json"
     if resume:
         if not spec_path.is_file():
@@ -460,7 +465,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False) -
                 scheduler=_scheduler(spec, cfg, dims),
                 # PBT pauses every trial at each interval: a paused trial goes on in its warm actor, not a new
                 # process that imports torch again (7 intervals of a CartPole sweep: 90 s -> 20 s)
-                reuse_actors=spec.scheduler == "pbt",
+                reuse_actors=spec.scheduler == "pbt" if reuse_actors is None else reuse_actors,
                 search_alg=_search_alg(spec),
             ),  # fmt: skip
             run_config=tune.RunConfig(
