@@ -269,7 +269,7 @@ def row_atari(args: argparse.Namespace) -> dict[str, Any]:
 def row_pong(args: argparse.Namespace) -> dict[str, Any]:
     import rayac
 
-    seconds = args.seconds or (15.0 if args.smoke else 240.0)
+    seconds = args.seconds or (6.0 if args.smoke else 240.0)
     workers, per_worker = (2, 2) if args.smoke else (16, 4)
     if not args.ray_ok:
         workers, per_worker = 0, workers * per_worker
