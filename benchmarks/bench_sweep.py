@@ -58,17 +58,21 @@ def pbt(repeats: int) -> int:
             rows.append(f"| {'warm (rayac sweep)' if warm else 'new per resume'} | {i + 1} | {wall:.1f} | {changes} | "
                         f"{ok}/{len(doc['trials'])} |")  # fmt: skip
     warm_s, new_s = statistics.median(walls[True]), statistics.median(walls[False])
-    body = [
-        "## PBT: a paused trial in its warm actor against a new one (bench_sweep.py --pbt)", "",
-        f"Machine: {machine()}. Run: `python benchmarks/bench_sweep.py --pbt --repeats {repeats}` on "
-        f"{date.today().isoformat()}. a2c_cartpole, 2 trials at once, optim.lr choice(1e-5, 3e-3), a PBT interval "
-        "of 2,000 of 16,000 env steps (8 sync points), a greedy eval of 3 episodes every 1,000 steps.", "",
-        *rows, "",
+    return publish(
+        "bench_sweep_pbt", "PBT: a paused trial in its warm actor against a new one (bench_sweep.py --pbt)",
+        f"`python benchmarks/bench_sweep.py --pbt --repeats {repeats}` on {date.today().isoformat()}. a2c_cartpole, "
+        "2 trials at once, optim.lr choice(1e-5, 3e-3), a PBT interval of 2,000 of 16,000 env steps (8 sync points), "
+        "a greedy eval of 3 episodes every 1,000 steps.", rows,
         f"Median wall time: {warm_s:.1f} s with warm actors against {new_s:.1f} s with a new actor per resume: "
         f"{new_s / warm_s:.1f}× faster.",
-    ]  # fmt: skip
-    write_section("bench_sweep_pbt", "\n".join(body))
-    print("\n".join(body))
+    )  # fmt: skip
+
+
+def publish(section: str, title: str, run: str, rows: list[str], summary: str) -> int:
+    """The section of RESULTS.md (and stdout): title, machine and command, the table, the summary line."""
+    body = "\n".join([f"## {title}", "", f"Machine: {machine()}. Run: {run}", "", *rows, "", summary])
+    write_section(section, body)
+    print(body)
     return 0
 
 
@@ -110,19 +114,15 @@ def main() -> int:
     steps_asha = sum(t["env_steps"] for t in asha["trials"])
     steps_full = sum(t["env_steps"] for t in full["trials"])
     best = next(t for t in asha["trials"] if t["id"] == asha["best_trial"])
-    body = [
-        "## Sweeps: ASHA against running every trial to completion (bench_sweep.py)", "",
-        f"Machine: {machine()}. Run: `python benchmarks/bench_sweep.py --samples {args.samples} --steps {args.steps} "
-        f"--concurrent {args.concurrent}` on {date.today().isoformat()}. a2c_cartpole, stop at {args.steps:,} env "
-        "steps or a greedy mean of 475 (5 episodes every 2,500 steps); the same sampled learning rates both ways.", "",
-        *rows, "",
+    return publish(
+        "bench_sweep", "Sweeps: ASHA against running every trial to completion (bench_sweep.py)",
+        f"`python benchmarks/bench_sweep.py --samples {args.samples} --steps {args.steps} --concurrent "
+        f"{args.concurrent}` on {date.today().isoformat()}. a2c_cartpole, stop at {args.steps:,} env steps or a greedy "
+        "mean of 475 (5 episodes every 2,500 steps); the same sampled learning rates both ways.", rows,
         f"Wall time: ASHA {asha_s:.0f} s ({steps_asha:,} env steps in all) against {full_s:.0f} s to completion "
         f"({steps_full:,}): {full_s / asha_s:.2f}× faster. Best trial under ASHA: optim.lr {best['config']['optim.lr']:.2e}, "
         f"best eval {best['best']:.1f}.",
-    ]  # fmt: skip
-    write_section("bench_sweep", "\n".join(body))
-    print("\n".join(body))
-    return 0
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
