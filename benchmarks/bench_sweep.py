@@ -5,8 +5,8 @@ same 6 learning rates run to completion (grid, no scheduler), in the same run; w
     python benchmarks/bench_sweep.py --pbt [--repeats 2]   # PBT's cost per interval: warm trial actors or new ones
 
 ``--pbt``: a 2-trial PBT sweep on CartPole (optim.lr 1e-5 or 3e-3, an exploit every 2,000 of 16,000 env steps),
-run as ``rayac sweep`` runs it (each paused trial goes on in its warm actor) and with a new actor per resume, as
-Tune does by default, alternately, in the same run; wall time and the exploits each made.
+with warm actors (a paused trial goes on in the actor it had) and with a new actor per resume (Tune's default, and
+what ``rayac sweep`` runs), alternately, in the same run; wall time and the exploits each made.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sweep(base: dict, search: list[str], *, samples: int, concurrent: int, sched
 
 
 def pbt(repeats: int) -> int:
-    """The same PBT sweep with warm trial actors (rayac's way) and with a new actor per resume, alternately."""
+    """The same PBT sweep with warm trial actors and with a new actor per resume (rayac's way), alternately."""
     from rayac.config import load_preset
 
     base = load_preset("a2c_cartpole")
@@ -55,7 +55,7 @@ def pbt(repeats: int) -> int:
             walls[warm].append(wall)
             changes = sum(len(t["config_history"]) - 1 for t in doc["trials"])
             ok = sum(t["status"] == "succeeded" for t in doc["trials"])
-            rows.append(f"| {'warm (rayac sweep)' if warm else 'new per resume'} | {i + 1} | {wall:.1f} | {changes} | "
+            rows.append(f"| {'warm' if warm else 'new per resume (rayac sweep)'} | {i + 1} | {wall:.1f} | {changes} | "
                         f"{ok}/{len(doc['trials'])} |")  # fmt: skip
     warm_s, new_s = statistics.median(walls[True]), statistics.median(walls[False])
     return publish(

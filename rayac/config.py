@@ -34,6 +34,9 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self):  # copy and pickle by both arguments: Tune copies a trial's error, and failed on one
+        return type(self), (self.field, self.message)
+
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_FREE_FORM_VALUES = 1000  # dict/list fields such as env.kwargs: values counted through every level

@@ -412,7 +412,7 @@ def trial_bundles(cfg: Config) -> list[dict[str, float]]:
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False,
               reuse_actors: bool | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or continue) a sweep; returns the final sweep.json document. ``reuse_actors``: whether a trial may go
-    on in an actor another trial (or its own paused self) used; None: for PBT only, which pauses every interval."""
+    on in an actor another trial (or its own paused self) used (default no; bench_sweep.py --pbt measures it)."""
     from ray import tune
 
     from rayac.remote import init_ray
@@ -463,9 +463,10 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False,
                 num_samples=spec.samples,
                 max_concurrent_trials=spec.concurrent,
                 scheduler=_scheduler(spec, cfg, dims),
-                # PBT pauses every trial at each interval: a paused trial goes on in its warm actor, not a new
-                # process that imports torch again (7 intervals of a CartPole sweep: 90 s -> 20 s)
-                reuse_actors=spec.scheduler == "pbt" if reuse_actors is None else reuse_actors,
+                # Tune's default, a new actor per resume. Warm actors make PBT 7x faster (bench_sweep.py --pbt), but a
+                # paused trial's Runner still writes its final evaluation and checkpoint after Tune's 2 s wait, and
+                # on a loaded machine the resumed trial then found its run dir changing under it (RESULTS.md)
+                reuse_actors=bool(reuse_actors),
                 search_alg=_search_alg(spec),
             ),  # fmt: skip
             run_config=tune.RunConfig(

@@ -112,3 +112,15 @@ def test_optuna_without_its_extra_is_one_clear_error(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r"pip install 'rayac\[optuna\]'") as err:
         spec.validate()
     assert err.value.field == "--search-alg"
+
+
+def test_a_config_error_survives_tunes_copy_of_a_failed_trials_error() -> None:
+    """Tune copies a trial's exception (copy.copy, then pickles it to the driver). ConfigError's two arguments made
+    that copy raise a TypeError, and the sweep hung with its other trial 'running' after the failure."""
+    import copy
+    import pickle
+
+    err = ConfigError("run.run_dir", "/x has no checkpoint to resume from")
+    for again in (copy.copy(err), pickle.loads(pickle.dumps(err))):
+        assert type(again) is ConfigError and str(again) == "run.run_dir: /x has no checkpoint to resume from"
+        assert (again.field, again.message) == (err.field, err.message)
