@@ -26,7 +26,7 @@ from common import machine, write_section  # noqa: E402
 
 
 def sweep(base: dict, search: list[str], *, samples: int, concurrent: int, scheduler: str, search_alg: str,
-          where: Path, pbt_interval: int = 10_000, reuse_actors: bool | None = None) -> tuple[dict, float]:  # fmt: skip
+          where: Path, pbt_interval: int = 10_000, reuse_actors: bool = False) -> tuple[dict, float]:  # fmt: skip
     from rayac.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec(base=base, search=search, samples=samples, concurrent=concurrent, scheduler=scheduler,

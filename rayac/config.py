@@ -675,9 +675,8 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         raise ConfigError("preset", f"{path} is not valid YAML{_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError("preset", f"{path} must hold a mapping of sections")
-    for (
-        key
-    ) in data:  # named here with the file: else "preset: unknown field" for a `preset:` key, read as --preset
+    # named here with the file: else "preset: unknown field" for a `preset:` key, read as --preset
+    for key in data:
         if key not in Config.model_fields:
             hint = _nearest_key_hint([str(key)]) or f" (sections: {', '.join(Config.model_fields)})"
             extra = (f"; a file starts from the defaults, not from a preset: copy one from {PRESETS_DIR}/ "

@@ -410,9 +410,9 @@ def trial_bundles(cfg: Config) -> list[dict[str, float]]:
 
 
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False,
-              reuse_actors: bool | None = None) -> dict[str, Any]:  # fmt: skip
+              reuse_actors: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run (or continue) a sweep; returns the final sweep.json document. ``reuse_actors``: whether a trial may go
-    on in an actor another trial (or its own paused self) used (default no; bench_sweep.py --pbt measures it)."""
+    on in an actor another trial (or its own paused self) used (bench_sweep.py --pbt measures it)."""
     from ray import tune
 
     from rayac.remote import init_ray
@@ -466,7 +466,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, resume: bool = False,
                 # Tune's default, a new actor per resume. Warm actors make PBT 7x faster (bench_sweep.py --pbt), but a
                 # paused trial's Runner still writes its final evaluation and checkpoint after Tune's 2 s wait, and
                 # on a loaded machine the resumed trial then found its run dir changing under it (RESULTS.md)
-                reuse_actors=bool(reuse_actors),
+                reuse_actors=reuse_actors,
                 search_alg=_search_alg(spec),
             ),  # fmt: skip
             run_config=tune.RunConfig(

@@ -48,6 +48,7 @@ class Service:
             if self.proc.poll() is not None:
                 said = log_path.read_text()
                 if "is taken" in said and tries > 1:
+                    self.log.close()
                     self.port, self.url = (port := free_port()), f"http://127.0.0.1:{port}"
                     return self.start(tries=tries - 1)
                 raise RuntimeError(
