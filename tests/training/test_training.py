@@ -112,7 +112,7 @@ def test_resume_without_workers_equals_a_straight_run_bit_for_bit(tmp_path):
 def test_resume_applies_the_configs_learning_rate(tmp_path):
     tiny_run(tmp_path, "run", "run.stop.target_return=null", steps=2000)
     before = load_checkpoint(tmp_path / "run")
-    assert before.optimizer_state()["param_groups"][0]["lr"] == 0.002
+    assert before.optimizer_state()["param_groups"][0]["lr"] == 0.006  # a2c_cartpole's
     resume_run(tmp_path / "run", "run.stop.total_env_steps=4000", "optim.lr=0.0001")
     after = load_checkpoint(tmp_path / "run")
     assert (
